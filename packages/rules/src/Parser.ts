@@ -1,0 +1,131 @@
+/**
+ * Parses `.rules` source into a `FileNode`, reporting every syntax error.
+ *
+ * Details: Peggy stops at the first error. To report all broken statements in
+ * one run, the parser blanks the broken statement (keeping newlines, so every
+ * later line and column stays exact) and parses again, up to `MAX_ERRORS`.
+ * Inside a policy only the broken rule is blanked, so other rules are still
+ * checked.
+ */
+import type { CommentNode, FileNode, ItemNode } from "./Ast.ts"
+import { type Diagnostic, error } from "./Diagnostic.ts"
+import { parse as peggyParse, SyntaxError as PeggySyntaxError } from "./grammar/rules.generated.js"
+
+const MAX_ERRORS = 50
+
+export interface ParseResult {
+  readonly file: FileNode
+  readonly diagnostics: ReadonlyArray<Diagnostic>
+}
+
+const EMPTY = (): FileNode => ({ kind: "file", items: [], comments: [] })
+
+const describeExpected = (e: PeggySyntaxError): string => {
+  const names = new Set<string>()
+  for (const x of e.expected ?? []) {
+    if (x.type === "literal" && (x.text === "\n" || x.text === "\r")) names.add("end of line")
+    else if (x.type === "literal" && x.text === "\\") continue
+    else if (x.type === "literal" && x.text !== undefined) names.add(`\`${x.text}\``)
+    else if (x.type === "end") names.add("end of file")
+    else if (x.description !== undefined && !["whitespace", "comment"].includes(x.description)) names.add(x.description)
+  }
+  const list = [...names].sort()
+  if (list.length === 0) return ""
+  if (list.length === 1) return list[0]!
+  return `${list.slice(0, -1).join(", ")} or ${list.at(-1)}`
+}
+
+const foundText = (e: PeggySyntaxError): string =>
+  e.found === null ? "end of file" : e.found === "\n" ? "end of line" : `\`${e.found}\``
+
+const toDiagnostic = (e: PeggySyntaxError, file: string, source: string): Diagnostic => {
+  const { start } = e.location
+  const span = {
+    file,
+    start: { offset: start.offset, line: start.line, column: start.column },
+    end: { offset: start.offset + 1, line: start.line, column: start.column + 1 },
+  }
+  // Specific shapes first: they read better than an "expected" list.
+  const lineText = source.split("\n")[start.line - 1] ?? ""
+  const before = lineText.slice(0, start.column - 1)
+  const quotes = (before.match(/"/g) ?? []).length - (before.match(/\\"/g) ?? []).length
+  if (e.found === "\n" && quotes % 2 === 1) {
+    return error("P002", "unterminated string", span, { hint: "close the string with `\"` before the end of the line" })
+  }
+  if (e.found === null && /[{[(]/.test(source)) {
+    const opens = (source.match(/[{[(]/g) ?? []).length
+    const closes = (source.match(/[}\])]/g) ?? []).length
+    if (opens > closes) return error("P003", "unexpected end of file: a bracket or brace is not closed", span, { hint: "add the missing `}`, `]` or `)`" })
+  }
+  const expected = describeExpected(e)
+  return error("P001", `syntax error: unexpected ${foundText(e)}${expected ? `, expected ${expected}` : ""}`, span)
+}
+
+const lineStarts = (s: string): number[] => {
+  const starts = [0]
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) === 10) starts.push(i + 1)
+  return starts
+}
+
+const blank = (s: string, from: number, to: number): string =>
+  s.slice(0, from) + s.slice(from, to).replace(/[^\n]/g, " ") + s.slice(to)
+
+const isTopLevelStart = (line: string): boolean => /^[A-Za-z_]/.test(line)
+const isPolicyItemStart = (line: string): boolean => /^\s*(rule|guard|default)\b/.test(line)
+
+/** The region to blank so that parsing can go on after an error on `errLine` (1-based). */
+const recoveryRegion = (text: string, errLine: number): [number, number] => {
+  const starts = lineStarts(text)
+  const lines = text.split("\n")
+  const lineOf = (i: number) => lines[i] ?? ""
+  let stmt = errLine - 1
+  while (stmt > 0 && !isTopLevelStart(lineOf(stmt))) stmt--
+  let next = errLine
+  while (next < lines.length && !isTopLevelStart(lineOf(next))) next++
+  // Inside a policy: blank only the broken rule.
+  if (/^policy\b/.test(lineOf(stmt)) && errLine - 1 > stmt) {
+    let ruleStart = errLine - 1
+    while (ruleStart > stmt && !isPolicyItemStart(lineOf(ruleStart))) ruleStart--
+    if (ruleStart > stmt) {
+      let ruleEnd = errLine
+      while (ruleEnd < lines.length && !isPolicyItemStart(lineOf(ruleEnd)) && !/^\s*}/.test(lineOf(ruleEnd)) && !isTopLevelStart(lineOf(ruleEnd))) ruleEnd++
+      return [starts[ruleStart]!, ruleEnd < starts.length ? starts[ruleEnd]! : text.length]
+    }
+  }
+  return [starts[stmt] ?? 0, next < starts.length ? starts[next]! : text.length]
+}
+
+/** Parses one file's text. Never throws. */
+export const parse = (source: string, file: string): ParseResult => {
+  const diagnostics: Diagnostic[] = []
+  let text = source
+  let lastRegion = ""
+  for (let attempt = 0; attempt <= MAX_ERRORS; attempt++) {
+    try {
+      const node = peggyParse(text, { grammarSource: file })
+      return { file: dedupeComments(node), diagnostics }
+    } catch (e) {
+      if (!(e instanceof PeggySyntaxError)) throw e
+      diagnostics.push(toDiagnostic(e, file, text))
+      let [from, to] = recoveryRegion(text, e.location.start.line)
+      const key = `${from}:${to}`
+      if (key === lastRegion || to <= from) {
+        // The same region failed twice: blank from the error to the end.
+        from = Math.min(from, e.location.start.offset)
+        to = text.length
+      }
+      lastRegion = key
+      if (from >= text.length) break
+      text = blank(text, from, to)
+    }
+  }
+  return { file: EMPTY(), diagnostics }
+}
+
+/** Actions run again when the parser backtracks; keep one comment per offset. */
+const dedupeComments = (node: FileNode): FileNode => {
+  const seen = new Map<number, CommentNode>()
+  for (const c of node.comments) seen.set(c.span.start.offset, c)
+  const comments = [...seen.values()].sort((a, b) => a.span.start.offset - b.span.start.offset)
+  return { kind: "file", items: node.items as ReadonlyArray<ItemNode>, comments }
+}

@@ -1,0 +1,7 @@
+export * as Ast from "./Ast.ts"
+export * as Diagnostic from "./Diagnostic.ts"
+export * as Ir from "./Ir.ts"
+export * as Ip from "./Ip.ts"
+export * as Match from "./Match.ts"
+export * as Parser from "./Parser.ts"
+export * as Reference from "./Reference.ts"
