@@ -49,7 +49,8 @@ const toDiagnostic = (e: PeggySyntaxError, file: string, source: string): Diagno
   const lineText = source.split("\n")[start.line - 1] ?? ""
   const before = lineText.slice(0, start.column - 1)
   const quotes = (before.match(/"/g) ?? []).length - (before.match(/\\"/g) ?? []).length
-  if (e.found === "\n" && quotes % 2 === 1) {
+  const after = lineText.slice(start.column)
+  if ((e.found === "\n" && quotes % 2 === 1) || (e.found === "\"" && quotes % 2 === 0 && !after.includes("\""))) {
     return error("P002", "unterminated string", span, { hint: "close the string with `\"` before the end of the line" })
   }
   if (e.found === null && /[{[(]/.test(source)) {
@@ -72,6 +73,15 @@ const blank = (s: string, from: number, to: number): string =>
 
 const isTopLevelStart = (line: string): boolean => /^[A-Za-z_]/.test(line)
 const isPolicyItemStart = (line: string): boolean => /^\s*(rule|guard|default)\b/.test(line)
+
+/** Offset of the start of the top-level statement containing line `errLine`. */
+const lastTopLevelStart = (text: string, errLine: number): number => {
+  const starts = lineStarts(text)
+  const lines = text.split("\n")
+  let stmt = Math.min(errLine, lines.length) - 1
+  while (stmt > 0 && !isTopLevelStart(lines[stmt] ?? "")) stmt--
+  return starts[Math.max(stmt, 0)] ?? 0
+}
 
 /** The region to blank so that parsing can go on after an error on `errLine` (1-based). */
 const recoveryRegion = (text: string, errLine: number): [number, number] => {
@@ -106,8 +116,11 @@ export const parse = (source: string, file: string): ParseResult => {
       return { file: dedupeComments(node), diagnostics }
     } catch (e) {
       if (!(e instanceof PeggySyntaxError)) throw e
-      diagnostics.push(toDiagnostic(e, file, text))
-      let [from, to] = recoveryRegion(text, e.location.start.line)
+      // A second error at the same place is the same problem seen again after recovery.
+      if (diagnostics.at(-1)?.span.start.offset !== e.location.start.offset) diagnostics.push(toDiagnostic(e, file, text))
+      let [from, to] = e.found === null
+        ? recoveryRegion(text, 1).map((_, i) => (i === 0 ? lastTopLevelStart(text, e.location.start.line) : text.length)) as [number, number]
+        : recoveryRegion(text, e.location.start.line)
       const key = `${from}:${to}`
       if (key === lastRegion || to <= from) {
         // The same region failed twice: blank from the error to the end.

@@ -290,54 +290,55 @@ function peg$parse(input, options) {
   const peg$e61 = peg$anyExpectation();
 
   function peg$f0(items) {    return { kind: "file", items, comments };  }
-  function peg$f1(keyword, name, args, block) {    return { kind: "decl", keyword, name: name ?? undefined, args, block: block ?? undefined, span: span() };  }
-  function peg$f2(head, tail) {    return head === null ? [] : [head, ...tail];  }
-  function peg$f3(lines) {    return lines;  }
-  function peg$f4(head, tail) {    return [head, ...tail];  }
-  function peg$f5(tokens, nested) {    return { tokens, block: nested ?? undefined, span: span() };  }
-  function peg$f6(items) {    return { kind: "list", open: "bracket", items, span: span() };  }
-  function peg$f7(items) {    return { kind: "list", open: "brace", items, span: span() };  }
-  function peg$f8(name, args) {    return { kind: "call", name, args, span: span() };  }
-  function peg$f9() {    return { kind: "arrow", span: span() };  }
-  function peg$f10(chars) {    return { kind: "string", value: chars.join(""), span: span() };  }
-  function peg$f11(c) {    return c === "n" ? "\n" : c === "t" ? "\t" : c;  }
-  function peg$f12(text) {    return { kind: "bare", text, span: span() };  }
+  function peg$f1(keyword) {    return keyword.text === "policy" || keyword.text === "test";  }
+  function peg$f2(keyword, name, args, block) {    return { kind: "decl", keyword, name: name ?? undefined, args, block: block ?? undefined, span: span() };  }
+  function peg$f3(head, tail) {    return head === null ? [] : [head, ...tail];  }
+  function peg$f4(lines) {    return lines;  }
+  function peg$f5(head, tail) {    return [head, ...tail];  }
+  function peg$f6(tokens, nested) {    return { tokens, block: nested ?? undefined, span: span() };  }
+  function peg$f7(items) {    return { kind: "list", open: "bracket", items, span: span() };  }
+  function peg$f8(items) {    return { kind: "list", open: "brace", items, span: span() };  }
+  function peg$f9(name, args) {    return { kind: "call", name, args, span: span() };  }
+  function peg$f10() {    return { kind: "arrow", span: span() };  }
+  function peg$f11(chars) {    return { kind: "string", value: chars.join(""), span: span() };  }
+  function peg$f12(c) {    return c === "n" ? "\n" : c === "t" ? "\t" : c;  }
   function peg$f13(text) {    return { kind: "bare", text, span: span() };  }
-  function peg$f14(text) {    return { text, span: span() };  }
-  function peg$f15(name, items) {    return { kind: "policy", name, items, span: span() };  }
-  function peg$f16(kind, name, when, action, modifiers) {    return { kind, name, when: when ?? undefined, action, modifiers, span: span() };  }
-  function peg$f17(action, modifiers) {    return { kind: "default", action, modifiers, span: span() };  }
-  function peg$f18() {    return { kind: "allow", span: span() };  }
-  function peg$f19(message) {    return { kind: "block", message: message ?? undefined, span: span() };  }
-  function peg$f20(target) {    return { kind: "redirect", target, span: span() };  }
-  function peg$f21(target, otherwise) {    return { kind: "via", target, else: otherwise ?? undefined, span: span() };  }
-  function peg$f22(target) {    return { kind: "tor", target: target ?? undefined, span: span() };  }
-  function peg$f23(id) {    return MODIFIER_WORDS.has(id.text);  }
-  function peg$f24(id) {    return id;  }
-  function peg$f25(head, tail) {    return tail.length === 0 ? head : { kind: "or", items: [head, ...tail], span: span() };  }
-  function peg$f26(head, tail) {    return tail.length === 0 ? head : { kind: "and", items: [head, ...tail], span: span() };  }
-  function peg$f27(expr) {    return { kind: "not", expr, span: span() };  }
-  function peg$f28(expr) {    return { kind: "paren", expr, span: span() };  }
-  function peg$f29(field, specs, tz) {    return { kind: "time", field, specs, tz: tz ?? undefined, span: span() };  }
-  function peg$f30(text) {    return { text: "time", span: span() };  }
-  function peg$f31(tok) {    return tok;  }
-  function peg$f32(field, op, value) {    return { kind: "cmp", field, op, value, span: span() };  }
-  function peg$f33(field, value) {    return { kind: "cmp", field, op: { text: "==", implicit: true, span: field.span }, value, span: span() };  }
-  function peg$f34(id) {    return KEYWORDS_EXPR.has(id.text);  }
-  function peg$f35(id) {    return id;  }
-  function peg$f36(text) {    return { text, span: span() };  }
-  function peg$f37() {    return { text: "not in", span: span() };  }
-  function peg$f38(text) {    return { text, span: span() };  }
-  function peg$f39(tok) {    return KEYWORDS_EXPR.has(tok.text);  }
-  function peg$f40(tok) {    return tok;  }
-  function peg$f41(name, body, expect) {    return { kind: "test", name, body, expect, span: span() };  }
-  function peg$f42(action, by) {    return { action, rule: by ?? undefined, span: span() };  }
-  function peg$f43() {    return { kind: "allow", span: span() };  }
-  function peg$f44(message) {    return { kind: "block", message: message ?? undefined, span: span() };  }
-  function peg$f45(target) {    return { kind: "redirect", target: target ?? undefined, span: span() };  }
-  function peg$f46(target) {    return { kind: "via", target, span: span() };  }
-  function peg$f47(target) {    return { kind: "tor", target: target ?? undefined, span: span() };  }
-  function peg$f48(text) {    comments.push({ text, span: span() });  }
+  function peg$f14(text) {    return { kind: "bare", text, span: span() };  }
+  function peg$f15(text) {    return { text, span: span() };  }
+  function peg$f16(name, items) {    return { kind: "policy", name, items, span: span() };  }
+  function peg$f17(kind, name, when, action, modifiers) {    return { kind, name, when: when ?? undefined, action, modifiers, span: span() };  }
+  function peg$f18(action, modifiers) {    return { kind: "default", action, modifiers, span: span() };  }
+  function peg$f19() {    return { kind: "allow", span: span() };  }
+  function peg$f20(message) {    return { kind: "block", message: message ?? undefined, span: span() };  }
+  function peg$f21(target) {    return { kind: "redirect", target, span: span() };  }
+  function peg$f22(target, otherwise) {    return { kind: "via", target, else: otherwise ?? undefined, span: span() };  }
+  function peg$f23(target) {    return { kind: "tor", target: target ?? undefined, span: span() };  }
+  function peg$f24(id) {    return MODIFIER_WORDS.has(id.text);  }
+  function peg$f25(id) {    return id;  }
+  function peg$f26(head, tail) {    return tail.length === 0 ? head : { kind: "or", items: [head, ...tail], span: span() };  }
+  function peg$f27(head, tail) {    return tail.length === 0 ? head : { kind: "and", items: [head, ...tail], span: span() };  }
+  function peg$f28(expr) {    return { kind: "not", expr, span: span() };  }
+  function peg$f29(expr) {    return { kind: "paren", expr, span: span() };  }
+  function peg$f30(field, specs, tz) {    return { kind: "time", field, specs, tz: tz ?? undefined, span: span() };  }
+  function peg$f31(text) {    return { text: "time", span: span() };  }
+  function peg$f32(tok) {    return tok;  }
+  function peg$f33(field, op, value) {    return { kind: "cmp", field, op, value, span: span() };  }
+  function peg$f34(field, value) {    return { kind: "cmp", field, op: { text: "==", implicit: true, span: field.span }, value, span: span() };  }
+  function peg$f35(id) {    return KEYWORDS_EXPR.has(id.text);  }
+  function peg$f36(id) {    return id;  }
+  function peg$f37(text) {    return { text, span: span() };  }
+  function peg$f38() {    return { text: "not in", span: span() };  }
+  function peg$f39(text) {    return { text, span: span() };  }
+  function peg$f40(tok) {    return KEYWORDS_EXPR.has(tok.text);  }
+  function peg$f41(tok) {    return tok;  }
+  function peg$f42(name, body, expect) {    return { kind: "test", name, body, expect, span: span() };  }
+  function peg$f43(action, by) {    return { action, rule: by ?? undefined, span: span() };  }
+  function peg$f44() {    return { kind: "allow", span: span() };  }
+  function peg$f45(message) {    return { kind: "block", message: message ?? undefined, span: span() };  }
+  function peg$f46(target) {    return { kind: "redirect", target: target ?? undefined, span: span() };  }
+  function peg$f47(target) {    return { kind: "via", target, span: span() };  }
+  function peg$f48(target) {    return { kind: "tor", target: target ?? undefined, span: span() };  }
+  function peg$f49(text) {    comments.push({ text, span: span() });  }
   let peg$currPos = options.peg$currPos | 0;
   let peg$savedPos = peg$currPos;
   const peg$posDetailsCache = [{ line: 1, column: 1 }];
@@ -562,55 +563,67 @@ function peg$parse(input, options) {
   }
 
   function peg$parseDeclaration() {
-    let s0, s1, s2, s3, s4, s5, s6, s7;
+    let s0, s1, s2, s3, s4, s5, s6, s7, s8;
 
     s0 = peg$currPos;
     s1 = peg$parseIdent();
     if (s1 !== peg$FAILED) {
-      s2 = peg$parse_();
-      s3 = peg$currPos;
-      s4 = peg$parseIdent();
-      if (s4 !== peg$FAILED) {
-        s5 = peg$parse_();
-        if (input.charCodeAt(peg$currPos) === 61) {
-          s6 = peg$c0;
-          peg$currPos++;
+      peg$savedPos = peg$currPos;
+      s2 = peg$f1(s1);
+      if (s2) {
+        s2 = peg$FAILED;
+      } else {
+        s2 = undefined;
+      }
+      if (s2 !== peg$FAILED) {
+        s3 = peg$parse_();
+        s4 = peg$currPos;
+        s5 = peg$parseIdent();
+        if (s5 !== peg$FAILED) {
+          s6 = peg$parse_();
+          if (input.charCodeAt(peg$currPos) === 61) {
+            s7 = peg$c0;
+            peg$currPos++;
+          } else {
+            s7 = peg$FAILED;
+            if (peg$silentFails === 0) { peg$fail(peg$e0); }
+          }
+          if (s7 !== peg$FAILED) {
+            s8 = peg$parse_();
+            s4 = s5;
+          } else {
+            peg$currPos = s4;
+            s4 = peg$FAILED;
+          }
         } else {
+          peg$currPos = s4;
+          s4 = peg$FAILED;
+        }
+        if (s4 === peg$FAILED) {
+          s4 = null;
+        }
+        s5 = peg$parseInlineTokens();
+        s6 = peg$currPos;
+        s7 = peg$parse_();
+        s8 = peg$parseBlock();
+        if (s8 !== peg$FAILED) {
+          s6 = s8;
+        } else {
+          peg$currPos = s6;
           s6 = peg$FAILED;
-          if (peg$silentFails === 0) { peg$fail(peg$e0); }
         }
-        if (s6 !== peg$FAILED) {
-          s7 = peg$parse_();
-          s3 = s4;
+        if (s6 === peg$FAILED) {
+          s6 = null;
+        }
+        s7 = peg$parse_();
+        s8 = peg$parseEOS();
+        if (s8 !== peg$FAILED) {
+          peg$savedPos = s0;
+          s0 = peg$f2(s1, s4, s5, s6);
         } else {
-          peg$currPos = s3;
-          s3 = peg$FAILED;
+          peg$currPos = s0;
+          s0 = peg$FAILED;
         }
-      } else {
-        peg$currPos = s3;
-        s3 = peg$FAILED;
-      }
-      if (s3 === peg$FAILED) {
-        s3 = null;
-      }
-      s4 = peg$parseInlineTokens();
-      s5 = peg$currPos;
-      s6 = peg$parse_();
-      s7 = peg$parseBlock();
-      if (s7 !== peg$FAILED) {
-        s5 = s7;
-      } else {
-        peg$currPos = s5;
-        s5 = peg$FAILED;
-      }
-      if (s5 === peg$FAILED) {
-        s5 = null;
-      }
-      s6 = peg$parse_();
-      s7 = peg$parseEOS();
-      if (s7 !== peg$FAILED) {
-        peg$savedPos = s0;
-        s0 = peg$f1(s1, s3, s4, s5);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -654,7 +667,7 @@ function peg$parse(input, options) {
       }
     }
     peg$savedPos = s0;
-    s0 = peg$f2(s1, s2);
+    s0 = peg$f3(s1, s2);
 
     return s0;
   }
@@ -703,7 +716,7 @@ function peg$parse(input, options) {
       }
       if (s4 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f3(s3);
+        s0 = peg$f4(s3);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -746,7 +759,7 @@ function peg$parse(input, options) {
         }
       }
       peg$savedPos = s1;
-      s1 = peg$f4(s2, s3);
+      s1 = peg$f5(s2, s3);
     } else {
       peg$currPos = s1;
       s1 = peg$FAILED;
@@ -761,7 +774,7 @@ function peg$parse(input, options) {
       s5 = peg$parseBlockLineEnd();
       if (s5 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f5(s1, s3);
+        s0 = peg$f6(s1, s3);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -932,7 +945,7 @@ function peg$parse(input, options) {
       }
       if (s4 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f6(s3);
+        s0 = peg$f7(s3);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -1027,7 +1040,7 @@ function peg$parse(input, options) {
       }
       if (s4 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f7(s3);
+        s0 = peg$f8(s3);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -1130,7 +1143,7 @@ function peg$parse(input, options) {
         }
         if (s5 !== peg$FAILED) {
           peg$savedPos = s0;
-          s0 = peg$f8(s1, s4);
+          s0 = peg$f9(s1, s4);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -1160,7 +1173,7 @@ function peg$parse(input, options) {
     }
     if (s1 !== peg$FAILED) {
       peg$savedPos = s0;
-      s1 = peg$f9();
+      s1 = peg$f10();
     }
     s0 = s1;
 
@@ -1195,7 +1208,7 @@ function peg$parse(input, options) {
       }
       if (s3 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f10(s2);
+        s0 = peg$f11(s2);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -1242,7 +1255,7 @@ function peg$parse(input, options) {
         }
         if (s2 !== peg$FAILED) {
           peg$savedPos = s0;
-          s0 = peg$f11(s2);
+          s0 = peg$f12(s2);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -1279,7 +1292,7 @@ function peg$parse(input, options) {
     }
     if (s1 !== peg$FAILED) {
       peg$savedPos = s0;
-      s1 = peg$f12(s1);
+      s1 = peg$f13(s1);
     }
     s0 = s1;
     peg$silentFails--;
@@ -1384,7 +1397,7 @@ function peg$parse(input, options) {
     }
     if (s1 !== peg$FAILED) {
       peg$savedPos = s0;
-      s1 = peg$f13(s1);
+      s1 = peg$f14(s1);
     }
     s0 = s1;
 
@@ -1448,7 +1461,7 @@ function peg$parse(input, options) {
     }
     if (s1 !== peg$FAILED) {
       peg$savedPos = s0;
-      s1 = peg$f14(s1);
+      s1 = peg$f15(s1);
     }
     s0 = s1;
     peg$silentFails--;
@@ -1619,7 +1632,7 @@ function peg$parse(input, options) {
               s11 = peg$parseEOS();
               if (s11 !== peg$FAILED) {
                 peg$savedPos = s0;
-                s0 = peg$f15(s4, s8);
+                s0 = peg$f16(s4, s8);
               } else {
                 peg$currPos = s0;
                 s0 = peg$FAILED;
@@ -1749,7 +1762,7 @@ function peg$parse(input, options) {
               s12 = peg$parseEOS();
               if (s12 !== peg$FAILED) {
                 peg$savedPos = s0;
-                s0 = peg$f16(s1, s4, s6, s9, s10);
+                s0 = peg$f17(s1, s4, s6, s9, s10);
               } else {
                 peg$currPos = s0;
                 s0 = peg$FAILED;
@@ -1815,7 +1828,7 @@ function peg$parse(input, options) {
             s7 = peg$parseEOS();
             if (s7 !== peg$FAILED) {
               peg$savedPos = s0;
-              s0 = peg$f17(s4, s5);
+              s0 = peg$f18(s4, s5);
             } else {
               peg$currPos = s0;
               s0 = peg$FAILED;
@@ -1853,7 +1866,7 @@ function peg$parse(input, options) {
       s2 = peg$parseBoundary();
       if (s2 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f18();
+        s0 = peg$f19();
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -1887,7 +1900,7 @@ function peg$parse(input, options) {
             s3 = null;
           }
           peg$savedPos = s0;
-          s0 = peg$f19(s3);
+          s0 = peg$f20(s3);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -1915,7 +1928,7 @@ function peg$parse(input, options) {
             }
             if (s4 !== peg$FAILED) {
               peg$savedPos = s0;
-              s0 = peg$f20(s4);
+              s0 = peg$f21(s4);
             } else {
               peg$currPos = s0;
               s0 = peg$FAILED;
@@ -1975,7 +1988,7 @@ function peg$parse(input, options) {
                   s5 = null;
                 }
                 peg$savedPos = s0;
-                s0 = peg$f21(s4, s5);
+                s0 = peg$f22(s4, s5);
               } else {
                 peg$currPos = s0;
                 s0 = peg$FAILED;
@@ -2013,7 +2026,7 @@ function peg$parse(input, options) {
                   s3 = null;
                 }
                 peg$savedPos = s0;
-                s0 = peg$f22(s3);
+                s0 = peg$f23(s3);
               } else {
                 peg$currPos = s0;
                 s0 = peg$FAILED;
@@ -2042,7 +2055,7 @@ function peg$parse(input, options) {
     s1 = peg$parseIdent();
     if (s1 !== peg$FAILED) {
       peg$savedPos = peg$currPos;
-      s2 = peg$f23(s1);
+      s2 = peg$f24(s1);
       if (s2) {
         s2 = peg$FAILED;
       } else {
@@ -2050,7 +2063,7 @@ function peg$parse(input, options) {
       }
       if (s2 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f24(s1);
+        s0 = peg$f25(s1);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -2130,7 +2143,7 @@ function peg$parse(input, options) {
         }
       }
       peg$savedPos = s0;
-      s0 = peg$f25(s1, s2);
+      s0 = peg$f26(s1, s2);
     } else {
       peg$currPos = s0;
       s0 = peg$FAILED;
@@ -2206,7 +2219,7 @@ function peg$parse(input, options) {
         }
       }
       peg$savedPos = s0;
-      s0 = peg$f26(s1, s2);
+      s0 = peg$f27(s1, s2);
     } else {
       peg$currPos = s0;
       s0 = peg$FAILED;
@@ -2233,7 +2246,7 @@ function peg$parse(input, options) {
         s4 = peg$parseNotExpr();
         if (s4 !== peg$FAILED) {
           peg$savedPos = s0;
-          s0 = peg$f27(s4);
+          s0 = peg$f28(s4);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -2278,7 +2291,7 @@ function peg$parse(input, options) {
         }
         if (s5 !== peg$FAILED) {
           peg$savedPos = s0;
-          s0 = peg$f28(s3);
+          s0 = peg$f29(s3);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -2366,7 +2379,7 @@ function peg$parse(input, options) {
           s3 = null;
         }
         peg$savedPos = s0;
-        s0 = peg$f29(s1, s2, s3);
+        s0 = peg$f30(s1, s2, s3);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -2437,7 +2450,7 @@ function peg$parse(input, options) {
         s2 = null;
       }
       peg$savedPos = s0;
-      s0 = peg$f30(s1);
+      s0 = peg$f31(s1);
     } else {
       peg$currPos = s0;
       s0 = peg$FAILED;
@@ -2511,7 +2524,7 @@ function peg$parse(input, options) {
       s2 = peg$parseBare();
       if (s2 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f31(s2);
+        s0 = peg$f32(s2);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -2537,7 +2550,7 @@ function peg$parse(input, options) {
         s5 = peg$parseOperand();
         if (s5 !== peg$FAILED) {
           peg$savedPos = s0;
-          s0 = peg$f32(s1, s3, s5);
+          s0 = peg$f33(s1, s3, s5);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -2558,7 +2571,7 @@ function peg$parse(input, options) {
         s3 = peg$parseOperand();
         if (s3 !== peg$FAILED) {
           peg$savedPos = s0;
-          s0 = peg$f33(s1, s3);
+          s0 = peg$f34(s1, s3);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -2580,7 +2593,7 @@ function peg$parse(input, options) {
     s1 = peg$parseIdent();
     if (s1 !== peg$FAILED) {
       peg$savedPos = peg$currPos;
-      s2 = peg$f34(s1);
+      s2 = peg$f35(s1);
       if (s2) {
         s2 = peg$FAILED;
       } else {
@@ -2588,7 +2601,7 @@ function peg$parse(input, options) {
       }
       if (s2 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f35(s1);
+        s0 = peg$f36(s1);
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -2662,7 +2675,7 @@ function peg$parse(input, options) {
     }
     if (s1 !== peg$FAILED) {
       peg$savedPos = s0;
-      s1 = peg$f36(s1);
+      s1 = peg$f37(s1);
     }
     s0 = s1;
     if (s0 === peg$FAILED) {
@@ -2689,7 +2702,7 @@ function peg$parse(input, options) {
             s5 = peg$parseBoundary();
             if (s5 !== peg$FAILED) {
               peg$savedPos = s0;
-              s0 = peg$f37();
+              s0 = peg$f38();
             } else {
               peg$currPos = s0;
               s0 = peg$FAILED;
@@ -2764,7 +2777,7 @@ function peg$parse(input, options) {
         }
         if (s1 !== peg$FAILED) {
           peg$savedPos = s0;
-          s1 = peg$f38(s1);
+          s1 = peg$f39(s1);
         }
         s0 = s1;
       }
@@ -2796,7 +2809,7 @@ function peg$parse(input, options) {
               s1 = peg$parseBare();
               if (s1 !== peg$FAILED) {
                 peg$savedPos = peg$currPos;
-                s2 = peg$f39(s1);
+                s2 = peg$f40(s1);
                 if (s2) {
                   s2 = peg$FAILED;
                 } else {
@@ -2804,7 +2817,7 @@ function peg$parse(input, options) {
                 }
                 if (s2 !== peg$FAILED) {
                   peg$savedPos = s0;
-                  s0 = peg$f40(s1);
+                  s0 = peg$f41(s1);
                 } else {
                   peg$currPos = s0;
                   s0 = peg$FAILED;
@@ -2865,7 +2878,7 @@ function peg$parse(input, options) {
                   s13 = peg$parseEOS();
                   if (s13 !== peg$FAILED) {
                     peg$savedPos = s0;
-                    s0 = peg$f41(s4, s6, s11);
+                    s0 = peg$f42(s4, s6, s11);
                   } else {
                     peg$currPos = s0;
                     s0 = peg$FAILED;
@@ -2940,7 +2953,7 @@ function peg$parse(input, options) {
         s2 = null;
       }
       peg$savedPos = s0;
-      s0 = peg$f42(s1, s2);
+      s0 = peg$f43(s1, s2);
     } else {
       peg$currPos = s0;
       s0 = peg$FAILED;
@@ -2964,7 +2977,7 @@ function peg$parse(input, options) {
       s2 = peg$parseBoundary();
       if (s2 !== peg$FAILED) {
         peg$savedPos = s0;
-        s0 = peg$f43();
+        s0 = peg$f44();
       } else {
         peg$currPos = s0;
         s0 = peg$FAILED;
@@ -2998,7 +3011,7 @@ function peg$parse(input, options) {
             s3 = null;
           }
           peg$savedPos = s0;
-          s0 = peg$f44(s3);
+          s0 = peg$f45(s3);
         } else {
           peg$currPos = s0;
           s0 = peg$FAILED;
@@ -3035,7 +3048,7 @@ function peg$parse(input, options) {
               s3 = null;
             }
             peg$savedPos = s0;
-            s0 = peg$f45(s3);
+            s0 = peg$f46(s3);
           } else {
             peg$currPos = s0;
             s0 = peg$FAILED;
@@ -3060,7 +3073,7 @@ function peg$parse(input, options) {
               s4 = peg$parseIdent();
               if (s4 !== peg$FAILED) {
                 peg$savedPos = s0;
-                s0 = peg$f46(s4);
+                s0 = peg$f47(s4);
               } else {
                 peg$currPos = s0;
                 s0 = peg$FAILED;
@@ -3133,7 +3146,7 @@ function peg$parse(input, options) {
                   s3 = null;
                 }
                 peg$savedPos = s0;
-                s0 = peg$f47(s3);
+                s0 = peg$f48(s3);
               } else {
                 peg$currPos = s0;
                 s0 = peg$FAILED;
@@ -3380,7 +3393,7 @@ function peg$parse(input, options) {
       }
       s2 = input.substring(s2, peg$currPos);
       peg$savedPos = s0;
-      s0 = peg$f48(s2);
+      s0 = peg$f49(s2);
     } else {
       peg$currPos = s0;
       s0 = peg$FAILED;
