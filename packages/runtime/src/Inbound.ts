@@ -1,0 +1,83 @@
+/**
+ * The interface between the runtime and inbound protocol handlers (SOCKS, HTTP).
+ *
+ * Details: a handler owns the conversation with one client connection
+ * (handshake, replies, framing, keep-alive) and asks the runtime for
+ * everything else through `SessionContext`. The runtime knows no protocol; a
+ * protocol package knows only this module (and the rules `Request`/`Decision`
+ * types).
+ *
+ * Gotchas: the client socket arrives paused (`pauseOnConnect`). Read it with
+ * `socket.read()` in paused mode or through a per-connection buffer; never
+ * attach a `data` listener before handing the socket to `relay` (it would
+ * switch the stream to flowing mode and bytes could be lost).
+ */
+import type { Socket } from "node:net"
+import type { Effect } from "effect"
+import type { Ir } from "@proxyd/rules"
+import type { OutboundError } from "./Errors.ts"
+
+export type ProtocolName = "socks5" | "socks4" | "http"
+
+/** What a handler knows about the request; the runtime adds time, listener, source and facts. */
+export interface RequestInput {
+  readonly command: Ir.Command
+  readonly dstHost: string
+  readonly dstPort: number
+  readonly protocol: ProtocolName
+}
+
+export interface AuthResult {
+  readonly ok: boolean
+  readonly user?: string
+  readonly groups?: ReadonlyArray<string>
+}
+
+export interface Decided {
+  readonly decision: Ir.Decision
+  /** The full request as evaluated (with user, source, listener, time, facts). */
+  readonly request: Ir.Request
+  /** The address the policy resolved the name to, if it did; the outbound connects to exactly it. */
+  readonly resolved?: string
+}
+
+export interface Connected {
+  readonly socket: Socket
+  /** Local address/port of the outbound socket (SOCKS replies carry it as BND.ADDR/BND.PORT). */
+  readonly localAddress: string
+  readonly localPort: number
+  readonly remoteAddress: string
+  readonly remotePort: number
+}
+
+export interface RelayStats { readonly bytesUp: number; readonly bytesDown: number }
+
+export interface SessionContext {
+  readonly id: string
+  readonly listener: string
+  readonly srcIp: string
+  readonly srcPort: number
+  /** The local address the client connected to (UDP ASSOCIATE binds its relay there). */
+  readonly localAddress: string
+  /** Whether the listener requires authentication, and whether it offers it at all. */
+  readonly auth: "required" | "optional" | "none"
+  /** Constant-time credential check against the listener's auth source. Unknown users cost the same as known ones. */
+  authenticate(user: string, pass: string): Effect.Effect<AuthResult>
+  /** Records the authenticated identity for policy decisions and logs. */
+  setUser(user: string | undefined, groups?: ReadonlyArray<string>): void
+  /** Evaluates the policy (fetching facts such as DNS as the policy needs them). */
+  decide(input: RequestInput): Effect.Effect<Decided>
+  /** Opens the outbound connection the decision asks for (allow, redirect, via, tor). Fails for block. */
+  connect(decided: Decided): Effect.Effect<Connected, OutboundError>
+  /** Pipes both ways until both directions end; applies the idle timeout; returns byte counts. */
+  relay(client: Socket, upstream: Socket): Effect.Effect<RelayStats>
+  /** Adds fields to the connection's close log line (never secrets). */
+  note(fields: Readonly<Record<string, unknown>>): void
+  readonly handshakeTimeoutMs: number
+}
+
+export interface InboundHandler {
+  readonly protocol: ProtocolName
+  /** Serves one client connection to its end. Errors are the handler's to answer on the wire; the returned effect never fails. */
+  handle(client: Socket, ctx: SessionContext): Effect.Effect<void>
+}

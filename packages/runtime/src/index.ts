@@ -1,0 +1,2 @@
+export * as Errors from "./Errors.ts"
+export * as Inbound from "./Inbound.ts"
