@@ -8,7 +8,7 @@
  * checked.
  */
 import type { CommentNode, FileNode, ItemNode } from "./Ast.ts"
-import { type Diagnostic, error } from "./Diagnostic.ts"
+import { type Diagnostic, error, fileSpan } from "./Diagnostic.ts"
 import { parse as peggyParse, SyntaxError as PeggySyntaxError } from "./grammar/rules.generated.js"
 
 const MAX_ERRORS = 50
@@ -105,6 +105,19 @@ const recoveryRegion = (text: string, errLine: number): [number, number] => {
   return [starts[stmt] ?? 0, next < starts.length ? starts[next]! : text.length]
 }
 
+/** P004 at the deepest point of `(`/`[`/`{` nesting (strings and comments are not skipped: a position hint only). */
+const tooDeep = (source: string, file: string): Diagnostic => {
+  let depth = 0, max = 0, at = 0, line = 1, column = 1, atLine = 1, atColumn = 1
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]
+    if (c === "(" || c === "[" || c === "{") {
+      if (++depth > max) { max = depth; at = i; atLine = line; atColumn = column }
+    } else if (c === ")" || c === "]" || c === "}") depth = Math.max(0, depth - 1)
+    if (c === "\n") { line++; column = 1 } else column++
+  }
+  return error("P004", "nesting too deep", fileSpan(file, atLine, atColumn, at), { hint: `brackets nest ${max} levels here; flatten the expression or the list` })
+}
+
 /** Parses one file's text. Never throws. */
 export const parse = (source: string, file: string): ParseResult => {
   const diagnostics: Diagnostic[] = []
@@ -115,6 +128,11 @@ export const parse = (source: string, file: string): ParseResult => {
       const node = peggyParse(text, { grammarSource: file })
       return { file: dedupeComments(node), diagnostics }
     } catch (e) {
+      if (e instanceof RangeError) {
+        // The generated parser recurses once per nesting level; a stack overflow is a diagnostic, not a crash.
+        diagnostics.push(tooDeep(source, file))
+        return { file: EMPTY(), diagnostics }
+      }
       if (!(e instanceof PeggySyntaxError)) throw e
       // A second error at the same place is the same problem seen again after recovery.
       if (diagnostics.at(-1)?.span.start.offset !== e.location.start.offset) diagnostics.push(toDiagnostic(e, file, text))
@@ -138,7 +156,8 @@ export const parse = (source: string, file: string): ParseResult => {
 /** Actions run again when the parser backtracks; keep one comment per offset. */
 const dedupeComments = (node: FileNode): FileNode => {
   const seen = new Map<number, CommentNode>()
-  for (const c of node.comments) seen.set(c.span.start.offset, c)
+  // A CRLF file's comments would end in `\r`: drop it, so CRLF and LF files parse alike.
+  for (const c of node.comments) seen.set(c.span.start.offset, c.text.endsWith("\r") ? { ...c, text: c.text.slice(0, -1) } : c)
   const comments = [...seen.values()].sort((a, b) => a.span.start.offset - b.span.start.offset)
   return { kind: "file", items: node.items as ReadonlyArray<ItemNode>, comments }
 }
