@@ -50,7 +50,7 @@ export class Ctx {
   }
 
   /** Declares a name; a duplicate is T011 with a note at the first definition. Returns false on duplicate. */
-  declare(ns: Namespace, kind: string, name: string, span: Span): boolean {
+  declare(ns: Namespace, kind: string, name: string, span: Span, hint = "names must be unique; rename one of them"): boolean {
     let table = this.symbols.get(ns)
     if (table === undefined) {
       table = new Map()
@@ -58,8 +58,8 @@ export class Ctx {
     }
     const first = table.get(name)
     if (first !== undefined) {
-      const message = first.kind === kind ? `duplicate ${kind} \`${name}\`` : `duplicate name \`${name}\`: a ${first.kind} already has this name`
-      this.err("T011", message, span, { notes: [{ message: "first defined here", span: first.span }], hint: "names must be unique; rename one of them" })
+      const message = first.kind === kind ? `duplicate ${kind} \`${name}\`` : `duplicate name \`${name}\`: ${/^[aeiou]/.test(first.kind) ? "an" : "a"} ${first.kind} already has this name`
+      this.err("T011", message, span, { notes: [{ message: "first defined here", span: first.span }], hint })
       return false
     }
     table.set(name, { ns, kind, name, span })

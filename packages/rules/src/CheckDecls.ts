@@ -64,7 +64,8 @@ export const declareAll = (ctx: Ctx, decls: ReadonlyArray<DeclNode>): DeclNode[]
     const ns = NS[d.keyword.text]
     if (ns !== undefined) {
       const n = d.keyword.text === "listen" ? listenerName(d) : d.name === undefined ? undefined : { name: d.name.text, span: d.name.span }
-      if (n !== undefined && !ctx.declare(ns, KIND_LABEL[d.keyword.text] ?? d.keyword.text, n.name, n.span)) continue
+      const hint = d.keyword.text === "listen" && d.name === undefined ? `an unnamed listener is named after its kind; name them: \`listen NAME = ${n?.name ?? "socks5"} ...\`` : undefined
+      if (n !== undefined && !ctx.declare(ns, KIND_LABEL[d.keyword.text] ?? d.keyword.text, n.name, n.span, hint)) continue
     }
     ok.push(d)
   }
@@ -173,12 +174,14 @@ export const checkListen = (ctx: Ctx, d: DeclNode): Pending | undefined => {
   return { policySetting: one(settings, "policy"), listenerIndex: ctx.listeners.length - 1 }
 }
 
+const article = (w: string): string => (/^[aeiou]/.test(w) ? "an" : "a")
+
 /** Looks a name up in a namespace, reporting T010 with did-you-mean. Marks it used. */
 export const resolve = (ctx: Ctx, ns: Namespace, name: string, span: Span, what: string): boolean => {
   if (ctx.lookup(ns, name) === undefined) {
     const other = (["set", "outbound", "tor", "auth", "usergroup", "listener", "policy"] as const).map((o) => ctx.lookup(o, name)).find((x) => x !== undefined)
     if (other !== undefined && other.ns !== ns) {
-      ctx.err("T012", `\`${name}\` is ${other.kind === "auth" || other.kind === "upstream" ? "an" : "a"} ${other.kind}, expected ${what === "auth" || what === "outbound" ? "an" : "a"} ${what}`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }] })
+      ctx.err("T012", `\`${name}\` is ${article(other.kind)} ${other.kind}, expected ${what === "outbound" ? "an upstream, chain or group" : `${article(what)} ${what}`}`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }] })
     } else {
       ctx.err("T010", `undefined ${what} \`${name}\``, span, { hint: didYouMean(name, ctx.names(ns)) })
     }

@@ -92,7 +92,7 @@ export const checkModifiers = (ctx: Ctx, tokens: ReadonlyArray<Token>): Modifier
     fail(k ?? t, `\`per\` needs one of ${keys.join(", ")}`, k?.kind === "bare" ? didYouMean(k.text, keys) : undefined)
     return dflt
   }
-  while (i < tokens.length) {
+  while (i < tokens.length && ok) {
     const t = tokens[i++]!
     const word = t.kind === "bare" ? t.text : undefined
     const arg = tokens[i]

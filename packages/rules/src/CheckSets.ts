@@ -26,8 +26,8 @@ export interface Entry { readonly text: string; readonly span: Span }
 export const checkDomainEntry = (ctx: Ctx, text: string, span: Span): string | undefined => {
   const prefix = text.startsWith(".") ? "." : text.startsWith("*.") ? "*." : ""
   const body = normalizeDomain(text.slice(prefix.length))
-  if (!L.isHostname(body) || body === "") {
-    if (/^[\d.:/]+$/.test(text)) ctx.err("T031", `\`${text}\` is an address, not a domain name`, span, { hint: "addresses go in a `cidrs` set or a `dst.ip` condition" })
+  if (!L.isHostname(body) || body === "" || /^[\d.]+$/.test(body)) {
+    if (/^[\d.:/]+$/.test(text) || text.includes(":")) ctx.err("T031", `\`${text}\` is an address, not a domain name`, span, { hint: "addresses go in a `cidrs` set or a `dst.ip` condition" })
     else ctx.err("T031", `\`${text}\` is not a domain name`, span, { hint: text.includes("*") ? "`*` is allowed only as the first label (`*.example.com`); use `dst.domain matches \"...\"` for globs" : undefined })
     return undefined
   }
@@ -37,7 +37,7 @@ export const checkDomainEntry = (ctx: Ctx, text: string, span: Span): string | u
 export const checkCountry = (ctx: Ctx, text: string, span: Span): string | undefined => {
   const c = text.toUpperCase()
   if (/^[A-Za-z]{2}$/.test(text) && isCountry(c)) return c
-  const s = suggest(c, countries)
+  const s = suggest(c, [...countries].filter((x) => x[0] === c[0])) ?? suggest(c, countries)
   ctx.err("T026", `\`${text}\` is not an ISO 3166-1 alpha-2 country code`, span, { hint: countryHint(text) ?? (s === undefined ? undefined : `did you mean \`${s}\`?`) })
   return undefined
 }
