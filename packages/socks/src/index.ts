@@ -1,1 +1,7 @@
-export {}
+export * as Addr from "./Addr.ts"
+export * as Wire from "./Wire.ts"
+export * as Socks5Codec from "./Socks5Codec.ts"
+export * as Socks4Codec from "./Socks4Codec.ts"
+export * as Udp from "./Udp.ts"
+export { makeSocks5Handler, socks5Handler, type Socks5Options } from "./Socks5Handler.ts"
+export { makeSocks4Handler, socks4Handler, type Socks4Options } from "./Socks4Handler.ts"

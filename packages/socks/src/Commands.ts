@@ -1,0 +1,88 @@
+/**
+ * CONNECT and BIND, shared by the SOCKS5 and SOCKS4 handlers; only the reply encoding differs.
+ *
+ * Details: CONNECT asks the policy (`ctx.decide`), refuses a block with the
+ * protocol's "not allowed" reply, opens the outbound (`ctx.connect`, which
+ * applies redirect/via/tor), answers with the outbound socket's real local
+ * address, writes any bytes the client sent after its request (still in the
+ * reader) to the upstream first, then relays. BIND asks the policy with
+ * command `bind` for the expected peer, listens (see `Bind.ts`), answers
+ * twice (bound address, then the peer's address) and relays.
+ */
+import type { Socket } from "node:net"
+import { Effect, Result } from "effect"
+import { Errors, type Inbound } from "@proxyd/runtime"
+import * as Bind from "./Bind.ts"
+import { type ByteReader, closeWith, write } from "./Wire.ts"
+
+export interface Replies {
+  readonly ok: (host: string, port: number) => Buffer
+  readonly fail: (reason: Errors.OutboundReason) => Buffer
+}
+
+const blocked = (decided: Inbound.Decided): Errors.OutboundReason | undefined => {
+  const a = decided.decision.action
+  if (a.k !== "block") return undefined
+  return a.message === undefined ? { _tag: "Blocked" } : { _tag: "Blocked", message: a.message }
+}
+
+const refuse = (client: Socket, ctx: Inbound.SessionContext, replies: Replies, reason: Errors.OutboundReason) =>
+  Effect.gen(function*() {
+    ctx.note({ outcome: reason._tag === "Blocked" ? "blocked" : "failed", error: reason._tag })
+    yield* closeWith(client, replies.fail(reason))
+  })
+
+export const serveConnect = (
+  client: Socket,
+  ctx: Inbound.SessionContext,
+  reader: ByteReader,
+  input: Inbound.RequestInput,
+  replies: Replies,
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const decided = yield* ctx.decide(input)
+    const block = blocked(decided)
+    if (block !== undefined) return yield* refuse(client, ctx, replies, block)
+    const r = yield* Effect.result(ctx.connect(decided))
+    if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
+    const up = r.success
+    if (!(yield* write(client, replies.ok(up.localAddress, up.localPort)))) {
+      up.socket.destroy()
+      client.destroy()
+      return
+    }
+    const early = reader.rest()
+    if (early.length > 0) up.socket.write(early)
+    yield* ctx.relay(client, up.socket)
+  })
+
+export const serveBind = (
+  client: Socket,
+  ctx: Inbound.SessionContext,
+  reader: ByteReader,
+  input: Inbound.RequestInput,
+  replies: Replies,
+  timeoutMs: number,
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const decided = yield* ctx.decide(input)
+    const block = blocked(decided)
+    if (block !== undefined) return yield* refuse(client, ctx, replies, block)
+    const expected = yield* Bind.expectedPeers(input.dstHost, decided.resolved)
+    if (expected !== "any" && expected.size === 0) return yield* refuse(client, ctx, replies, { _tag: "DnsFailed", host: input.dstHost })
+    const l = yield* Bind.listen(ctx.localAddress)
+    if (l instanceof Error) return yield* refuse(client, ctx, replies, { _tag: "General", message: "bind failed" })
+    const peer = yield* Effect.gen(function*() {
+      if (!(yield* write(client, replies.ok(l.host, l.port)))) return undefined
+      return yield* Bind.acceptPeer(l, expected, client, timeoutMs)
+    }).pipe(Effect.ensuring(Effect.sync(() => l.server.close())))
+    if (peer === undefined) return yield* refuse(client, ctx, replies, { _tag: "Timeout" })
+    ctx.note({ bindPeer: `${peer.remoteAddress}:${peer.remotePort}` })
+    if (!(yield* write(client, replies.ok(peer.remoteAddress ?? "0.0.0.0", peer.remotePort ?? 0)))) {
+      peer.destroy()
+      return
+    }
+    const early = reader.rest()
+    if (early.length > 0) peer.write(early)
+    yield* ctx.relay(client, peer)
+  })

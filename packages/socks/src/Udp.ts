@@ -1,0 +1,151 @@
+/**
+ * SOCKS5 UDP ASSOCIATE: one UDP relay per association, alive while its TCP control connection is.
+ *
+ * Details: the client-facing socket binds to the local address of the control
+ * connection (`ctx.localAddress`), port 0. Datagrams are accepted only from
+ * the client's IP, and from the port the client announced when it was not 0.
+ * FRAG ≠ 0 and malformed datagrams are dropped. Each destination is decided by
+ * the policy (`command udp`) once per association (cached); `allow` sends to
+ * the address the policy resolved (else the literal, else one `dns.lookup`),
+ * `redirect` to its target; `block`, `via` and `tor` drop (no UDP through
+ * upstreams). Outbound datagrams leave from separate unbound sockets (one per
+ * family); only replies from a destination we sent to come back, wrapped in
+ * the header naming the destination as the client asked for it.
+ *
+ * Gotchas: associations per client IP are counted in a module-level map and
+ * capped; the count drops when the association ends (also on interruption).
+ */
+import type { Socket } from "node:net"
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram"
+import { lookup } from "node:dns/promises"
+import { Effect } from "effect"
+import type { Inbound } from "@proxyd/runtime"
+import { normalizeIp } from "./Addr.ts"
+import { encodeReply, encodeUdp, parseUdp, REP } from "./Socks5Codec.ts"
+import { awaitClose, closeWith, write } from "./Wire.ts"
+
+const perIp = new Map<string, number>()
+
+/** Open associations for a client IP (for tests and metrics). */
+export const associations = (ip: string): number => perIp.get(normalizeIp(ip) ?? ip) ?? 0
+
+const MAX_CACHED_DESTINATIONS = 4096
+
+interface Target { readonly ip: string; readonly port: number }
+
+const bindUdp = (host: string): Effect.Effect<UdpSocket | Error> =>
+  Effect.callback<UdpSocket | Error>((resume) => {
+    const s = createSocket(host.includes(":") ? "udp6" : "udp4")
+    s.once("error", (e) => {
+      s.close()
+      resume(Effect.succeed(e))
+    })
+    s.bind({ address: host, port: 0, exclusive: true }, () => resume(Effect.succeed(s)))
+  })
+
+export const serveUdpAssociate = (
+  client: Socket,
+  ctx: Inbound.SessionContext,
+  clientPort: number,
+  maxPerIp: number,
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const srcIp = normalizeIp(ctx.srcIp) ?? ctx.srcIp
+    if ((perIp.get(srcIp) ?? 0) >= maxPerIp) {
+      ctx.note({ outcome: "failed", error: "too many UDP associations" })
+      return yield* closeWith(client, encodeReply(REP.general))
+    }
+    perIp.set(srcIp, (perIp.get(srcIp) ?? 0) + 1)
+    const release = Effect.sync(() => {
+      const n = (perIp.get(srcIp) ?? 1) - 1
+      if (n <= 0) perIp.delete(srcIp)
+      else perIp.set(srcIp, n)
+    })
+    yield* associate(client, ctx, srcIp, clientPort).pipe(Effect.ensuring(release))
+  })
+
+const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, clientPort: number) =>
+  Effect.gen(function*() {
+    const local = normalizeIp(ctx.localAddress) ?? ctx.localAddress
+    const relay = yield* bindUdp(local)
+    if (relay instanceof Error) {
+      ctx.note({ outcome: "failed", error: "udp bind failed" })
+      return yield* closeWith(client, encodeReply(REP.general))
+    }
+    const services = yield* Effect.context<never>()
+    const run = Effect.runPromiseWith(services)
+    const outs = new Map<4 | 6, UdpSocket>()
+    const decisions = new Map<string, Promise<Target | undefined>>()
+    const sentTo = new Map<string, { readonly host: string; readonly port: number }>()
+    let replyPort = clientPort
+    let up = 0
+    let down = 0
+    let closed = false
+    const closeAll = () => {
+      closed = true
+      relay.close()
+      for (const s of outs.values()) s.close()
+    }
+
+    const out = (family: 4 | 6): UdpSocket => {
+      const existing = outs.get(family)
+      if (existing !== undefined) return existing
+      const s = createSocket(family === 6 ? "udp6" : "udp4")
+      s.on("error", () => {})
+      s.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
+        const from = sentTo.get(`${normalizeIp(rinfo.address)}|${rinfo.port}`)
+        if (from === undefined || replyPort === 0) return
+        down += msg.length
+        relay.send(encodeUdp(from.host, from.port, msg), replyPort, srcIp)
+      })
+      outs.set(family, s)
+      return s
+    }
+
+    const target = (host: string, port: number): Promise<Target | undefined> =>
+      run(ctx.decide({ command: "udp", dstHost: host, dstPort: port, protocol: "socks5" })).then(async (d) => {
+        const a = d.decision.action
+        const [h, p] = a.k === "allow" ? [d.resolved ?? host, port] : a.k === "redirect" ? [a.host, a.port] : [undefined, 0]
+        if (h === undefined) return undefined
+        const ip = normalizeIp(h) ?? (await lookup(h).then((x) => x.address, () => undefined))
+        return ip === undefined ? undefined : { ip: normalizeIp(ip) ?? ip, port: p }
+      }, () => undefined)
+
+    relay.on("error", () => {})
+    relay.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
+      if (normalizeIp(rinfo.address) !== srcIp) return
+      if (clientPort !== 0 && rinfo.port !== clientPort) return
+      const d = parseUdp(msg)
+      if (d.k !== "ok" || d.value.frag !== 0) return
+      replyPort = rinfo.port
+      const { host, port, data } = d.value
+      const key = `${host}|${port}`
+      let t = decisions.get(key)
+      if (t === undefined) {
+        if (decisions.size >= MAX_CACHED_DESTINATIONS) decisions.clear()
+        t = target(host, port)
+        decisions.set(key, t)
+      }
+      void t.then((to) => {
+        if (to === undefined || closed) return
+        up += data.length
+        if (sentTo.size >= MAX_CACHED_DESTINATIONS) sentTo.clear()
+        sentTo.set(`${to.ip}|${to.port}`, { host, port })
+        try {
+          out(to.ip.includes(":") ? 6 : 4).send(data, to.port, to.ip)
+        } catch {
+          // the association closed meanwhile
+        }
+      })
+    })
+
+    const a = relay.address()
+    yield* Effect.gen(function*() {
+      if (!(yield* write(client, encodeReply(REP.succeeded, a.address, a.port)))) return
+      yield* awaitClose(client)
+    }).pipe(Effect.ensuring(Effect.sync(() => {
+      closeAll()
+      ctx.note({ udpBytesUp: up, udpBytesDown: down, udpDestinations: decisions.size })
+      client.destroy()
+    })))
+  })
