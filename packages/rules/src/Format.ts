@@ -107,7 +107,8 @@ const action = (a: ActionNode | ExpectActionNode): string => {
 // ----------------------------------------------------------------------------
 
 interface Line { readonly indent: number; readonly text: string; trailing?: string; readonly blank: boolean }
-interface Piece { readonly text: string; readonly start: number; readonly end: number }
+/** A part of a rule that may start a line: the head, a top-level operand, an `and` operand inside an `or` operand, the action. */
+interface Piece { readonly text: string; readonly start: number; readonly end: number; readonly kind: "head" | "top" | "nested" | "arrow"; readonly operand: number }
 /** Blank lines allowed in a gap: before its first own-line element (`lead`) and before the next piece (`trail`). */
 interface Blanks { readonly lead: boolean; readonly trail: boolean }
 
@@ -262,35 +263,55 @@ const print = (src: string, file: FileNode): string => {
     }
     const pieces = rulePieces(item, `-> ${act}`, end)
     const commentBefore = pieces.map((p, i) => i > 0 && hasComment(pieces[i - 1]!.end, p.start))
-    const conditionEnd = pieces.length - 1 // pieces before this index are condition operands
-    const broken = commentBefore.some(Boolean) || (conditionEnd > 1 && indent + pieces.map((p) => p.text).join(" ").length > WIDTH)
     const cont = indent + item.kind.length + 1 + item.name.text.length + 1 // the column of `when`
+    const join = (ps: ReadonlyArray<Piece>) => ps.map((p) => p.text).join(" ")
+    const operands = pieces.filter((p) => p.kind === "top").length + 1
+    const broken = commentBefore.some(Boolean) || (operands > 1 && indent + join(pieces).length > WIDTH)
+    const nestedBroken = (operand: number): boolean => {
+      const own = pieces.filter((p) => p.operand === operand)
+      return own.some((p) => p.kind === "nested" && commentBefore[pieces.indexOf(p)] === true) || (operand === 0 ? indent : cont) + join(own).length > WIDTH
+    }
+    const breakBefore = (k: number): boolean => {
+      const p = pieces[k]!
+      return p.kind === "top" ? broken : p.kind === "nested" ? broken && nestedBroken(p.operand) : commentBefore[k] === true
+    }
+    const column = (p: Piece) => (p.kind === "head" ? indent : p.kind === "nested" ? cont + 2 : cont)
     let i = 0
     while (i < pieces.length) {
       let j = i
-      while (j + 1 < pieces.length && !commentBefore[j + 1] && !(broken && j + 1 < conditionEnd)) j++
-      if (i > 0) gap(pieces[i - 1]!.end, pieces[i]!.start, cont)
-      const at = i === 0 ? indent : cont
-      emit(pieces[j]!.end, at, pieces.slice(i, j + 1).map((p) => p.text).join(" "))
+      while (j + 1 < pieces.length && !breakBefore(j + 1)) j++
+      const at = column(pieces[i]!)
+      if (i > 0) gap(pieces[i - 1]!.end, pieces[i]!.start, at)
+      emit(pieces[j]!.end, at, join(pieces.slice(i, j + 1)))
       i = j + 1
     }
     return end
   }
 
-  /** `rule NAME when A`, `and B`, ..., `-> ACTION MODIFIERS`. */
+  /**
+   * `rule NAME when A`, `and B`, ..., `-> ACTION MODIFIERS`: the places where a
+   * rule may break. Under a top-level `or`, an `and` operand is split too.
+   */
   const rulePieces = (r: RuleNode, tail: string, end: number): Piece[] => {
     const head = `${r.kind} ${r.name.text}`
     const pieces: Piece[] = []
-    if (r.when === undefined) pieces.push({ text: head, start: r.span.start.offset, end: r.name.span.end.offset })
+    if (r.when === undefined) pieces.push({ text: head, start: r.span.start.offset, end: r.name.span.end.offset, kind: "head", operand: 0 })
     else {
       const w = r.when
       const operands = w.kind === "and" || w.kind === "or" ? w.items : [w]
-      operands.forEach((e, i) =>
-        pieces.push(i === 0
-          ? { text: `${head} when ${expr(e)}`, start: r.span.start.offset, end: e.span.end.offset }
-          : { text: `${w.kind} ${expr(e)}`, start: e.span.start.offset, end: e.span.end.offset }))
+      operands.forEach((e, i) => {
+        const prefix = i === 0 ? `${head} when ` : `${w.kind} `
+        const start = i === 0 ? r.span.start.offset : e.span.start.offset
+        const kind = i === 0 ? "head" : "top"
+        if (w.kind === "or" && e.kind === "and") {
+          e.items.forEach((a, k) =>
+            pieces.push(k === 0
+              ? { text: prefix + expr(a), start, end: a.span.end.offset, kind, operand: i }
+              : { text: `and ${expr(a)}`, start: a.span.start.offset, end: a.span.end.offset, kind: "nested", operand: i }))
+        } else pieces.push({ text: prefix + expr(e), start, end: e.span.end.offset, kind, operand: i })
+      })
     }
-    pieces.push({ text: tail, start: r.action.span.start.offset, end })
+    pieces.push({ text: tail, start: r.action.span.start.offset, end, kind: "arrow", operand: -1 })
     return pieces
   }
 
