@@ -1,0 +1,166 @@
+/**
+ * `proxyd diff OLD NEW`: concrete requests whose outcome changes between two
+ * versions of a policy.
+ *
+ * Details: candidates come from a guided search per DNF term of every rule
+ * (guards, rules, default) of both versions: solve the term, evaluate the
+ * request on both versions with the reference interpreter, and while the
+ * request is taken by an earlier rule of its own version (or decided the same
+ * way by both), add the negation of one literal of the rule that took it and
+ * solve again (a few steps). That finds added, removed and modified rules,
+ * widened/narrowed sets and a changed default. For reordered or modified
+ * rules the search also starts from the conjunction of the changed rule's
+ * term with each term of every other rule, which finds the requests two rules
+ * both match (where order decides). Every entry is a request actually
+ * evaluated on both versions: nothing is inferred.
+ *
+ * Gotchas: results are deterministic (fixed search order) and bounded: at most
+ * `limit` entries, one per (rule before, rule after) pair, and a fixed budget
+ * of solver calls. Modifiers are not compared, only the action and the
+ * deciding rule.
+ */
+import type { Decision, PolicyIR, Request, RuleIR } from "./Ir.ts"
+import { evalMatcher, evaluateReference, type RequestView, view } from "./Reference.ts"
+import { flip, type Lit, solveTerm, type Term } from "./Space.ts"
+import { actionKey } from "./Analysis.ts"
+import { dnfOf, formatRequest } from "./Witness.ts"
+
+export interface DiffEntry { readonly request: Request; readonly before: Decision; readonly after: Decision }
+
+/** Solver calls allowed per diff. */
+export const DIFF_BUDGET = 20_000
+const MAX_STEPS = 8
+const MAX_TERMS_PER_RULE = 8
+
+const OPTS = { missing: "unknown" } as const
+
+const decide = (p: PolicyIR, req: Request): Decision => {
+  const o = evaluateReference(p, req, OPTS)
+  if (o.type !== "decision") throw new Error("reference evaluation with missing: unknown always decides")
+  return o.decision
+}
+
+const sameDecision = (a: Decision, b: Decision): boolean => a.rule === b.rule && a.ruleKind === b.ruleKind && actionKey(a.action) === actionKey(b.action)
+
+const allRules = (p: PolicyIR): ReadonlyArray<RuleIR> => [...p.guards, ...p.rules, p.default]
+
+const findRule = (p: PolicyIR, d: Decision): RuleIR | undefined =>
+  d.ruleKind === "default" ? p.default : (d.ruleKind === "guard" ? p.guards : p.rules).find((r) => r.name === d.rule)
+
+const termsOf = (r: RuleIR): ReadonlyArray<Term> => {
+  const d = dnfOf(r.cond)
+  return d.ok ? d.terms.slice(0, MAX_TERMS_PER_RULE) : []
+}
+
+const litTrue = (l: Lit, v: RequestView): boolean => {
+  const x = evalMatcher(l.m, v)
+  return l.neg ? x === "false" : x === "true"
+}
+
+/** A rule's identity for change detection: kind, name, condition and action, without source spans. */
+const ruleKey = (r: RuleIR): string =>
+  JSON.stringify([r.kind, r.name, r.cond, r.action], (k, v: unknown) => (k === "span" ? undefined : typeof v === "bigint" ? v.toString() : v))
+
+/** Rules of `p` absent from `q`, or whose set of earlier rules differs (moved). */
+const changedRules = (p: PolicyIR, q: PolicyIR): ReadonlyArray<RuleIR> => {
+  const qKeys = new Set([...q.guards, ...q.rules].map(ruleKey))
+  const pKeys = new Set([...p.guards, ...p.rules].map(ruleKey))
+  const out = [...p.guards, ...p.rules].filter((r) => !qKeys.has(ruleKey(r)))
+  const pSeq = p.rules.map(ruleKey).filter((k) => qKeys.has(k))
+  const qSeq = q.rules.map(ruleKey).filter((k) => pKeys.has(k))
+  const qIndex = new Map(qSeq.map((k, i) => [k, i]))
+  const balance = new Map<string, number>()
+  let nonzero = 0
+  const bump = (k: string, d: number): void => {
+    const before = balance.get(k) ?? 0
+    const after = before + d
+    balance.set(k, after)
+    if (before === 0 && after !== 0) nonzero++
+    else if (before !== 0 && after === 0) nonzero--
+  }
+  // Prefix sets equal at i (before adding element i) and same position: same earlier rules.
+  for (let i = 0; i < pSeq.length; i++) {
+    const k = pSeq[i]!
+    if (qIndex.get(k) !== i || nonzero !== 0) out.push(p.rules[p.rules.findIndex((r) => ruleKey(r) === k)]!)
+    bump(k, 1)
+    bump(qSeq[i]!, -1)
+  }
+  return out
+}
+
+/** Requests whose decision differs between `before` and `after`, at most `limit`, one per (before rule, after rule) pair. */
+export const diffPolicies = (before: PolicyIR, after: PolicyIR, limit = 50): ReadonlyArray<DiffEntry> => {
+  const found = new Map<string, DiffEntry>()
+  const seen = new Set<string>()
+  let budget = DIFF_BUDGET
+  const full = (): boolean => found.size >= limit || budget <= 0
+
+  const solve = (term: Term): Request | undefined => {
+    budget--
+    const r = solveTerm(term)
+    return r.t === "sat" ? r.request : undefined
+  }
+
+  /** A literal of the term of `d` that is true on `v`, whose negation keeps `base` satisfiable. */
+  const avoid = (d: RuleIR, v: RequestView, base: Term): Lit | undefined => {
+    for (const dt of termsOf(d)) {
+      if (!dt.every((l) => litTrue(l, v))) continue
+      for (const l of dt) {
+        if (budget <= 0) return undefined
+        if (solve([...base, flip(l)]) !== undefined) return flip(l)
+      }
+      return undefined
+    }
+    return undefined
+  }
+
+  /** Guided search from `term` of `target` (a rule of `own`), against `other`. */
+  const reach = (own: PolicyIR, other: PolicyIR, target: RuleIR, term: Term): void => {
+    const extras: Array<Lit> = []
+    for (let step = 0; step < MAX_STEPS && !full(); step++) {
+      const base = [...term, ...extras]
+      const w = solve(base)
+      if (w === undefined) return
+      const key = JSON.stringify(w)
+      const dOwn = decide(own, w)
+      const dOther = decide(other, w)
+      if (!seen.has(key)) {
+        seen.add(key)
+        if (!sameDecision(dOwn, dOther)) {
+          const [b, a] = own === before ? [dOwn, dOther] : [dOther, dOwn]
+          const pair = `${b.ruleKind} ${b.rule}\u0000${a.ruleKind} ${a.rule}`
+          if (!found.has(pair)) found.set(pair, { request: w, before: b, after: a })
+        }
+      }
+      // Taken earlier in its own version: avoid that rule. Same in both: avoid the other version's decider.
+      let blocker: RuleIR | undefined
+      if (dOwn.rule !== target.name || dOwn.ruleKind !== target.kind) blocker = findRule(own, dOwn)
+      else if (sameDecision(dOwn, dOther)) blocker = findRule(other, dOther)
+      else return
+      if (blocker === undefined || blocker.kind === "default") return
+      const lit = avoid(blocker, view(w, OPTS), base)
+      if (lit === undefined) return
+      extras.push(lit)
+    }
+  }
+
+  for (const [own, other] of [[before, after], [after, before]] as const) {
+    for (const r of allRules(own)) for (const t of termsOf(r)) reach(own, other, r, t)
+  }
+  for (const [own, other] of [[before, after], [after, before]] as const) {
+    const partners = [...allRules(own), ...allRules(other)].filter((r) => r.kind !== "default")
+    for (const c of changedRules(own, other)) {
+      for (const tc of termsOf(c)) {
+        for (const s of partners) {
+          if (s === c) continue
+          for (const ts of termsOf(s).slice(0, 4)) reach(own, other, c, [...tc, ...ts])
+        }
+      }
+    }
+  }
+  return [...found.values()]
+}
+
+/** One line per entry: the request, then the decision before and after. */
+export const formatEntry = (e: DiffEntry): string =>
+  `${formatRequest(e.request)}: ${actionKey(e.before.action)} by ${e.before.rule} -> ${actionKey(e.after.action)} by ${e.after.rule}`

@@ -1,0 +1,377 @@
+/**
+ * The request space of a policy condition: conditions as DNF over literals
+ * (`field ∈ S` or `not field ∈ S`), and a per-field solver that finds a
+ * concrete request making a conjunction of literals `true`.
+ *
+ * Details: in Kleene logic a DNF term is `true` exactly when every literal is
+ * `true`, and a literal (negated or not) is `true` only when its field is
+ * known. So a term fixes every field it mentions as known and the fields are
+ * independent, except: a known `dst.domain` means a domain destination (then
+ * `dst.ip` comes from a resolved-IP fact), and a domain destination that needs
+ * `dst.ip`/`dst.country`/`dst.asn` must not be `.onion`. Each field is solved by
+ * trying candidate values built from the literals' own values and boundaries
+ * (interval ends ±1, domain labels, fresh names) and checking them with the
+ * real matchers, so every answer is checked, never assumed.
+ *
+ * Gotchas: a field solver is *complete* (its "no value" is a proof) for ports,
+ * IPs, enums, countries, ASNs, groups, exact/suffix/subdomain domain patterns,
+ * exact user names and time windows in a single time zone (a minimal feasible
+ * point is always a boundary candidate). With globs, regexes or several time
+ * zones an empty search is reported as `unknown`, never as `unsat`.
+ */
+import type { Cond, Field, Matcher, Request } from "./Ir.ts"
+import { cidrContains, cidrRange, formatIp, type Ip, parseIp } from "./Ip.ts"
+import { domainPatternMatches, isOnion, localTime, normalizeDomain, stringPatternMatches, timeMatches } from "./Match.ts"
+
+export interface Lit { readonly m: Matcher; readonly neg: boolean }
+export type Term = ReadonlyArray<Lit>
+
+/** At most this many DNF terms per condition; beyond, the analysis gives up on the condition. */
+export const MAX_TERMS = 64
+
+export type Dnf = { readonly ok: true; readonly terms: ReadonlyArray<Term> } | { readonly ok: false; readonly reason: string }
+
+/** Negation normal form, then distribution. Kleene's De Morgan laws hold, so this keeps three-valued truth. */
+export const toDnf = (cond: Cond, max = MAX_TERMS): Dnf => {
+  const go = (c: Cond, neg: boolean): Array<Term> | undefined => {
+    switch (c.k) {
+      case "true": return neg ? [] : [[]]
+      case "match": return [[{ m: c.m, neg }]]
+      case "not": return go(c.c, !neg)
+      case "and":
+      case "or": {
+        const product = (c.k === "and") !== neg
+        let acc: Array<Term> = product ? [[]] : []
+        for (const item of c.items) {
+          const sub = go(item, neg)
+          if (sub === undefined) return undefined
+          if (product) {
+            const next: Array<Term> = []
+            for (const a of acc) for (const b of sub) next.push([...a, ...b])
+            acc = next
+          } else acc = [...acc, ...sub]
+          if (acc.length > max) return undefined
+        }
+        return acc
+      }
+    }
+  }
+  const terms = go(cond, false)
+  return terms === undefined ? { ok: false, reason: `the condition has more than ${max} alternatives once expanded` } : { ok: true, terms }
+}
+
+export const flip = (l: Lit): Lit => ({ m: l.m, neg: !l.neg })
+
+// ---------------------------------------------------------------------------
+// Per-field solving
+// ---------------------------------------------------------------------------
+
+export type FieldResult<V> = { readonly t: "sat"; readonly v: V } | { readonly t: "unsat" } | { readonly t: "unknown"; readonly reason: string }
+
+/** What a solved term says about a request: the value of each field it mentions. */
+export type Values = Map<Field, unknown>
+
+/** Fields that every request has: a literal on them is `true` or `false`, never `unknown`. */
+export const ALWAYS_KNOWN: ReadonlySet<Field> = new Set<Field>(["command", "dst.port"])
+
+const NEEDS_IP_DESTINATION: ReadonlySet<Field> = new Set<Field>(["dst.ip", "dst.country", "dst.asn"])
+
+/** Does matcher `m` hold for the known value `v` of its field? */
+export const holds = (m: Matcher, v: unknown): boolean => {
+  switch (m.kind) {
+    case "port": return m.ranges.some(([lo, hi]) => (v as number) >= lo && (v as number) <= hi)
+    case "ip": return m.cidrs.some((c) => cidrContains(c, v as Ip))
+    case "domain": return m.patterns.some((p) => domainPatternMatches(p, v as string))
+    case "string": return m.patterns.some((p) => stringPatternMatches(p, v as string))
+    case "group": return (v as ReadonlyArray<string>).some((g) => m.values.includes(g))
+    case "enum": return m.values.includes(v as string)
+    case "country": return m.values.includes((v as string).toUpperCase())
+    case "asn": return m.values.includes(v as number)
+    case "time": return timeMatches(m.days, m.windows, m.tz, v as number)
+  }
+}
+
+const litHolds = (l: Lit, v: unknown): boolean => holds(l.m, v) !== l.neg
+
+const search = <V>(cands: Iterable<V>, lits: ReadonlyArray<Lit>, complete: boolean, what: string, ok: (v: V) => boolean = () => true): FieldResult<V> => {
+  for (const v of cands) if (ok(v) && lits.every((l) => litHolds(l, v))) return { t: "sat", v }
+  return complete ? { t: "unsat" } : { t: "unknown", reason: `no ${what} found for its patterns (globs, regexes or several time zones are searched by sampling)` }
+}
+
+const of = <K extends Matcher["kind"]>(lits: ReadonlyArray<Lit>, kind: K): Array<Extract<Matcher, { kind: K }>> =>
+  lits.map((l) => l.m).filter((m): m is Extract<Matcher, { kind: K }> => m.kind === kind)
+
+function* portCandidates(field: Field, lits: ReadonlyArray<Lit>): Generator<number> {
+  yield field === "dst.port" ? 443 : 50000
+  if (field === "dst.port") yield 80
+  for (const m of of(lits, "port")) for (const [lo, hi] of m.ranges) { yield lo; yield hi; yield lo - 1; yield hi + 1 }
+  yield 0
+  yield 65535
+}
+
+function* ipCandidates(field: Field, lits: ReadonlyArray<Lit>): Generator<Ip> {
+  const v4 = (s: string): Ip => parseIp(s)!
+  yield v4(field === "src.ip" ? "10.0.0.1" : "192.0.2.1")
+  yield v4("2001:db8::1")
+  for (const m of of(lits, "ip")) {
+    for (const c of m.cidrs) {
+      const [lo, hi] = cidrRange(c)
+      const max = c.family === 4 ? 0xffffffffn : (1n << 128n) - 1n
+      for (const v of [hi - lo > 2n ? lo + 1n : lo, lo, hi, lo - 1n, hi + 1n]) if (v >= 0n && v <= max) yield { family: c.family, value: v }
+    }
+  }
+  yield { family: 4, value: 0n }
+  yield { family: 6, value: 0n }
+}
+
+const freshLabel = (taken: ReadonlySet<string>, prefix: string): string => {
+  for (let i = 0; ; i++) if (!taken.has(`${prefix}${i}`)) return `${prefix}${i}`
+}
+
+/** A few strings a regex plausibly matches: the literal text with common wildcards filled in. */
+const regexSamples = (r: string): Array<string> => {
+  const body = r.replace(/^\^/, "").replace(/\$$/, "")
+  const out: Array<string> = []
+  for (const fill of ["x", ""]) {
+    const s = body
+      .replace(/\(\?:|\(|\)/g, "")
+      .replace(/\[[^\]]*\][+*]?|\\w[+*]?|\\d[+*]?|\.[+*]/g, (t) => (t.startsWith("\\d") ? "1" : fill))
+      .replace(/\\\./g, ".")
+      .replace(/[?]/g, "")
+    if (/^[A-Za-z0-9._-]+$/.test(s)) out.push(s)
+  }
+  return out
+}
+
+function* domainCandidates(lits: ReadonlyArray<Lit>): Generator<string> {
+  const ms = of(lits, "domain")
+  const labels = new Set<string>()
+  for (const m of ms) for (const p of m.patterns) for (const part of (p.t === "glob" ? p.g : p.t === "regex" ? "" : p.d).split(/[.*]/)) labels.add(part)
+  const fresh = freshLabel(labels, "x")
+  const fromPattern = function* (m: (typeof ms)[number]): Generator<string> {
+    for (const p of m.patterns) {
+      if (p.t === "exact") yield p.d
+      else if (p.t === "suffix") { yield p.d; yield `www.${p.d}`; yield `${fresh}.${p.d}` }
+      else if (p.t === "sub") { yield `www.${p.d}`; yield `${fresh}.${p.d}` }
+      else if (p.t === "glob") { yield p.g.replaceAll("*", "x"); yield p.g.replaceAll("*", ""); yield p.g.replaceAll("*", `${fresh}.`) }
+      else yield* regexSamples(p.r)
+    }
+  }
+  for (const l of lits) if (!l.neg && l.m.kind === "domain") yield* fromPattern(l.m)
+  yield "example.com"
+  yield "example.net"
+  for (const l of lits) if (l.neg && l.m.kind === "domain") yield* fromPattern(l.m)
+  yield `${fresh}.${fresh}`
+}
+
+function* stringCandidates(lits: ReadonlyArray<Lit>): Generator<string> {
+  const exact = new Set<string>()
+  for (const m of of(lits, "string")) for (const p of m.patterns) if (p.t === "exact") exact.add(p.s)
+  const fromPatterns = function* (neg: boolean): Generator<string> {
+    for (const l of lits) {
+      if (l.neg !== neg || l.m.kind !== "string") continue
+      for (const p of l.m.patterns) {
+        if (p.t === "exact") yield p.s
+        else if (p.t === "glob") { yield p.g.replaceAll("*", "x"); yield p.g.replaceAll("*", "") }
+        else yield* regexSamples(p.r)
+      }
+    }
+  }
+  yield* fromPatterns(false)
+  yield* ["alice", "bob", "carol"]
+  yield* fromPatterns(true)
+  yield freshLabel(exact, "user")
+}
+
+const ENUM_DOMAINS: Readonly<Record<string, ReadonlyArray<string>>> = {
+  command: ["connect", "bind", "udp"],
+  protocol: ["socks5", "socks4", "http"],
+  auth: ["password", "none"],
+}
+
+function* enumCandidates(field: Field, lits: ReadonlyArray<Lit>): Generator<string> {
+  const mentioned = new Set<string>()
+  for (const m of of(lits, "enum")) for (const v of m.values) mentioned.add(v)
+  for (const l of lits) if (!l.neg && l.m.kind === "enum") yield* l.m.values
+  const domain = ENUM_DOMAINS[field]
+  if (domain !== undefined) yield* domain
+  else { yield* mentioned; yield freshLabel(mentioned, "other") }
+}
+
+const COMMON_COUNTRIES = ["US", "DE", "NL", "FR", "GB", "JP", "CA", "SE", "CH", "BR", "IN", "AU"]
+function* countryCandidates(lits: ReadonlyArray<Lit>): Generator<string> {
+  for (const m of of(lits, "country")) yield* m.values
+  yield* COMMON_COUNTRIES
+  const A = 65
+  for (let a = 0; a < 26; a++) for (let b = 0; b < 26; b++) yield String.fromCharCode(A + a, A + b)
+}
+
+function* asnCandidates(lits: ReadonlyArray<Lit>): Generator<number> {
+  let max = 64500
+  for (const m of of(lits, "asn")) for (const v of m.values) { yield v; max = Math.max(max, v) }
+  yield 64500
+  yield max + 1
+}
+
+/** Sunday 2026-01-04 00:00 UTC: the week time witnesses are taken from. */
+const WEEK_START = Date.UTC(2026, 0, 4)
+const WEEK = 7 * 1440
+
+/** The epoch milliseconds of weekday `day`, minute `minute`, in `tz`, in the reference week (undefined in a DST gap). */
+export const localToEpoch = (tz: string, day: number, minute: number): number | undefined => {
+  const want = day * 1440 + minute
+  let guess = WEEK_START + want * 60000
+  for (let i = 0; i < 4; i++) {
+    const lt = localTime(guess, tz)
+    let delta = lt.day * 1440 + lt.minute - want
+    if (delta === 0) return guess
+    if (delta > WEEK / 2) delta -= WEEK
+    if (delta < -WEEK / 2) delta += WEEK
+    guess -= delta * 60000
+  }
+  return undefined
+}
+
+function* timeCandidates(lits: ReadonlyArray<Lit>): Generator<number> {
+  const ms = of(lits, "time")
+  const tz = ms[0]?.tz ?? "UTC"
+  const minutes = new Set<number>([720, 0])
+  for (const m of ms) for (const [s, e] of m.windows) { minutes.add(s % 1440); minutes.add(e % 1440); minutes.add((s + 1439) % 1440); minutes.add((e + 1439) % 1440) }
+  const tzs = [...new Set(ms.map((m) => m.tz))]
+  for (const zone of tzs.length === 0 ? [tz] : tzs) {
+    for (const day of [1, 2, 3, 4, 5, 6, 0]) {
+      for (const minute of minutes) {
+        const t = localToEpoch(zone, day, minute)
+        if (t !== undefined) yield t
+      }
+    }
+  }
+}
+
+function* groupCandidates(lits: ReadonlyArray<Lit>): Generator<ReadonlyArray<string>> {
+  const excluded = new Set<string>()
+  for (const l of lits) if (l.neg && l.m.kind === "group") for (const v of l.m.values) excluded.add(v)
+  const picks: Array<string> = []
+  for (const l of lits) {
+    if (l.neg || l.m.kind !== "group") continue
+    const pick = l.m.values.find((v) => !excluded.has(v))
+    if (pick === undefined) return
+    if (!picks.includes(pick)) picks.push(pick)
+  }
+  yield picks
+}
+
+/** A positive literal lists only exact values: the value is one of them, and every one is a candidate. */
+const finiteAmong = (lits: ReadonlyArray<Lit>, kind: "domain" | "string"): boolean =>
+  lits.some((l) => !l.neg && l.m.kind === kind && (l.m.kind === "domain" ? l.m.patterns.every((p) => p.t === "exact") : l.m.kind === "string" && l.m.patterns.every((p) => p.t === "exact")))
+
+const isDomainName = (s: string): boolean => s.length > 0 && !s.startsWith(".") && !s.endsWith(".") && !s.includes("..") && parseIp(s) === undefined
+
+/**
+ * A value for `field` making every literal `true`. `nonOnion`: the destination
+ * must not be `.onion` (the term also needs an IP-derived fact).
+ */
+export const solveField = (field: Field, lits: ReadonlyArray<Lit>, nonOnion: boolean): FieldResult<unknown> => {
+  switch (field) {
+    case "src.port": case "dst.port":
+      return search(portCandidates(field, lits), lits, true, "port", (p) => p >= 0 && p <= 65535)
+    case "src.ip": case "dst.ip":
+      return search(ipCandidates(field, lits), lits, true, "address")
+    case "dst.domain": {
+      const complete = of(lits, "domain").every((m) => m.patterns.every((p) => p.t !== "glob" && p.t !== "regex")) || finiteAmong(lits, "domain")
+      const cands = [...domainCandidates(lits)].map(normalizeDomain)
+      return search(cands, lits, complete, "domain", (d) => isDomainName(d) && !(nonOnion && isOnion(d)))
+    }
+    case "user": {
+      const complete = of(lits, "string").every((m) => m.patterns.every((p) => p.t === "exact")) || finiteAmong(lits, "string")
+      return search(stringCandidates(lits), lits, complete, "user name")
+    }
+    case "group": return search(groupCandidates(lits), lits, true, "group")
+    case "listener": case "protocol": case "command": case "auth":
+      return search(enumCandidates(field, lits), lits, true, field)
+    case "src.country": case "dst.country": return search(countryCandidates(lits), lits, true, "country")
+    case "src.asn": case "dst.asn": return search(asnCandidates(lits), lits, true, "ASN")
+    case "time": {
+      const complete = new Set(of(lits, "time").map((m) => m.tz)).size <= 1
+      return search(timeCandidates(lits), lits, complete, "time")
+    }
+  }
+}
+
+/** The literals of a term, grouped by field (in first-mention order). */
+export const byField = (term: Term): Map<Field, Array<Lit>> => {
+  const out = new Map<Field, Array<Lit>>()
+  for (const l of term) {
+    const list = out.get(l.m.field)
+    if (list === undefined) out.set(l.m.field, [l])
+    else list.push(l)
+  }
+  return out
+}
+
+const needsNonOnion = (fields: ReadonlyMap<Field, unknown>): boolean => [...NEEDS_IP_DESTINATION].some((f) => fields.has(f))
+
+export type TermResult =
+  | { readonly t: "sat"; readonly values: Values; readonly request: Request }
+  | { readonly t: "unsat"; readonly field: Field }
+  | { readonly t: "unknown"; readonly reason: string }
+
+/** Finds a request for which every literal of `term` is `true`; the other fields are left unknown where a request allows it. */
+export const solveTerm = (term: Term): TermResult => {
+  const fields = byField(term)
+  const nonOnion = needsNonOnion(fields)
+  const values: Values = new Map()
+  let unknown: string | undefined
+  for (const [field, lits] of fields) {
+    const r = solveField(field, lits, nonOnion)
+    if (r.t === "unsat") return { t: "unsat", field }
+    if (r.t === "unknown") unknown ??= `\`${field}\`: ${r.reason}`
+    else values.set(field, r.v)
+  }
+  if (unknown !== undefined) return { t: "unknown", reason: unknown }
+  return { t: "sat", values, request: buildRequest(values) }
+}
+
+/** Does `term` make the literal `l` `true` whenever it is `true` itself? Sound: `false` when unsure. */
+export const implies = (term: Term, fields: ReadonlyMap<Field, ReadonlyArray<Lit>>, l: Lit): boolean => {
+  const field = l.m.field
+  const own = fields.get(field)
+  if (own === undefined && !ALWAYS_KNOWN.has(field)) return false
+  if (own !== undefined && own.some((x) => x.m === l.m && x.neg === l.neg)) return true
+  return solveField(field, [...(own ?? []), flip(l)], needsNonOnion(fields)).t === "unsat"
+}
+
+/** The request with exactly the solved fields known (plus the ones every request has), in the form the test syntax can write. */
+export const buildRequest = (values: Values): Request => {
+  const get = <T>(f: Field): T | undefined => values.get(f) as T | undefined
+  const domain = get<string>("dst.domain")
+  const dstIp = get<Ip>("dst.ip")
+  const user = get<string>("user") ?? (values.has("group") ? "alice" : undefined)
+  const facts: Record<string, string | number> = {}
+  if (domain !== undefined && dstIp !== undefined) facts["dst.ip"] = formatIp(dstIp)
+  for (const f of ["dst.country", "src.country", "dst.asn", "src.asn"] as const) {
+    const v = get<string | number>(f)
+    if (v !== undefined) facts[f] = v
+  }
+  const srcPort = get<number>("src.port")
+  // The test syntax writes a source port only with an address: give one.
+  const srcIp = get<Ip>("src.ip") ?? (srcPort !== undefined ? parseIp("10.0.0.1") : undefined)
+  const groups = get<ReadonlyArray<string>>("group")
+  const listener = get<string>("listener")
+  const protocol = get<string>("protocol")
+  const time = get<number>("time")
+  return {
+    command: (get<string>("command") ?? "connect") as Request["command"],
+    dstHost: domain ?? (dstIp !== undefined ? formatIp(dstIp) : "example.com"),
+    dstPort: get<number>("dst.port") ?? 443,
+    ...(srcIp !== undefined ? { srcIp: formatIp(srcIp) } : {}),
+    ...(srcPort !== undefined ? { srcPort } : {}),
+    ...(user !== undefined ? { user } : {}),
+    ...(groups !== undefined ? { groups } : {}),
+    auth: get<string>("auth") ?? (user !== undefined ? "password" : "none"),
+    ...(listener !== undefined ? { listener } : {}),
+    ...(protocol !== undefined ? { protocol } : {}),
+    ...(time !== undefined ? { time } : {}),
+    ...(Object.keys(facts).length > 0 ? { facts } : {}),
+  }
+}
