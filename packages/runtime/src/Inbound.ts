@@ -80,4 +80,11 @@ export interface InboundHandler {
   readonly protocol: ProtocolName
   /** Serves one client connection to its end. Errors are the handler's to answer on the wire; the returned effect never fails. */
   handle(client: Socket, ctx: SessionContext): Effect.Effect<void>
+  /**
+   * Optional: writes the protocol's failure reply to a connection the runtime
+   * refuses before serving it (connection limits), e.g. SOCKS5 `05 FF`, HTTP
+   * 503, and ends the socket. Synchronous; the runtime destroys the socket
+   * shortly after. Without it the runtime just closes the connection.
+   */
+  reject?(client: Socket): void
 }

@@ -1,0 +1,123 @@
+/**
+ * A TCP listener over `node:net`: one fiber per connection, limits, drain-then-interrupt.
+ *
+ * Details: the server is `pauseOnConnect` and `allowHalfOpen`; each accepted
+ * socket gets a no-op `error` listener (an unhandled socket error would crash
+ * the process) and is admitted by the `Gate`s (overall and per source IP, one
+ * gate per listener plus one shared by all). Beyond a limit the connection is
+ * handed to `onReject` (the protocol's failure reply) and never counted;
+ * existing connections are untouched. Admitted connections run `onConnection`
+ * in a FiberSet. `close(drainMs)` stops accepting, waits for the open
+ * connections up to `drainMs`, then interrupts the rest.
+ */
+import * as net from "node:net"
+import { Effect, Exit, FiberSet, Scope } from "effect"
+
+/** Counts connections overall and per source IP against limits read at admission time. */
+export interface Gate {
+  tryEnter(ip: string): boolean
+  leave(ip: string): void
+  readonly active: () => number
+}
+
+export const makeGate = (limits: () => { readonly max: number; readonly perIp: number }): Gate => {
+  let total = 0
+  const perIp = new Map<string, number>()
+  return {
+    tryEnter: (ip) => {
+      const l = limits()
+      const n = perIp.get(ip) ?? 0
+      if (total >= l.max || n >= l.perIp) return false
+      total++
+      perIp.set(ip, n + 1)
+      return true
+    },
+    leave: (ip) => {
+      total--
+      const n = (perIp.get(ip) ?? 1) - 1
+      if (n <= 0) perIp.delete(ip)
+      else perIp.set(ip, n)
+    },
+    active: () => total,
+  }
+}
+
+export interface ServeOptions {
+  readonly host: string
+  readonly port: number
+  readonly gates: ReadonlyArray<Gate>
+  readonly onConnection: (socket: net.Socket) => Effect.Effect<void>
+  readonly onReject: (socket: net.Socket) => void
+}
+
+export interface RunningListener {
+  readonly host: string
+  readonly port: number
+  readonly active: () => number
+  /** Stops accepting at once (the port is free again); open connections continue. */
+  stop(): void
+  /** Stops accepting, drains up to `drainMs`, then interrupts the rest. */
+  close(drainMs: number): Effect.Effect<void>
+}
+
+export class ListenError extends Error {
+  readonly code: string | undefined
+  constructor(message: string, code: string | undefined) {
+    super(message)
+    this.code = code
+  }
+}
+
+export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, ListenError> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const fibers = yield* FiberSet.make<void, never>().pipe(Scope.provide(scope))
+    const run = yield* FiberSet.runtime(fibers)<never>()
+    let open = 0
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true })
+    server.on("connection", (socket) => {
+      socket.on("error", () => {})
+      const ip = socket.remoteAddress ?? ""
+      const entered: Array<Gate> = []
+      for (const g of opts.gates) {
+        if (!g.tryEnter(ip)) {
+          for (const e of entered) e.leave(ip)
+          opts.onReject(socket)
+          return
+        }
+        entered.push(g)
+      }
+      open++
+      run(opts.onConnection(socket).pipe(Effect.ensuring(Effect.sync(() => {
+        open--
+        for (const e of entered) e.leave(ip)
+      }))))
+    })
+    const bound = yield* Effect.callback<net.AddressInfo, ListenError>((resume) => {
+      const onError = (e: NodeJS.ErrnoException) => resume(Effect.fail(new ListenError(`cannot listen on ${opts.host}:${opts.port}: ${e.code ?? e.message}`, e.code)))
+      server.once("error", onError)
+      server.listen({ host: opts.host, port: opts.port }, () => {
+        server.off("error", onError)
+        server.on("error", () => {})
+        resume(Effect.succeed(server.address() as net.AddressInfo))
+      })
+    }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    let closing = false
+    let stopped = false
+    const stop = () => {
+      if (!stopped) { stopped = true; server.close() }
+    }
+    return {
+      stop,
+      host: bound.address,
+      port: bound.port,
+      active: () => open,
+      close: (drainMs: number) => Effect.gen(function*() {
+        if (closing) return
+        closing = true
+        yield* Effect.sync(stop)
+        yield* FiberSet.awaitEmpty(fibers).pipe(Effect.timeoutOrElse({ duration: drainMs, orElse: () => Effect.void }))
+        yield* Scope.close(scope, Exit.void)
+      }),
+    }
+  })

@@ -1,0 +1,87 @@
+/**
+ * Structured log lines: JSON (one object per line, the default) or `pretty`.
+ *
+ * Details: a `Log` is a plain synchronous object (hot-path friendly; no Effect
+ * per line). Lines below the level are dropped before any formatting. The sink
+ * is injectable (`write`) so tests can capture lines.
+ *
+ * Gotchas: fields whose key looks like a credential (`pass`, `password`,
+ * `secret`, `token`, `authorization`, `cookie`, `hash`) are replaced by
+ * `"[redacted]"` before writing, whatever the caller passes — a second line of
+ * defence; callers must not pass secrets in the first place.
+ */
+
+export type Level = "debug" | "info" | "warn" | "error"
+export type Format = "json" | "pretty"
+
+const RANK: Readonly<Record<Level, number>> = { debug: 10, info: 20, warn: 30, error: 40 }
+
+export const isLevel = (s: string): s is Level => Object.hasOwn(RANK, s)
+
+export interface Log {
+  readonly level: Level
+  readonly format: Format
+  enabled(level: Level): boolean
+  log(level: Level, msg: string, fields?: Readonly<Record<string, unknown>>): void
+  debug(msg: string, fields?: Readonly<Record<string, unknown>>): void
+  info(msg: string, fields?: Readonly<Record<string, unknown>>): void
+  warn(msg: string, fields?: Readonly<Record<string, unknown>>): void
+  error(msg: string, fields?: Readonly<Record<string, unknown>>): void
+}
+
+export interface LogOptions {
+  readonly level?: Level
+  readonly format?: Format
+  /** Receives each finished line, without the trailing newline. Default: stderr. */
+  readonly write?: (line: string) => void
+}
+
+const SECRET_KEY = /pass|secret|token|authorization|cookie|hash|credential/i
+
+const redact = (fields: Readonly<Record<string, unknown>>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const k of Object.keys(fields)) {
+    const v = fields[k]
+    if (v === undefined) continue
+    out[k] = SECRET_KEY.test(k) ? "[redacted]" : v
+  }
+  return out
+}
+
+const prettyValue = (v: unknown): string =>
+  typeof v === "string" ? (/[\s"=]/.test(v) || v === "" ? JSON.stringify(v) : v) : JSON.stringify(v)
+
+export const make = (opts: LogOptions = {}): Log => {
+  const level = opts.level ?? "info"
+  const format = opts.format ?? "json"
+  const write = opts.write ?? ((line: string) => process.stderr.write(line + "\n"))
+  const min = RANK[level]
+  const log = (lv: Level, msg: string, fields: Readonly<Record<string, unknown>> = {}): void => {
+    if (RANK[lv] < min) return
+    const safe = redact(fields)
+    const time = new Date().toISOString()
+    if (format === "json") {
+      write(JSON.stringify({ time, level: lv, msg, ...safe }))
+    } else {
+      let line = `${time} ${lv.toUpperCase().padEnd(5)} ${msg}`
+      for (const k of Object.keys(safe)) line += ` ${k}=${prettyValue(safe[k])}`
+      write(line)
+    }
+  }
+  return {
+    level,
+    format,
+    enabled: (lv) => RANK[lv] >= min,
+    log,
+    debug: (m, f) => log("debug", m, f),
+    info: (m, f) => log("info", m, f),
+    warn: (m, f) => log("warn", m, f),
+    error: (m, f) => log("error", m, f),
+  }
+}
+
+/** A log that keeps its lines in memory (tests, and `check`-style capture). */
+export const memory = (level: Level = "debug"): Log & { readonly lines: Array<string> } => {
+  const lines: Array<string> = []
+  return Object.assign(make({ level, format: "json", write: (l) => lines.push(l) }), { lines })
+}

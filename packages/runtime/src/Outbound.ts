@@ -1,0 +1,130 @@
+/**
+ * Outbound connections: a registry of outbound kinds, keyed by the decision's action.
+ *
+ * Details: `allow` connects directly to the requested destination: to an IP
+ * literal as given; to the address the policy resolved (exactly that one: no
+ * second lookup, no DNS-rebinding gap); to a name the policy did not need
+ * resolved via the Resolver cache and Happy Eyeballs (`autoSelectFamily` with
+ * a lookup that returns the cached addresses). `redirect` connects to the
+ * rewritten host:port the same way. The redirect target is the operator's
+ * choice: it is NOT evaluated against the policy again (it would be a loop of
+ * the operator's own making), but `.onion` is still never resolved. `via` and
+ * `tor` fail with `General` until issue 4 registers their kinds
+ * (`Support.ts` refuses to start programs that use them). Issue 4 adds
+ * upstream/chain/group/tor by registering connectors; protocol code never changes.
+ *
+ * Gotchas: the connect timeout (default 10 s) covers lookup + all attempts.
+ * Every outbound socket is `allowHalfOpen` and keeps a no-op `error` listener
+ * (the session destroys it; an unhandled `error` would crash the process).
+ * errno → reason: ECONNREFUSED Refused, EHOSTUNREACH HostUnreachable,
+ * ENETUNREACH NetworkUnreachable, ETIMEDOUT/timeout Timeout, ENOTFOUND DnsFailed.
+ */
+import * as net from "node:net"
+import { Effect } from "effect"
+import type { Ir } from "@proxyd/rules"
+import { OutboundError, type OutboundReason } from "./Errors.ts"
+import type { Decided } from "./Inbound.ts"
+import { isOnion, type ResolverShape } from "./Resolver.ts"
+
+export interface OutboundContext {
+  readonly resolver: ResolverShape
+  readonly connectTimeoutMs: number
+}
+
+/** Opens the connection a decision asks for. */
+export type Connector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<net.Socket, OutboundError>
+
+export type Registry = ReadonlyMap<Ir.ActionIR["k"], Connector>
+
+const fail = (reason: OutboundReason) => Effect.fail(new OutboundError({ reason }))
+const noop = (): void => {}
+
+export const reasonOf = (e: unknown, host: string): OutboundReason => {
+  const err = e as { code?: string; errors?: ReadonlyArray<{ code?: string }> }
+  const code = err.code ?? err.errors?.[0]?.code
+  switch (code) {
+    case "ECONNREFUSED": return { _tag: "Refused" }
+    case "EHOSTUNREACH": case "EHOSTDOWN": return { _tag: "HostUnreachable" }
+    case "ENETUNREACH": case "ENETDOWN": return { _tag: "NetworkUnreachable" }
+    case "ETIMEDOUT": return { _tag: "Timeout" }
+    case "ENOTFOUND": case "EAI_AGAIN": return { _tag: "DnsFailed", host }
+    case "EAFNOSUPPORT": case "EADDRNOTAVAIL": return { _tag: "AddressNotSupported" }
+    default: return { _tag: "General", message: `connect failed${code === undefined ? "" : ` (${code})`}` }
+  }
+}
+
+/** Connects a socket with a deadline; interruption destroys it. */
+export const connectSocket = (opts: net.NetConnectOpts & { readonly host: string; readonly port: number }, timeoutMs: number): Effect.Effect<net.Socket, OutboundError> =>
+  Effect.callback<net.Socket, OutboundError>((resume) => {
+    let done = false
+    const s = net.connect({ ...opts, allowHalfOpen: true })
+    s.on("error", noop)
+    const finish = (r: Effect.Effect<net.Socket, OutboundError>) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      s.off("connect", onConnect)
+      s.off("error", onError)
+      resume(r)
+    }
+    const onConnect = () => finish(Effect.succeed(s))
+    const onError = (e: Error) => { s.destroy(); finish(fail(reasonOf(e, opts.host))) }
+    const timer = setTimeout(() => { s.destroy(); finish(fail({ _tag: "Timeout" })) }, timeoutMs)
+    s.once("connect", onConnect)
+    s.once("error", onError)
+    return Effect.sync(() => {
+      if (!done) { done = true; clearTimeout(timer); s.destroy() }
+    })
+  })
+
+const familyOf = (a: string): 4 | 6 => (net.isIPv6(a) ? 6 : 4)
+
+/** Connects to host:port: a literal or an exact address directly, a name via the Resolver with Happy Eyeballs. */
+export const direct = (host: string, port: number, ctx: OutboundContext, address?: string): Effect.Effect<net.Socket, OutboundError> => {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host
+  if (address !== undefined) return connectSocket({ host: address, port }, ctx.connectTimeoutMs)
+  if (net.isIP(bare) !== 0) return connectSocket({ host: bare, port }, ctx.connectTimeoutMs)
+  if (isOnion(bare)) return fail({ _tag: "DnsFailed", host: bare })
+  const started = Date.now()
+  return ctx.resolver.resolve(bare).pipe(
+    Effect.flatMap((addrs) => {
+      const list = addrs.map((a) => ({ address: a, family: familyOf(a) }))
+      const lookup = (_h: string, o: { all?: boolean }, cb: (...args: Array<unknown>) => void): void => {
+        if (o.all === true) cb(null, list)
+        else cb(null, list[0]!.address, list[0]!.family)
+      }
+      const left = Math.max(1, ctx.connectTimeoutMs - (Date.now() - started))
+      return connectSocket({ host: bare, port, lookup: lookup as unknown as net.LookupFunction, autoSelectFamily: true }, left)
+    }),
+  )
+}
+
+const allow: Connector = (decided, ctx) => {
+  const req = decided.request
+  const ip = req.facts?.["dst.ip"]
+  // The policy needed the address and the lookup failed: do not resolve a second time.
+  if (ip === null && net.isIP(req.dstHost) === 0) return fail({ _tag: "DnsFailed", host: req.dstHost })
+  return direct(req.dstHost, req.dstPort, ctx, decided.resolved)
+}
+
+const redirect: Connector = (decided, ctx) => {
+  const a = decided.decision.action
+  if (a.k !== "redirect") return fail({ _tag: "General", message: "not a redirect" })
+  return direct(a.host, a.port, ctx)
+}
+
+const blocked: Connector = (decided) => {
+  const a = decided.decision.action
+  return fail(a.k === "block" && a.message !== undefined ? { _tag: "Blocked", message: a.message } : { _tag: "Blocked" })
+}
+
+const later: Connector = () => fail({ _tag: "General", message: "upstreams arrive with issue 4" })
+
+/** The built-in kinds. Issue 4 extends this map (`new Map([...defaultRegistry, ["via", ...]])`). */
+export const defaultRegistry: Registry = new Map<Ir.ActionIR["k"], Connector>([
+  ["allow", allow],
+  ["redirect", redirect],
+  ["block", blocked],
+  ["via", later],
+  ["tor", later],
+])

@@ -1,0 +1,161 @@
+/**
+ * The current policy state in one `Ref`, reloaded beside the running one and swapped atomically.
+ *
+ * Details: `load` = check (parse, includes, sets) + refuse what the runtime
+ * cannot enforce (`Support.ts`) + load auth sources + compile every policy +
+ * derive listener specs. Only a fully valid result replaces the state; on any
+ * error the old state keeps serving and the reason is returned (rendered like
+ * `proxyd check`). Connections read the state when they decide, so a running
+ * connection keeps the decision it got.
+ * `watchFiles` watches every file the state was built from (rules file,
+ * includes, set files, htpasswd files) through their directories, so editors'
+ * rename-replace saves are seen without re-arming; changes are debounced
+ * (200 ms) into one reload.
+ */
+import { watch, type FSWatcher } from "node:fs"
+import { basename, dirname, isAbsolute, resolve as resolvePath } from "node:path"
+import { Effect, Ref } from "effect"
+import { Check, Render } from "@proxyd/rules"
+import type { Ir } from "@proxyd/rules"
+import * as Auth from "./Auth.ts"
+import { globalSpec, listenerSpecs, type GlobalSpec, type ListenerSpec, type ListenOverride } from "./Config.ts"
+import { compile, type Compiled } from "./Engine.ts"
+import { unsupported } from "./Support.ts"
+
+export interface PolicyState {
+  readonly version: number
+  readonly program: Ir.Program
+  readonly compiled: ReadonlyMap<string, Compiled>
+  readonly auths: ReadonlyMap<string, Auth.AuthSource>
+  readonly listeners: ReadonlyArray<ListenerSpec>
+  readonly global: GlobalSpec
+  /** Every file the state was built from (watched for reload). */
+  readonly files: ReadonlyArray<string>
+}
+
+export type LoadResult =
+  | { readonly ok: true; readonly state: PolicyState; readonly warnings: string | undefined }
+  | { readonly ok: false; readonly message: string }
+
+export interface LoadOptions {
+  readonly rulesFile: string
+  readonly overrides?: ReadonlyArray<ListenOverride> | undefined
+  /** Further refusals (e.g. a listener kind without a protocol handler). */
+  readonly extraCheck?: (program: Ir.Program, listeners: ReadonlyArray<ListenerSpec>) => Array<string>
+}
+
+const htpasswdPath = (a: Ir.AuthIR): string | undefined => {
+  const p = Auth.authFile(a)
+  return p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(dirname(a.span.file), p)
+}
+
+export const load = (opts: LoadOptions, version: number): LoadResult => {
+  const checked = Check.checkFiles([opts.rulesFile], Check.nodeReader)
+  const program = checked.program
+  if (program === undefined) {
+    const text = Render.renderHuman(checked.diagnostics, checked.sources)
+    return { ok: false, message: text.length > 0 ? text : `${opts.rulesFile}: cannot be loaded` }
+  }
+  const warnings = checked.diagnostics.length > 0 ? Render.renderHuman(checked.diagnostics, checked.sources) : undefined
+  const listeners = listenerSpecs(program, opts.overrides)
+  const problems = [...unsupported(program), ...(opts.extraCheck?.(program, listeners) ?? [])]
+  if (listeners.length === 0) problems.push("no listener: declare one (`listen mixed 127.0.0.1:1080`) or pass --listen")
+  const auths = new Map<string, Auth.AuthSource>()
+  const files = new Set(checked.sources.keys())
+  for (const a of program.auths.values()) {
+    const path = htpasswdPath(a)
+    if (path !== undefined) files.add(path)
+    const src = Auth.load(path === undefined ? a : { ...a, settings: { ...a.settings, path } })
+    if (Array.isArray(src)) problems.push(...src)
+    else auths.set(a.name, src)
+  }
+  const compiled = new Map<string, Compiled>()
+  for (const l of listeners) {
+    if (!program.policies.has(l.policy)) problems.push(`listener \`${l.name}\`: no policy \`${l.policy}\``)
+    if (l.auth !== undefined && !program.auths.has(l.auth.source)) problems.push(`listener \`${l.name}\`: no auth source \`${l.auth.source}\``)
+  }
+  if (problems.length > 0) return { ok: false, message: problems.map((p) => `error: ${p}`).join("\n") }
+  try {
+    for (const [name, p] of program.policies) compiled.set(name, compile(p))
+  } catch (e) {
+    return { ok: false, message: `error: internal compiler error: ${e instanceof Error ? e.message : String(e)}` }
+  }
+  return {
+    ok: true,
+    warnings,
+    state: { version, program, compiled, auths, listeners, global: globalSpec(program), files: [...files].map((f) => resolvePath(f)) },
+  }
+}
+
+export interface PolicyStore {
+  readonly ref: Ref.Ref<PolicyState>
+  /** The state now (sync; connections call it when they decide). */
+  current(): PolicyState
+  /** Loads beside the running state; swaps only when valid. */
+  reload(): Effect.Effect<LoadResult>
+}
+
+export const make = (opts: LoadOptions, initial: PolicyState): PolicyStore => {
+  const ref = Ref.makeUnsafe(initial)
+  return {
+    ref,
+    current: () => Ref.getUnsafe(ref),
+    reload: () => Effect.gen(function*() {
+      const old = yield* Ref.get(ref)
+      const r = load(opts, old.version + 1)
+      if (r.ok) yield* Ref.set(ref, r.state)
+      return r
+    }),
+  }
+}
+
+export interface Watcher {
+  /** Watches exactly these files from now on. */
+  update(files: ReadonlyArray<string>): void
+  close(): void
+}
+
+/** Calls `onChange` (debounced) when any of the files changes, is replaced or removed. */
+export const watchFiles = (files: ReadonlyArray<string>, onChange: () => void, debounceMs = 200): Watcher => {
+  const watchers = new Map<string, FSWatcher>()
+  let names = new Map<string, Set<string>>()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let closed = false
+  const fire = () => {
+    if (timer !== undefined) clearTimeout(timer)
+    timer = setTimeout(() => { timer = undefined; if (!closed) onChange() }, debounceMs)
+  }
+  const update = (fs: ReadonlyArray<string>) => {
+    const next = new Map<string, Set<string>>()
+    for (const f of fs) {
+      const d = dirname(f)
+      const set = next.get(d) ?? new Set<string>()
+      set.add(basename(f))
+      next.set(d, set)
+    }
+    names = next
+    for (const [d, w] of watchers) if (!next.has(d)) { w.close(); watchers.delete(d) }
+    for (const d of next.keys()) {
+      if (watchers.has(d)) continue
+      try {
+        const w = watch(d, { persistent: false }, (_event, name) => {
+          if (name === null || names.get(d)?.has(name.toString()) === true) fire()
+        })
+        w.on("error", () => {})
+        watchers.set(d, w)
+      } catch {
+        // A directory that cannot be watched: SIGHUP still reloads.
+      }
+    }
+  }
+  update(files)
+  return {
+    update,
+    close: () => {
+      closed = true
+      if (timer !== undefined) clearTimeout(timer)
+      for (const w of watchers.values()) w.close()
+      watchers.clear()
+    },
+  }
+}

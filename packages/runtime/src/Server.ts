@@ -1,0 +1,258 @@
+/**
+ * The server: listeners from the rules file, reload, graceful shutdown.
+ *
+ * Details: `startServer` loads the rules file (a file that does not check, or
+ * uses what the runtime cannot enforce, fails with `StartError` carrying the
+ * same rendered diagnostics as `proxyd check`), opens every listener and
+ * returns a handle. `reload()` loads beside the running state and, when valid,
+ * swaps it and reconciles listeners: unchanged ones keep their socket (their
+ * policy/auth/limits follow the new state), added ones open, removed ones stop
+ * accepting and drain in the background, a changed kind/host/port rebinds.
+ * File changes (rules, includes, sets, htpasswd) trigger the same reload.
+ * `shutdown()` stops accepting everywhere, lets open connections finish up to
+ * `drain-timeout` (default 30 s), then interrupts the rest.
+ * `runServer` adds the process: SIGHUP reloads, SIGTERM/SIGINT shut down
+ * gracefully (the effect then completes: exit 0), a second SIGTERM/SIGINT exits
+ * at once (128 + signal number).
+ *
+ * Gotchas: the runtime never imports protocol packages; the CLI passes the
+ * handlers. A listener kind without its handler refuses to start (mixed needs
+ * socks5, socks4 and http).
+ */
+import type { Socket } from "node:net"
+import { Data, Effect, Fiber, Semaphore } from "effect"
+import type { Ir } from "@proxyd/rules"
+import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts"
+import type { InboundHandler, ProtocolName } from "./Inbound.ts"
+import { makeGate, serve, type Gate, type RunningListener } from "./Listener.ts"
+import * as Log from "./Log.ts"
+import { defaultRegistry, type Registry } from "./Outbound.ts"
+import * as PolicyStore from "./PolicyStore.ts"
+import * as Resolver from "./Resolver.ts"
+import { serveConnection, type PolicyView } from "./Session.ts"
+import { sniff } from "./Sniff.ts"
+
+export type Handlers = Partial<Record<ProtocolName, InboundHandler>>
+
+export interface ServerOptions {
+  readonly rulesFile: string
+  /** `[proto://]host:port` overrides of the file's listeners. */
+  readonly listen?: ReadonlyArray<string>
+  readonly logLevel?: string
+  readonly logFormat?: "json" | "pretty"
+  readonly handlers: Handlers
+  /** Injected for tests and embedding; defaults built from the options above. */
+  readonly log?: Log.Log
+  readonly resolver?: Resolver.ResolverShape
+  readonly registry?: Registry
+  /** Watch the rules files for changes (default true). */
+  readonly watch?: boolean
+}
+
+export class StartError extends Data.TaggedError("StartError")<{ readonly message: string }> {}
+
+export interface ListenerAddress { readonly listener: string; readonly kind: Ir.ListenerKind; readonly host: string; readonly port: number }
+
+export interface ReloadOutcome { readonly ok: boolean; readonly version: number; readonly message?: string }
+
+export interface ServerHandle {
+  addresses(): Array<ListenerAddress>
+  /** Reloads now (what SIGHUP does). */
+  reload(): Effect.Effect<ReloadOutcome>
+  /** Graceful shutdown: stop accepting, drain up to the deadline (default: the file's `drain-timeout`), close the rest. */
+  shutdown(drainMs?: number): Effect.Effect<void>
+  readonly store: PolicyStore.PolicyStore
+}
+
+const NEEDS: Readonly<Record<Ir.ListenerKind, ReadonlyArray<ProtocolName>>> = {
+  socks5: ["socks5"], socks4: ["socks4"], http: ["http"], mixed: ["socks5", "socks4", "http"],
+}
+
+const sameBinding = (a: ListenerSpec, b: ListenerSpec): boolean => a.kind === b.kind && a.host === b.host && a.port === b.port
+
+interface Open { spec: ListenerSpec; readonly running: RunningListener; readonly gate: Gate }
+
+export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, StartError> =>
+  Effect.gen(function*() {
+    const level = opts.logLevel ?? "info"
+    if (!Log.isLevel(level)) return yield* new StartError({ message: `unknown log level \`${level}\` (debug, info, warn, error)` })
+    const log = opts.log ?? Log.make({ level, format: opts.logFormat ?? "json" })
+    const overrides: Array<ListenOverride> = []
+    for (const l of opts.listen ?? []) {
+      const o = parseListen(l)
+      if (typeof o === "string") return yield* new StartError({ message: `--listen: ${o}` })
+      overrides.push(o)
+    }
+    const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> =>
+      ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
+        .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`))
+    const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck }
+    const first = PolicyStore.load(loadOpts, 1)
+    if (!first.ok) return yield* new StartError({ message: first.message })
+    if (first.warnings !== undefined) log.warn("rules file has warnings", { diagnostics: first.warnings })
+    const store = PolicyStore.make(loadOpts, first.state)
+    const resolver = opts.resolver ?? Resolver.make()
+    const registry = opts.registry ?? defaultRegistry
+    const lock = yield* Semaphore.make(1)
+    const globalGate = makeGate(() => {
+      const g = store.current().global
+      return { max: g.maxConnections, perIp: g.maxPerIp }
+    })
+    const open = new Map<string, Open>()
+    const draining = new Set<Fiber.Fiber<void>>()
+
+    const viewFor = (o: Open) => (): PolicyView => {
+      const s = store.current()
+      const spec = s.listeners.find((l) => l.name === o.spec.name) ?? o.spec
+      const compiled = s.compiled.get(spec.policy)
+      if (compiled === undefined) throw new Error(`policy ${spec.policy} vanished`)
+      return {
+        compiled,
+        usergroups: s.program.usergroups,
+        auth: spec.auth === undefined ? undefined : s.auths.get(spec.auth.source),
+        authRequired: spec.auth?.required ?? false,
+      }
+    }
+
+    const rejectConnection = (o: Open, socket: Socket): void => {
+      const src = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
+      const answer = (p: ProtocolName | undefined) => {
+        const h = p === undefined ? undefined : opts.handlers[p]
+        log.info("connection", { listener: o.spec.name, protocol: p, src, outcome: "rejected", error: "connection limit reached" })
+        if (h?.reject !== undefined) {
+          try { h.reject(socket) } catch { socket.destroy() }
+          const t = setTimeout(() => socket.destroy(), 2_000)
+          socket.once("close", () => clearTimeout(t))
+        } else socket.destroy()
+      }
+      if (o.spec.kind !== "mixed") return answer(o.spec.kind)
+      Effect.runFork(sniff(socket).pipe(
+        Effect.timeoutOrElse({ duration: 2_000, orElse: () => Effect.succeed(undefined) }),
+        Effect.flatMap((p) => Effect.sync(() => (p === undefined ? socket.destroy() : answer(p)))),
+      ))
+    }
+
+    const openListener = (spec: ListenerSpec) => Effect.gen(function*() {
+      const o: Partial<Open> & { spec: ListenerSpec } = { spec }
+      const gate = makeGate(() => ({ max: o.spec.maxConnections, perIp: o.spec.maxPerIp }))
+      const running = yield* serve({
+        host: spec.host,
+        port: spec.port,
+        gates: [globalGate, gate],
+        onConnection: (socket) => {
+          const s = o.spec
+          return serveConnection(socket, {
+            listener: { name: s.name, kind: s.kind, handshakeMs: s.handshakeMs, idleMs: s.idleMs, connectMs: s.connectMs },
+            view: viewFor(o as Open),
+            handlers: opts.handlers,
+            resolver,
+            registry,
+            log,
+          })
+        },
+        onReject: (socket) => rejectConnection(o as Open, socket),
+      })
+      const done: Open = Object.assign(o, { running, gate }) as Open
+      open.set(spec.name, done)
+      log.info("listening", { listener: spec.name, kind: spec.kind, host: running.host, port: running.port })
+      return done
+    })
+
+    const retire = (o: Open, drainMs: number) => Effect.gen(function*() {
+      o.running.stop()
+      open.delete(o.spec.name)
+      log.info("listener closed", { listener: o.spec.name, open_connections: o.running.active() })
+      const f = yield* Effect.forkDetach(o.running.close(drainMs))
+      draining.add(f)
+      f.addObserver(() => draining.delete(f))
+    })
+
+    const reconcile = (state: PolicyStore.PolicyState) => Effect.gen(function*() {
+      const wanted = new Map(state.listeners.map((l) => [l.name, l]))
+      for (const o of [...open.values()]) {
+        const w = wanted.get(o.spec.name)
+        if (w === undefined || !sameBinding(w, o.spec)) yield* retire(o, state.global.drainMs)
+        else o.spec = w
+      }
+      for (const spec of state.listeners) {
+        if (open.has(spec.name)) continue
+        yield* openListener(spec).pipe(Effect.catch((e) => Effect.sync(() => log.error("listener failed to open", { listener: spec.name, error: e.message }))))
+      }
+    })
+
+    // Initial listeners: any failure closes the ones already open and refuses to start.
+    for (const spec of first.state.listeners) {
+      const r = yield* Effect.result(openListener(spec))
+      if (r._tag === "Failure") {
+        for (const o of open.values()) { o.running.stop(); yield* o.running.close(0) }
+        return yield* new StartError({ message: r.failure.message })
+      }
+    }
+
+    let watcher: PolicyStore.Watcher | undefined
+    const reload = (): Effect.Effect<ReloadOutcome> => Semaphore.withPermit(lock, Effect.gen(function*() {
+      const r = yield* store.reload()
+      if (!r.ok) {
+        log.error("reload failed; the current policy keeps serving", { diagnostics: r.message })
+        return { ok: false, version: store.current().version, message: r.message }
+      }
+      yield* reconcile(r.state)
+      watcher?.update(r.state.files)
+      log.info("policy reloaded", { version: r.state.version })
+      return { ok: true, version: r.state.version }
+    }))
+    if (opts.watch !== false) {
+      watcher = PolicyStore.watchFiles(first.state.files, () => {
+        log.info("rules changed on disk; reloading")
+        Effect.runFork(reload())
+      })
+    }
+
+    let shut = false
+    const shutdown = (drainMs?: number): Effect.Effect<void> => Effect.gen(function*() {
+      if (shut) return
+      shut = true
+      watcher?.close()
+      const deadline = drainMs ?? store.current().global.drainMs
+      const all = [...open.values()]
+      for (const o of all) o.running.stop()
+      const active = all.reduce((n, o) => n + o.running.active(), 0)
+      log.info("shutting down", { open_connections: active, drain_ms: deadline })
+      yield* Effect.forEach(all, (o) => o.running.close(deadline), { concurrency: "unbounded", discard: true })
+      yield* Effect.forEach([...draining], (f) => Fiber.join(f), { discard: true })
+      open.clear()
+      log.info("stopped")
+    })
+
+    return {
+      store,
+      addresses: () => [...open.values()].map((o) => ({ listener: o.spec.name, kind: o.spec.kind, host: o.running.host, port: o.running.port })),
+      reload,
+      shutdown,
+    }
+  })
+
+/** Runs until SIGTERM/SIGINT, then shuts down gracefully. SIGHUP reloads. */
+export const runServer = (opts: ServerOptions): Effect.Effect<void, StartError> =>
+  Effect.gen(function*() {
+    const handle = yield* startServer(opts)
+    let signalled = 0
+    let wake: (() => void) | undefined
+    const onHup = () => { Effect.runFork(handle.reload()) }
+    const onStop = (sig: NodeJS.Signals) => {
+      signalled++
+      if (signalled === 1) wake?.()
+      else process.exit(128 + (sig === "SIGINT" ? 2 : 15))
+    }
+    process.on("SIGHUP", onHup)
+    process.on("SIGTERM", onStop)
+    process.on("SIGINT", onStop)
+    yield* Effect.callback<void>((resume) => {
+      wake = () => resume(Effect.void)
+    })
+    process.off("SIGHUP", onHup)
+    yield* handle.shutdown().pipe(Effect.ensuring(Effect.sync(() => {
+      process.off("SIGTERM", onStop)
+      process.off("SIGINT", onStop)
+    })))
+  })

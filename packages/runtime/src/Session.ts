@@ -1,0 +1,219 @@
+/**
+ * One client connection: its `SessionContext`, its handshake deadline, and its close log line.
+ *
+ * Details: `serveConnection` runs a connection to its end: (mixed listeners)
+ * sniff the protocol, build the context, run the handler raced against the
+ * handshake deadline, then destroy every socket the connection opened and
+ * write ONE log line. The handshake phase lasts from accept until the handler
+ * first calls `decide` (the client has said what it wants); then the connect
+ * timeout and the relay's idle timeout apply. The decision and the policy are
+ * taken from the policy state current at `decide` time; a reload later does
+ * not change a running connection.
+ *
+ * Close line fields: `id listener protocol src user dst dst_ip (as connected)
+ * rule action bytes_up bytes_down duration_ms outcome error tags` plus the
+ * handler's `note`s. Never a password (authenticate's arguments are not kept).
+ */
+import type { Socket } from "node:net"
+import { Deferred, Effect } from "effect"
+import type { Ir } from "@proxyd/rules"
+import type { AuthSource } from "./Auth.ts"
+import { decide } from "./Decide.ts"
+import type { Compiled } from "./Engine.ts"
+import { OutboundError } from "./Errors.ts"
+import type { Connected, Decided, InboundHandler, ProtocolName, RequestInput, SessionContext } from "./Inbound.ts"
+import type { Log } from "./Log.ts"
+import type { OutboundContext, Registry } from "./Outbound.ts"
+import { relay } from "./Relay.ts"
+import type { ResolverShape } from "./Resolver.ts"
+import { sniff } from "./Sniff.ts"
+
+/** What a connection needs from the policy state current when it is served. */
+export interface PolicyView {
+  readonly compiled: Compiled
+  readonly usergroups: ReadonlyMap<string, ReadonlyArray<string>>
+  readonly auth: AuthSource | undefined
+  readonly authRequired: boolean
+}
+
+export interface ListenerView {
+  readonly name: string
+  readonly kind: Ir.ListenerKind
+  readonly handshakeMs: number
+  readonly idleMs: number
+  readonly connectMs: number
+}
+
+export interface ConnectionEnv {
+  readonly listener: ListenerView
+  /** The listener's policy view, read at `decide`/`authenticate` time. */
+  readonly view: () => PolicyView
+  readonly handlers: Partial<Record<ProtocolName, InboundHandler>>
+  readonly resolver: ResolverShape
+  readonly registry: Registry
+  readonly log: Log
+}
+
+let counter = 0
+const nextId = (): string => `${Date.now().toString(36)}-${(++counter).toString(36)}`
+
+const hostPort = (h: string, p: number): string => (h.includes(":") ? `[${h}]:${p}` : `${h}:${p}`)
+
+const reasonText = (e: OutboundError): string => {
+  const r = e.reason
+  return r._tag === "General" ? `General: ${r.message}` : r._tag === "DnsFailed" ? `DnsFailed: ${r.host}` : r._tag
+}
+
+const unionGroups = (user: string, own: ReadonlyArray<string>, usergroups: ReadonlyMap<string, ReadonlyArray<string>>): Array<string> => {
+  const gs = new Set(own)
+  for (const [g, members] of usergroups) if (members.includes(user)) gs.add(g)
+  return [...gs]
+}
+
+/** Serves one accepted (paused) client socket to its end. Never fails. */
+export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    const id = nextId()
+    const sockets = new Set<Socket>([client])
+    const line: Record<string, unknown> = {
+      id,
+      listener: env.listener.name,
+      src: hostPort(client.remoteAddress ?? "?", client.remotePort ?? 0),
+    }
+    let outcome = "ok"
+    let user: string | undefined
+    let groups: ReadonlyArray<string> | undefined
+    let authMethod = "none"
+    let bytesUp = 0, bytesDown = 0
+    const tags: Array<string> = []
+    const expired = yield* Deferred.make<void>()
+    let handshakeTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
+      handshakeTimer = undefined
+      Deferred.doneUnsafe(expired, Effect.void)
+    }, env.listener.handshakeMs)
+    const endHandshake = () => {
+      if (handshakeTimer !== undefined) { clearTimeout(handshakeTimer); handshakeTimer = undefined }
+    }
+    let lastDecided: Decided | undefined
+
+    const finish = Effect.sync(() => {
+      endHandshake()
+      for (const s of sockets) s.destroy()
+      env.log.info("connection", {
+        ...line,
+        user,
+        bytes_up: bytesUp,
+        bytes_down: bytesDown,
+        duration_ms: Date.now() - started,
+        outcome,
+        tags: tags.length > 0 ? tags : undefined,
+      })
+    })
+
+    const body = Effect.gen(function*() {
+      let handler: InboundHandler | undefined
+      if (env.listener.kind === "mixed") {
+        const protocol = yield* sniff(client).pipe(Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))))
+        if (protocol === "timeout") { outcome = "handshake-timeout"; return }
+        if (protocol === undefined) { outcome = "closed-before-handshake"; return }
+        handler = env.handlers[protocol]
+      } else {
+        handler = env.handlers[env.listener.kind]
+      }
+      if (handler === undefined) { outcome = "error"; line["error"] = "no handler for this protocol"; return }
+      line["protocol"] = handler.protocol
+      const protocol = handler.protocol
+      const initialView = env.view()
+
+      const ctx: SessionContext = {
+        id,
+        listener: env.listener.name,
+        srcIp: client.remoteAddress ?? "",
+        srcPort: client.remotePort ?? 0,
+        localAddress: client.localAddress ?? "",
+        auth: initialView.auth === undefined ? "none" : initialView.authRequired ? "required" : "optional",
+        handshakeTimeoutMs: env.listener.handshakeMs,
+        authenticate: (u, p) => {
+          const v = env.view()
+          if (v.auth === undefined) return Effect.succeed({ ok: false })
+          const source = v.auth
+          return Effect.promise(() => source.verify(u, p)).pipe(Effect.map((r) =>
+            r.ok ? { ok: true, user: u, groups: unionGroups(u, r.groups, v.usergroups) } : { ok: false }))
+        },
+        setUser: (u, gs) => {
+          user = u
+          authMethod = u === undefined ? "none" : "password"
+          groups = u === undefined ? undefined : unionGroups(u, gs ?? [], env.view().usergroups)
+        },
+        decide: (input: RequestInput) => {
+          endHandshake()
+          const v = env.view()
+          const req: Ir.Request = {
+            command: input.command,
+            dstHost: input.dstHost,
+            dstPort: input.dstPort,
+            listener: env.listener.name,
+            protocol: input.protocol,
+            srcIp: ctx.srcIp,
+            srcPort: ctx.srcPort,
+            auth: authMethod,
+            time: Date.now(),
+            ...(user !== undefined ? { user } : {}),
+            ...(groups !== undefined ? { groups } : {}),
+          }
+          line["dst"] = hostPort(input.dstHost, input.dstPort)
+          return decide(v.compiled, req, env.resolver).pipe(Effect.tap((d) => Effect.sync(() => {
+            lastDecided = d
+            line["rule"] = d.decision.rule
+            line["action"] = d.decision.action.k
+            if (d.resolved !== undefined) line["dst_ip"] = d.resolved
+            if (d.decision.action.k === "block") outcome = "blocked"
+            for (const m of d.decision.modifiers) if (m.k === "tag") tags.push(m.value)
+          })))
+        },
+        connect: (decided: Decided) => {
+          const octx: OutboundContext = { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs }
+          const connector = env.registry.get(decided.decision.action.k)
+          const attempt = connector === undefined
+            ? Effect.fail(new OutboundError({ reason: { _tag: "General", message: `no outbound for ${decided.decision.action.k}` } }))
+            : connector(decided, octx)
+          return attempt.pipe(
+            Effect.map((s): Connected => {
+              sockets.add(s)
+              line["dst_connected"] = hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
+              return { socket: s, localAddress: s.localAddress ?? "", localPort: s.localPort ?? 0, remoteAddress: s.remoteAddress ?? "", remotePort: s.remotePort ?? 0 }
+            }),
+            Effect.tapError((e) => Effect.sync(() => {
+              if (e.reason._tag !== "Blocked") { outcome = "error"; line["error"] = reasonText(e) }
+            })),
+          )
+        },
+        relay: (c: Socket, upstream: Socket) => {
+          endHandshake()
+          sockets.add(upstream)
+          const mod = lastDecided?.decision.modifiers.find((m) => m.k === "idle")
+          const idle = mod?.k === "idle" ? mod.ms : env.listener.idleMs
+          return relay(c, upstream, idle).pipe(Effect.map((r) => {
+            bytesUp += r.bytesUp
+            bytesDown += r.bytesDown
+            if (r.end === "idle") outcome = "idle-timeout"
+            return { bytesUp: r.bytesUp, bytesDown: r.bytesDown }
+          }))
+        },
+        note: (fields) => {
+          for (const k of Object.keys(fields)) line[k] = fields[k]
+        },
+      }
+      const r = yield* handler.handle(client, ctx).pipe(
+        Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))),
+      )
+      if (r === "timeout") outcome = "handshake-timeout"
+    })
+
+    yield* body.pipe(
+      Effect.onInterrupt(() => Effect.sync(() => { outcome = "shutdown" })),
+      Effect.catchCause((cause) => Effect.sync(() => { outcome = "error"; line["error"] = String(cause).slice(0, 200) })),
+      Effect.ensuring(finish),
+    )
+  })

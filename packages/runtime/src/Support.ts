@@ -1,0 +1,69 @@
+/**
+ * What the runtime enforces today, and the refusal for everything it does not.
+ *
+ * Details: "a declared safety feature is never silently ignored": a program
+ * that uses a feature the runtime cannot enforce yet refuses to start (and a
+ * reload to such a program is rejected, the old policy keeps serving). Each
+ * message names the feature, where it is used and when it arrives.
+ * Not enforced yet: GeoIP fields (country/ASN), `via`/`tor` actions (issue 4),
+ * the `limit`/`bandwidth` modifiers, TLS listeners, inbound PROXY protocol,
+ * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1.
+ */
+import type { Ir } from "@proxyd/rules"
+
+const at = (span: { readonly file: string; readonly start: { readonly line: number } } | undefined): string =>
+  span === undefined ? "" : ` (${span.file}:${span.start.line})`
+
+const condMatchers = (c: Ir.Cond, out: Array<Ir.Cond & { k: "match" }>): void => {
+  switch (c.k) {
+    case "true": return
+    case "not": return condMatchers(c.c, out)
+    case "and": case "or": for (const i of c.items) condMatchers(i, out); return
+    case "match": out.push(c); return
+  }
+}
+
+const actionProblems = (a: Ir.ActionIR, where: string, out: Array<string>): void => {
+  if (a.k === "via") {
+    out.push(`\`via ${a.target}\`${where}: upstream proxies, chains and groups arrive with issue 4; the runtime cannot enforce this rule yet`)
+    if (a.else !== undefined) actionProblems(a.else, where, out)
+  } else if (a.k === "tor") {
+    out.push(`\`tor\`${where}: Tor arrives with issue 4; the runtime cannot enforce this rule yet`)
+  }
+}
+
+export const SUPPORTED_AUTH = new Set(["static", "htpasswd"])
+
+/** Messages for every feature the program uses that the runtime does not enforce; empty when it can serve it. */
+export const unsupported = (program: Ir.Program): Array<string> => {
+  const out: Array<string> = []
+  for (const policy of program.policies.values()) {
+    for (const rule of [...policy.guards, ...policy.rules, policy.default]) {
+      const where = ` in rule \`${rule.name}\` of policy \`${policy.name}\`${at(rule.span)}`
+      const ms: Array<Ir.Cond & { k: "match" }> = []
+      condMatchers(rule.cond, ms)
+      for (const m of ms) {
+        if (m.m.kind === "country" || m.m.kind === "asn") {
+          out.push(`\`${m.m.field}\`${where}: GeoIP lookups are not implemented in the runtime yet, so this condition cannot be enforced`)
+        }
+      }
+      actionProblems(rule.action, where, out)
+      for (const mod of rule.modifiers) {
+        if (mod.k === "rate" || mod.k === "conns" || mod.k === "bandwidth") {
+          out.push(`\`${mod.k === "bandwidth" ? "bandwidth" : "limit"}\`${where}: per-rule limits are not enforced by the runtime yet`)
+        }
+      }
+    }
+  }
+  for (const l of program.listeners) {
+    if (l.tls !== undefined) out.push(`listener \`${l.name}\`${at(l.span)}: TLS listeners are not implemented yet`)
+    if (l.proxyProtocol !== undefined) out.push(`listener \`${l.name}\`${at(l.span)}: inbound PROXY protocol is not implemented yet`)
+  }
+  for (const a of program.auths.values()) {
+    if (!SUPPORTED_AUTH.has(a.kind)) out.push(`auth \`${a.name}\`${at(a.span)}: auth source kind \`${a.kind}\` is not implemented yet (static and htpasswd are)`)
+  }
+  for (const p of program.plugins) out.push(`plugin \`${p.spec}\`${at(p.span)}: plugins are not loaded by the runtime yet`)
+  const workers = program.options["workers"]
+  if (typeof workers === "number" && workers > 1) out.push("option `workers`: more than one worker is not implemented yet")
+  return out
+}
