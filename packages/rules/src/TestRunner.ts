@@ -17,6 +17,8 @@
 import type { Span } from "./Ast.ts"
 import { type Diagnostic, error, fileSpan, warning } from "./Diagnostic.ts"
 import type { ActionIR, Decision, ExpectIR, Outcome, PolicyIR, Program, Request, RuleIR, TestIR } from "./Ir.ts"
+import { compile, type CompiledPolicy } from "./Compiler.ts"
+import { evaluate } from "./Evaluator.ts"
 import { evaluateReference } from "./Reference.ts"
 
 export interface TestResult {
@@ -107,8 +109,15 @@ const decisionOf = (o: Outcome): Decision | undefined => (o.type === "decision" 
 
 /** Runs every test of `program`; never throws. */
 export const runTests = (program: Program, opts: RunOptions = {}): TestRun => {
-  // TODO(compiler): default to the compiled evaluator once Compiler.ts lands.
-  const evaluateCompiled = opts.evaluate ?? ((policy: PolicyIR, req: Request): Outcome => evaluateReference(policy, req, UNKNOWN))
+  const compiled = new Map<string, CompiledPolicy>()
+  const evaluateCompiled = opts.evaluate ?? ((policy: PolicyIR, req: Request): Outcome => {
+    let c = compiled.get(policy.name)
+    if (c === undefined) {
+      c = compile(policy)
+      compiled.set(policy.name, c)
+    }
+    return evaluate(c, req, UNKNOWN)
+  })
   const results: TestResult[] = []
   const diagnostics: Diagnostic[] = []
   const reached = new Map<string, Set<string>>()

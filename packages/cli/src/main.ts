@@ -1,0 +1,22 @@
+/**
+ * The `proxyd` process entry: runs the CLI on `process.argv` with the node
+ * `Io` and sets the exit status (without `process.exit`, so output is flushed).
+ *
+ * Gotchas: an unexpected defect (a bug in proxyd) prints its stack and exits 70
+ * (EX_SOFTWARE), distinct from the documented statuses 0-3.
+ */
+import { Effect } from "effect"
+import { cli } from "./Cli.ts"
+import { Io } from "./Io.ts"
+
+const program = cli(process.argv.slice(2)).pipe(Effect.provide(Io.node()))
+
+Effect.runPromise(program).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (defect: unknown) => {
+    process.stderr.write(`proxyd: internal error (please report): ${defect instanceof Error ? (defect.stack ?? defect.message) : String(defect)}\n`)
+    process.exitCode = 70
+  },
+)
