@@ -31,7 +31,8 @@ export const checkTest = (ctx: Ctx, t: TestNode, env: TestEnv): TestIR | undefin
   const s = new Map<string, Setting[]>()
   for (const line of t.body) collectSettings(ctx, line.tokens, TEST_SETTINGS, "a test request", s)
   const commands = (["connect", "bind", "udp"] as const).filter((c) => s.has(c))
-  if (commands.length !== 1) {
+  const mentioned = t.body.some((l) => l.tokens.some((x) => x.kind === "bare" && ["connect", "bind", "udp"].includes(x.text)))
+  if (commands.length > 1 || (commands.length === 0 && !mentioned)) {
     const at = commands.length > 1 ? one(s, commands[1]!)!.nameSpan : t.name.span
     ctx.err("T070", commands.length === 0 ? `test ${JSON.stringify(t.name.value)} has no request` : "a test makes exactly one request", at, {
       hint: commands.length === 0 ? "add `connect HOST:PORT` (or `bind`/`udp`)" : `keep one of ${commands.map((c) => `\`${c}\``).join(", ")}`,
