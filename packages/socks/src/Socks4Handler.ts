@@ -30,10 +30,14 @@ const replies: Replies = {
 
 export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundHandler => ({
   protocol: "socks4",
+  reject: (client) => {
+    client.end(C.encodeReply(C.CD_REJECTED))
+  },
   handle: (client, ctx) =>
     Effect.gen(function*() {
       const reader = new ByteReader()
-      const reject = (error: string, reply: Buffer | undefined = C.encodeReply(C.CD_REJECTED)) =>
+      const cd91 = C.encodeReply(C.CD_REJECTED)
+      const reject = (error: string, reply: Buffer | undefined = cd91) =>
         Effect.gen(function*() {
           ctx.note({ outcome: "rejected", error })
           yield* closeWith(client, reply)
@@ -42,8 +46,8 @@ export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundH
       const r = yield* readMessage(client, reader, C.parseRequest).pipe(
         Effect.timeoutOrElse({ duration: ctx.handshakeTimeoutMs, orElse: () => Effect.succeed({ k: "eof" } as const) }),
       )
-      if (r.k === "eof") return yield* reject("handshake timeout or client closed", undefined)
-      if (r.k === "error") return yield* reject(r.message, r.code === "version" ? undefined : C.encodeReply(C.CD_REJECTED))
+      if (r.k === "eof") return yield* reject("handshake timeout or client closed", Buffer.alloc(0))
+      if (r.k === "error") return yield* reject(r.message, r.code === "version" ? Buffer.alloc(0) : cd91)
       const req = r.value
       if (req.userId !== "") ctx.note({ userid: req.userId })
       if (ctx.auth === "required") return yield* reject("SOCKS4 cannot authenticate on a listener that requires auth")

@@ -75,6 +75,9 @@ const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: ByteRead
 
 export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => ({
   protocol: "socks5",
+  reject: (client) => {
+    client.end(C.encodeMethod(C.METHOD_UNACCEPTABLE))
+  },
   handle: (client, ctx) =>
     Effect.gen(function*() {
       const reader = new ByteReader()
