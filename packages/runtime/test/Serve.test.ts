@@ -1,0 +1,167 @@
+import { createHash, randomBytes } from "node:crypto"
+import { afterEach, describe, expect, it } from "vitest"
+import { dial, localServer, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
+
+const cleanups: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
+const track = <A extends Started | TestServer>(x: A): A => {
+  cleanups.push(() => ("handle" in x ? x.stop(0) : x.close()))
+  return x
+}
+
+const rules = (echoPort: number, extra = "") => `
+options { handshake-timeout 2s }
+listen t = http 127.0.0.1:0 ${extra}
+policy default {
+  rule closed when dst.port == 1 -> block "port one is closed"
+  rule moved when dst.port == 9 -> redirect "127.0.0.1:${echoPort}"
+  default allow
+}
+`
+
+describe("decisions against a real echo server", () => {
+  it("allow connects and relays; block never reaches the destination; redirect goes to the rewritten target", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), rules(echo.port))))
+
+    const a = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\nping\n`)
+    expect(await a.waitText("ping\n")).toBe(true)
+    expect(a.text()).toMatch(new RegExp(`^OK 127\\.0\\.0\\.1:${echo.port}\\n`))
+    a.socket.end()
+    expect(await until(() => a.closed())).toBe(true)
+
+    const b = await dial(s.port, "CONNECT 127.0.0.1 1\n")
+    expect(await until(() => b.closed())).toBe(true)
+    expect(b.text()).toBe("ERR blocked port one is closed\n")
+
+    const before = echo.accepted()
+    const c = await dial(s.port, "CONNECT example.invalid 9\nhello\n")
+    expect(await c.waitText("hello\n")).toBe(true)
+    expect(c.text()).toContain(`OK 127.0.0.1:${echo.port}`)
+    expect(echo.accepted()).toBe(before + 1)
+    c.socket.end()
+    expect(await until(() => s.connections().length === 3)).toBe(true)
+
+    const [la, lb, lc] = s.connections()
+    expect(la).toMatchObject({ listener: "t", protocol: "http", rule: "default", action: "allow", dst: `127.0.0.1:${echo.port}`, dst_connected: `127.0.0.1:${echo.port}`, outcome: "ok", bytes_up: 5, bytes_down: 5 })
+    expect(typeof la!["duration_ms"]).toBe("number")
+    expect(String(la!["src"])).toMatch(/^127\.0\.0\.1:\d+$/)
+    expect(typeof la!["id"]).toBe("string")
+    expect(lb).toMatchObject({ rule: "closed", action: "block", outcome: "blocked", dst: "127.0.0.1:1" })
+    expect(lc).toMatchObject({ rule: "moved", action: "redirect", dst: "example.invalid:9", dst_connected: `127.0.0.1:${echo.port}` })
+  })
+
+  it("maps a refused connection to Refused", async () => {
+    const gone = await localServer()
+    const port = gone.port
+    await gone.close()
+    const s = track(await start(writeRules(tempDir(), rules(1))))
+    const c = await dial(s.port, `CONNECT 127.0.0.1 ${port}\n`)
+    expect(await until(() => c.closed())).toBe(true)
+    expect(c.text()).toBe("ERR Refused\n")
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ outcome: "error", error: "Refused" })
+  })
+})
+
+describe("the default policy refuses the local host", () => {
+  it("127.0.0.1, ::ffff:127.0.0.1 and localhost are blocked and the destination never sees a connection", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(new URL("../../../rulesets/default.rules", import.meta.url).pathname, { listen: ["http://127.0.0.1:0"] }))
+    for (const host of ["127.0.0.1", "::ffff:127.0.0.1", "localhost"]) {
+      const c = await dial(s.port, `CONNECT ${host} ${echo.port}\n`)
+      expect(await until(() => c.closed())).toBe(true)
+      expect(c.text()).toMatch(/^ERR blocked /)
+    }
+    expect(echo.accepted()).toBe(0)
+    expect(s.connections().map((l) => l["rule"])).toEqual(["loopback", "loopback", "local-names"])
+  })
+
+  it("a name that resolves to 127.0.0.1 is resolved, checked by address and blocked", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), `
+listen t = http 127.0.0.1:0
+policy default {
+  guard loopback when dst.ip in [127.0.0.0/8, ::1] -> block "loopback destination"
+  default allow
+}
+`)))
+    const c = await dial(s.port, `CONNECT localhost ${echo.port}\n`)
+    expect(await until(() => c.closed())).toBe(true)
+    expect(c.text()).toBe("ERR blocked loopback destination\n")
+    expect(echo.accepted()).toBe(0)
+    expect(s.connections()[0]).toMatchObject({ rule: "loopback", dst: `localhost:${echo.port}` })
+    expect(["127.0.0.1", "::1"]).toContain(s.connections()[0]!["dst_ip"])
+  })
+
+  it("a name resolved for the policy is the address connected to", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), `
+listen t = http 127.0.0.1:0
+policy default {
+  rule local when dst.ip in [127.0.0.1] -> allow
+  default block "not local"
+}
+`)))
+    const c = await dial(s.port, `CONNECT localhost ${echo.port}\nx\n`)
+    expect(await c.waitText("x\n")).toBe(true)
+    c.socket.end()
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ rule: "local", dst_ip: "127.0.0.1", dst_connected: `127.0.0.1:${echo.port}` })
+  })
+})
+
+describe("relay", () => {
+  it("moves 8 MiB through and back byte-exact (hash)", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), rules(echo.port))))
+    const payload = randomBytes(8 * 1024 * 1024)
+    const c = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\n`)
+    expect(await c.waitText("OK ")).toBe(true)
+    const headerLen = c.data().indexOf(10) + 1
+    c.socket.end(payload)
+    expect(await until(() => c.closed(), 30_000)).toBe(true)
+    const back = c.data().subarray(headerLen)
+    expect(back.length).toBe(payload.length)
+    expect(createHash("sha256").update(back).digest("hex")).toBe(createHash("sha256").update(payload).digest("hex"))
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ bytes_up: payload.length, bytes_down: payload.length, outcome: "ok" })
+  })
+
+  it("half-close: the client ends its side and still receives the server's late reply", async () => {
+    const server = track(await localServer((sock) => {
+      const got: Array<Buffer> = []
+      sock.on("data", (d: Buffer) => got.push(d))
+      sock.on("end", () => setTimeout(() => sock.end(`got ${Buffer.concat(got).toString()}`), 100))
+    }))
+    const s = track(await start(writeRules(tempDir(), rules(1))))
+    const c = await dial(s.port, `CONNECT 127.0.0.1 ${server.port}\n`, true)
+    expect(await c.waitText("OK ")).toBe(true)
+    c.socket.end("request-body")
+    expect(await c.waitText("got request-body")).toBe(true)
+    expect(await until(() => c.closed())).toBe(true)
+    expect(c.ended()).toBe(true)
+  })
+
+  it("an idle relay is closed after the idle timeout", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), rules(echo.port, "idle-timeout 300ms"))))
+    const c = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\n`)
+    expect(await c.waitText("OK ")).toBe(true)
+    const t0 = Date.now()
+    expect(await until(() => c.closed(), 3_000)).toBe(true)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250)
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ outcome: "idle-timeout" })
+  })
+
+  it("a client that never finishes its handshake is closed after the handshake timeout", async () => {
+    const s = track(await start(writeRules(tempDir(), rules(1, "handshake-timeout 200ms"))))
+    const c = await dial(s.port, "CONNECT 127.0.0.1")
+    expect(await until(() => c.closed(), 3_000)).toBe(true)
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ outcome: "handshake-timeout" })
+  })
+})
