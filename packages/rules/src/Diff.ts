@@ -19,7 +19,7 @@
  * of solver calls. Modifiers are not compared, only the action and the
  * deciding rule.
  */
-import type { Decision, PolicyIR, Request, RuleIR } from "./Ir.ts"
+import type { ActionIR, Decision, PolicyIR, Request, RuleIR } from "./Ir.ts"
 import { evalMatcher, evaluateReference, type RequestView, view } from "./Reference.ts"
 import { flip, type Lit, solveTerm, type Term } from "./Space.ts"
 import { actionKey } from "./Analysis.ts"
@@ -161,6 +161,18 @@ export const diffPolicies = (before: PolicyIR, after: PolicyIR, limit = 50): Rea
   return [...found.values()]
 }
 
+const actionText = (a: ActionIR): string => {
+  switch (a.k) {
+    case "allow": return "allow"
+    case "block": return a.message === undefined ? "block" : `block ${JSON.stringify(a.message)}`
+    case "redirect": return `redirect "${a.host}:${a.port}"`
+    case "via": return `via ${a.target}${a.else === undefined ? "" : ` else ${actionText(a.else)}`}`
+    case "tor": return `tor ${a.target}`
+  }
+}
+
+/** `allow (rule web)`, `block "ads" (guard no-ads)`, `block (default)`. */
+export const formatDecision = (d: Decision): string => `${actionText(d.action)} (${d.ruleKind === "default" ? "default" : `${d.ruleKind} ${d.rule}`})`
+
 /** One line per entry: the request, then the decision before and after. */
-export const formatEntry = (e: DiffEntry): string =>
-  `${formatRequest(e.request)}: ${actionKey(e.before.action)} by ${e.before.rule} -> ${actionKey(e.after.action)} by ${e.after.rule}`
+export const formatEntry = (e: DiffEntry): string => `${formatRequest(e.request)}: ${formatDecision(e.before)} -> ${formatDecision(e.after)}`

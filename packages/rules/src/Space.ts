@@ -113,11 +113,15 @@ function* ipCandidates(field: Field, lits: ReadonlyArray<Lit>): Generator<Ip> {
   const v4 = (s: string): Ip => parseIp(s)!
   yield v4(field === "src.ip" ? "10.0.0.1" : "192.0.2.1")
   yield v4("2001:db8::1")
-  for (const m of of(lits, "ip")) {
-    for (const c of m.cidrs) {
+  // Network addresses first, then the first address past each network (readable
+  // boundaries like 10.1.0.0), then the rest of the boundaries.
+  const cidrs = of(lits, "ip").flatMap((m) => m.cidrs)
+  for (const pass of [0, 1, 2]) {
+    for (const c of cidrs) {
       const [lo, hi] = cidrRange(c)
       const max = c.family === 4 ? 0xffffffffn : (1n << 128n) - 1n
-      for (const v of [hi - lo > 2n ? lo + 1n : lo, lo, hi, lo - 1n, hi + 1n]) if (v >= 0n && v <= max) yield { family: c.family, value: v }
+      const vs = pass === 0 ? [hi - lo > 2n ? lo + 1n : lo, lo] : pass === 1 ? [hi + 1n] : [hi, lo - 1n]
+      for (const v of vs) if (v >= 0n && v <= max) yield { family: c.family, value: v }
     }
   }
   yield { family: 4, value: 0n }
