@@ -60,7 +60,11 @@ export const runExplain = (args: Parsed) => Effect.gen(function*() {
   if (req.listener !== undefined && !program.listeners.some((l) => l.name === req.listener)) {
     return yield* new UsageError({ message: `no listener named \`${req.listener}\``, command: "explain" })
   }
-  const result = Explain.explain(program, chosen.name, req)
+  // As in `test` blocks: the user's groups are the given ones plus every `usergroup` listing the user.
+  const groups = new Set(req.groups ?? [])
+  if (req.user !== undefined) for (const [g, users] of program.usergroups) if (users.includes(req.user)) groups.add(g)
+  const full = groups.size === 0 ? req : { ...req, groups: [...groups] }
+  const result = Explain.explain(program, chosen.name, full)
   io.out(str(args, "format") === "json" ? `${JSON.stringify(result, null, 2)}\n` : Explain.renderExplain(result))
   return 0
 })

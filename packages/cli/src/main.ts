@@ -2,12 +2,20 @@
  * The `proxyd` process entry: runs the CLI on `process.argv` with the node
  * `Io` and sets the exit status (without `process.exit`, so output is flushed).
  *
- * Gotchas: an unexpected defect (a bug in proxyd) prints its stack and exits 70
+ * Gotchas: a closed pipe on stdout (EPIPE) ends the process quietly. An unexpected defect (a bug in proxyd) prints its stack and exits 70
  * (EX_SOFTWARE), distinct from the documented statuses 0-3.
  */
 import { Effect } from "effect"
 import { cli } from "./Cli.ts"
 import { Io } from "./Io.ts"
+
+// `proxyd graph x.rules | head`: the reader went away; stop quietly, like other CLI tools.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0)
+    throw e
+  })
+}
 
 const program = cli(process.argv.slice(2)).pipe(Effect.provide(Io.node()))
 

@@ -47,6 +47,22 @@ export interface ExplainResult {
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 const hhmm = (m: number): string => `${String(Math.floor(m / 60)).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`
 
+/** A weekday bitmask as written: `Mon-Fri`, `Sat,Sun`, `Mon,Wed-Fri`; empty for every day. */
+const dayText = (mask: number): string => {
+  if ((mask & 127) === 127) return ""
+  const parts: string[] = []
+  // Monday-first, so `Mon-Fri` and `Sat,Sun` read as people write them.
+  const order = [1, 2, 3, 4, 5, 6, 0]
+  for (let i = 0; i < 7; i++) {
+    if ((mask & (1 << order[i]!)) === 0) continue
+    let j = i
+    while (j + 1 < 7 && (mask & (1 << order[j + 1]!)) !== 0) j++
+    parts.push(j - i >= 2 ? `${DAYS[order[i]!]}-${DAYS[order[j]!]}` : j === i ? DAYS[order[i]!]! : `${DAYS[order[i]!]},${DAYS[order[j]!]}`)
+    i = j
+  }
+  return parts.join(",")
+}
+
 /** The values a matcher tests, as written in a rules file. */
 const matcherValues = (m: Matcher): ReadonlyArray<string> => {
   switch (m.kind) {
@@ -65,9 +81,9 @@ const matcherValues = (m: Matcher): ReadonlyArray<string> => {
 /** A leaf condition as text: `dst.port in [80, 443]`, `dst.domain in ads`, `time Mon-Fri 08:00-18:00 tz "UTC"`. */
 export const matcherText = (m: Matcher, setRef?: string): string => {
   if (m.kind === "time") {
-    const days = DAYS.filter((_, i) => (m.days & (1 << i)) !== 0)
     const windows = m.windows.map(([a, b]) => `${hhmm(a)}-${hhmm(b)}`)
-    return ["time", days.length === 7 ? "" : days.join(","), windows.join(" "), `tz "${m.tz}"`].filter((x) => x !== "").join(" ")
+    const allDay = windows.length === 1 && windows[0] === "00:00-24:00"
+    return ["time", dayText(m.days), allDay ? "" : windows.join(" "), `tz "${m.tz}"`].filter((x) => x !== "").join(" ")
   }
   if (setRef !== undefined) return `${m.field} in ${setRef}`
   const values = matcherValues(m)
@@ -106,7 +122,8 @@ export const requestText = (req: Request): string => {
   if (req.groups !== undefined && req.groups.length > 0) parts.push(`groups [${req.groups.join(", ")}]`)
   if (req.listener !== undefined) parts.push(`listener ${req.listener}`)
   if (req.protocol !== undefined) parts.push(`protocol ${req.protocol}`)
-  if (req.auth !== undefined) parts.push(`auth ${req.auth}`)
+  // `auth` only when it differs from what a test implies (password with a user, else none).
+  if (req.auth !== undefined && req.auth !== (req.user === undefined ? "none" : "password")) parts.push(`auth ${req.auth}`)
   if (req.time !== undefined) parts.push(`at ${new Date(req.time).toISOString()}`)
   for (const [k, v] of Object.entries(req.facts ?? {})) if (v !== undefined) parts.push(`${k} ${v === null ? "none" : v}`)
   return parts.join(" ")

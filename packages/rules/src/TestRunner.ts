@@ -98,6 +98,24 @@ export const mismatch = (expect: ExpectIR, expectRule: string | undefined, decis
   return undefined
 }
 
+const shellWord = (w: string): string => (/^[\w.:@%+=,/[\]-]+$/.test(w) ? w : `'${w.replace(/'/g, "'\\''")}'`)
+
+/** The `proxyd explain` command line that reproduces a test's request. */
+export const explainCommand = (test: TestIR): string => {
+  const r = test.request
+  const words = ["proxyd", "explain", test.span.file, "--policy", test.policy]
+  if (r.srcIp !== undefined) words.push("--src", r.srcPort === undefined ? r.srcIp : hostPort(r.srcIp, r.srcPort))
+  if (r.user !== undefined) words.push("--user", r.user)
+  for (const g of r.groups ?? []) words.push("--group", g)
+  if (r.listener !== undefined) words.push("--listener", r.listener)
+  if (r.protocol !== undefined) words.push("--protocol", r.protocol)
+  if (r.auth !== undefined && r.auth !== (r.user === undefined ? "none" : "password")) words.push("--auth", r.auth)
+  if (r.time !== undefined) words.push("--at", new Date(r.time).toISOString())
+  for (const [k, v] of Object.entries(r.facts ?? {})) if (v !== undefined && v !== null) words.push("--fact", `${k}=${v}`)
+  words.push(r.command, hostPort(r.dstHost, r.dstPort))
+  return words.map(shellWord).join(" ")
+}
+
 const sameDecision = (a: Decision, b: Decision): boolean =>
   a.rule === b.rule && a.ruleKind === b.ruleKind && JSON.stringify(a.action) === JSON.stringify(b.action)
 
@@ -162,7 +180,7 @@ export const runTests = (program: Program, opts: RunOptions = {}): TestRun => {
     const span = ruleSpan(policy, decision.rule)
     diagnostics.push(error("X001", message, test.span, {
       notes: [{ message: `decided by ${decision.ruleKind === "default" ? "the default" : `${decision.ruleKind} \`${decision.rule}\``} of policy \`${policy.name}\``, ...(span === undefined ? {} : { span }) }],
-      hint: "run `proxyd explain` with this request to see every rule it visits",
+      hint: `to see every rule it visits, run: ${explainCommand(test)}`,
     }))
   }
 
@@ -173,7 +191,8 @@ export const runTests = (program: Program, opts: RunOptions = {}): TestRun => {
       const rules = allRules(policy).map((r) => r.name).filter((name) => !seen.has(name))
       if (rules.length === 0) continue
       uncovered.push({ policy: policy.name, rules })
-      const span = policy.span ?? policy.default.span ?? fileSpan(program.files[0] ?? "<input>")
+      const first = allRules(policy).find((r) => r.name === rules[0])
+      const span = first?.span ?? policy.span ?? fileSpan(program.files[0] ?? "<input>")
       diagnostics.push(warning("X010", `no test reaches ${rules.length === 1 ? "rule" : "rules"} ${rules.map((r) => `\`${r}\``).join(", ")} of policy \`${policy.name}\``, span, {
         hint: "add a `test` block whose request each of these rules decides",
       }))

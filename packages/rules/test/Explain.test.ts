@@ -84,12 +84,16 @@ describe("explain", () => {
 
 describe("texts", () => {
   it("renders matchers and conditions", () => {
-    expect(matcherText({ kind: "time", field: "time", days: 0b0111110, windows: [[480, 1080]], tz: "Europe/Berlin" })).toBe('time Mon,Tue,Wed,Thu,Fri 08:00-18:00 tz "Europe/Berlin"')
+    expect(matcherText({ kind: "time", field: "time", days: 0b0111110, windows: [[480, 1080]], tz: "Europe/Berlin" })).toBe('time Mon-Fri 08:00-18:00 tz "Europe/Berlin"')
+    expect(matcherText({ kind: "time", field: "time", days: 0b1000001, windows: [[0, 1440]], tz: "UTC" })).toBe('time Sat,Sun tz "UTC"')
+    expect(matcherText({ kind: "time", field: "time", days: 0b0111010, windows: [[1320, 360]], tz: "UTC" })).toBe('time Mon,Wed-Fri 22:00-06:00 tz "UTC"')
     expect(matcherText({ kind: "domain", field: "dst.domain", patterns: [{ t: "glob", g: "ads.*" }] })).toBe('dst.domain matches "ads.*"')
     expect(condText(web)).toBe("dst.port in [80, 443] and not user == mallory")
   })
   it("renders requests", () => {
     expect(requestText({ command: "connect", dstHost: "::1", dstPort: 80, srcIp: "10.0.0.1", user: "alice", groups: ["eng"], auth: "password" }))
-      .toBe("connect [::1]:80 from 10.0.0.1 user alice groups [eng] auth password")
+      .toBe("connect [::1]:80 from 10.0.0.1 user alice groups [eng]")
+    expect(requestText({ command: "udp", dstHost: "a.example", dstPort: 53, user: "bob", auth: "none", time: Date.UTC(2026, 2, 1, 23) }))
+      .toBe("udp a.example:53 user bob auth none at 2026-03-01T23:00:00.000Z")
   })
 })
