@@ -7,6 +7,11 @@
  * socket stays in paused mode). 0x05 → socks5, 0x04 → socks4, anything else →
  * http. `undefined` when the client closes before sending anything.
  * Interruption removes the listeners (the caller destroys the socket).
+ *
+ * Gotchas: Node emits 'readable' for already-buffered bytes only when a
+ * listener is attached while `readableListening` is false, which Node resets
+ * on the tick after a listener is removed; so the result is delivered via
+ * `setImmediate`. Handlers should still try `socket.read()` before waiting.
  */
 import type { Socket } from "node:net"
 import { Effect } from "effect"
@@ -28,7 +33,10 @@ export const peekByte = (socket: Socket): Effect.Effect<number | undefined> =>
       if (b === null) return
       cleanup()
       socket.unshift(b)
-      resume(Effect.succeed(b[0]!))
+      // Resume after Node's nextTick that clears `readableListening`: a handler
+      // attaching its own 'readable' listener then gets an event for the
+      // buffered bytes (same tick, it would wait for new data forever).
+      setImmediate(() => resume(Effect.succeed(b[0]!)))
     }
     const onEnd = () => { cleanup(); resume(Effect.succeed(undefined)) }
     socket.on("readable", onReadable)

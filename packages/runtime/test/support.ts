@@ -42,7 +42,8 @@ export const readLine = (s: net.Socket): Effect.Effect<string | undefined> =>
 /**
  * The test protocol: optional `AUTH user pass\n`, then `CONNECT host port\n`;
  * replies `OK <remote address>\n` then relays, or `ERR <reason>\n` and closes.
- * `HELLO\n` instead answers `HELLO <protocol>\n` (for sniffing tests).
+ * A line containing `HELLO` is answered `HELLO <protocol> <the line as JSON>`
+ * (sniffing tests: proves which handler got it and that no byte was lost).
  */
 export const lineHandler = (protocol: ProtocolName): InboundHandler => ({
   protocol,
@@ -61,8 +62,9 @@ export const lineHandler = (protocol: ProtocolName): InboundHandler => ({
       client.end("ERR auth-required\n")
       return
     }
-    if (line.startsWith("HELLO")) { client.end(`HELLO ${protocol} ${line}\n`); return }
-    const m = /^CONNECT (\S+) (\d+)$/.exec(line)
+    if (line.includes("HELLO")) { client.end(`HELLO ${protocol} ${JSON.stringify(line)}\n`); return }
+    // A leading 0x04/0x05 (sniffing tests address the socks handlers) is not part of the command.
+    const m = /^[\x04\x05]?CONNECT (\S+) (\d+)$/.exec(line)
     if (m === null) { client.end("ERR bad-request\n"); return }
     const d = yield* ctx.decide({ command: "connect", dstHost: m[1]!, dstPort: Number(m[2]), protocol })
     const a = d.decision.action
