@@ -238,7 +238,7 @@ export class CondChecker {
       if (other !== undefined) {
         this.ctx.err("T012", `\`${name}\` is ${/^[aeiou]/.test(other.kind) ? "an" : "a"} ${other.kind}, not a set`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }], hint: other.kind === "usergroup" && type === "group" ? `write \`group == ${name}\`` : undefined })
       } else {
-        this.ctx.err("T010", `undefined set \`${name}\``, span, { hint: didYouMean(name, this.ctx.names("set")) })
+        this.ctx.undefinedName("set", name, span, "set")
       }
       return undefined
     }

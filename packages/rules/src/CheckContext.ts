@@ -9,6 +9,7 @@ import type { Span, Token } from "./Ast.ts"
 import { type Diagnostic, error, type Note, warning } from "./Diagnostic.ts"
 import type { AuthIR, ChainIR, GroupIR, ListenerIR, SetIR, TorIR, UpstreamIR } from "./Ir.ts"
 import type { SourceReader } from "./Loader.ts"
+import { suggest } from "./Suggest.ts"
 
 export type Namespace = "listener" | "auth" | "usergroup" | "set" | "outbound" | "tor" | "policy" | "test"
 
@@ -72,6 +73,13 @@ export class Ctx {
 
   names(ns: Namespace): string[] {
     return [...(this.symbols.get(ns)?.keys() ?? [])]
+  }
+
+  /** T010 with a did-you-mean; the suggested name counts as used (it is probably the one meant). */
+  undefinedName(ns: Namespace, name: string, span: Span, what: string): void {
+    const close = suggest(name, this.names(ns))
+    if (close !== undefined) this.use(ns, close)
+    this.err("T010", `undefined ${what} \`${name}\``, span, { hint: close === undefined ? undefined : `did you mean \`${close}\`?` })
   }
 
   use(ns: Namespace, name: string): void {

@@ -117,7 +117,7 @@ const cidrsValue = (ctx: Ctx, v: unknown): Cidr[] => {
   const set = ctx.sets.get(name)
   const sym = ctx.lookup("set", name)
   if (sym === undefined) {
-    ctx.err("T010", `undefined set \`${name}\``, x.span!, { hint: didYouMean(name, ctx.names("set")) })
+    ctx.undefinedName("set", name, x.span!, "set")
     return []
   }
   ctx.use("set", name)
@@ -183,7 +183,7 @@ export const resolve = (ctx: Ctx, ns: Namespace, name: string, span: Span, what:
     if (other !== undefined && other.ns !== ns) {
       ctx.err("T012", `\`${name}\` is ${article(other.kind)} ${other.kind}, expected ${what === "outbound" ? "an upstream, chain or group" : `${article(what)} ${what}`}`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }] })
     } else {
-      ctx.err("T010", `undefined ${what} \`${name}\``, span, { hint: didYouMean(name, ctx.names(ns)) })
+      ctx.undefinedName(ns, name, span, what)
     }
     return false
   }

@@ -59,6 +59,7 @@ export const checkAction = (ctx: Ctx, a: ActionNode): ActionIR | undefined => {
           ctx.use("tor", tors[0]!)
           return { k: "tor", target: tors[0]! }
         }
+        for (const t of tors) ctx.use("tor", t)
         ctx.err("T056", tors.length === 0 ? "`tor` needs a declared tor endpoint" : `\`tor\` needs a name: ${tors.length} tor endpoints are declared`, a.span, {
           hint: tors.length === 0 ? "declare `tor NAME = socks 127.0.0.1:9050`" : `write \`tor ${tors[0]}\` (one of ${tors.join(", ")})`,
         })

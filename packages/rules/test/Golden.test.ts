@@ -1,0 +1,86 @@
+/**
+ * Golden files: every diagnostic code has `golden/CODE.rules` (a bad example),
+ * `golden/CODE.expected` (its rendered diagnostics) and `golden/CODE.fixed.rules`
+ * (the fix, which must check without errors and without that code).
+ * `docs/diagnostics.md` is generated from the same files, so the reference
+ * cannot drift from what the checker prints. `UPDATE_GOLDEN=1` rewrites both.
+ */
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { join, posix } from "node:path"
+import { describe, expect, it } from "vitest"
+import { checkFiles, type SourceReader } from "../src/Check.ts"
+import { renderHuman } from "../src/Render.ts"
+
+const DIR = join(import.meta.dirname, "golden")
+const DOCS = join(import.meta.dirname, "../../../docs/diagnostics.md")
+const UPDATE = process.env.UPDATE_GOLDEN === "1"
+
+const reader: SourceReader = {
+  read: (path) => (existsSync(join(DIR, path)) ? readFileSync(join(DIR, path), "utf8") : undefined),
+  resolve: (from, rel) => posix.join(posix.dirname(from), rel),
+}
+
+const codes = readdirSync(DIR).filter((f) => /^[A-Z]\d{3}\.rules$/.test(f)).map((f) => f.slice(0, 4)).sort()
+
+const render = (file: string) => {
+  const r = checkFiles([file], reader)
+  return { r, text: renderHuman(r.diagnostics, r.sources) }
+}
+
+const ORDER = ["P", "T", "L"]
+
+const docs = (): string => {
+  const head = `# Diagnostics
+
+Every diagnostic of \`proxyd check\` has a stable code: \`P0xx\` parse errors, \`T0xx\`
+names, types and ranges, \`L001–L049\` checker lints (warnings unless marked as
+errors), \`L050–L079\` analysis lints (see the analysis documentation), \`X0xx\`
+test failures, \`E0xx\` usage and I/O errors of the CLI.
+
+Each entry shows a bad example, what \`proxyd check\` prints for it, and the fix.
+This file is generated from \`packages/rules/test/golden/\` by
+\`UPDATE_GOLDEN=1 npx vitest run packages/rules/test/Golden.test.ts\`; the test
+fails when it is out of date.
+
+| code | meaning |
+|---|---|
+`
+  const sorted = [...codes].sort((a, b) => ORDER.indexOf(a[0]!) - ORDER.indexOf(b[0]!) || a.localeCompare(b))
+  const titles = sorted.map((c) => {
+    const lines = readFileSync(join(DIR, `${c}.rules`), "utf8").split("\n")
+    return { c, title: lines[0]!.replace(/^# [A-Z]\d{3}: /, ""), why: lines[1]!.replace(/^# /, "") }
+  })
+  const table = titles.map((t) => `| [${t.c}](#${t.c.toLowerCase()}) | ${t.title} |`).join("\n")
+  const sections = titles.map(({ c, title, why }) => {
+    const bad = readFileSync(join(DIR, `${c}.rules`), "utf8")
+    const fixed = readFileSync(join(DIR, `${c}.fixed.rules`), "utf8").split("\n").slice(1).join("\n")
+    const out = readFileSync(join(DIR, `${c}.expected`), "utf8")
+    return `## ${c}\n\n**${title}.** ${why}\n\nBad (\`${c}.rules\`):\n\n\`\`\`\n${bad}\`\`\`\n\nReported:\n\n\`\`\`\n${out}\`\`\`\n\nFixed:\n\n\`\`\`\n${fixed}\`\`\`\n`
+  })
+  return `${head}${table}\n\n${sections.join("\n")}`
+}
+
+describe("Golden diagnostics", () => {
+  it("has a golden for every code the checker and parser emit", () => {
+    const required = ["P001", "P002", "P003", "T001", "T002", "T003", "T004", "T005", "T006", "T010", "T011", "T012", "T013", "T014", "T015", "T020", "T021", "T022", "T023", "T024", "T025", "T026", "T027", "T028", "T029", "T030", "T031", "T032", "T033", "T040", "T041", "T042", "T050", "T051", "T052", "T053", "T054", "T055", "T056", "T058", "T059", "T060", "T061", "T062", "T063", "T070", "T072", "L001", "L002", "L003", "L004", "L005", "L006", "L007", "L008", "L009", "L010"]
+    expect(codes).toEqual([...required].sort())
+  })
+
+  for (const code of codes) {
+    it(`${code}: the bad example reports ${code} as recorded, the fixed one does not`, () => {
+      const bad = render(`${code}.rules`)
+      const expectedPath = join(DIR, `${code}.expected`)
+      if (UPDATE) writeFileSync(expectedPath, bad.text)
+      expect(bad.r.diagnostics.map((d) => d.code)).toContain(code)
+      expect(bad.text).toBe(readFileSync(expectedPath, "utf8"))
+      const fixed = render(`${code}.fixed.rules`)
+      expect(fixed.r.diagnostics.filter((d) => d.code === code || d.severity === "error").map((d) => `${d.code} ${d.message}`)).toEqual([])
+    })
+  }
+
+  it("docs/diagnostics.md is generated from the goldens", () => {
+    const text = docs()
+    if (UPDATE) writeFileSync(DOCS, text)
+    expect(readFileSync(DOCS, "utf8")).toBe(text)
+  })
+})
