@@ -1,0 +1,214 @@
+/**
+ * The HTTP proxy server side over a `SessionContext`: CONNECT tunnels and absolute-URI forwarding with keep-alive.
+ *
+ * Details:
+ * - Each request head is parsed strictly (`HttpHead.ts`); 400 on malformed
+ *   requests, 431 on a head over 64 KiB. The first head is bounded by
+ *   `ctx.handshakeTimeoutMs`, later ones on a kept-alive connection by
+ *   `keepAliveTimeoutMs` (then the connection just closes).
+ * - Auth: when the listener has auth, `Proxy-Authorization: Basic` is checked
+ *   on every request that carries it (one check per distinct value per
+ *   connection); missing credentials on a `required` listener, or wrong ones,
+ *   get 407 with `Proxy-Authenticate: Basic realm="proxyd"`.
+ * - CONNECT: decide → connect → `HTTP/1.1 200 Connection established` →
+ *   relay; bytes the client sent after the head go to the upstream first.
+ * - Forwarding: every request is decided and routed by its own authority; the
+ *   upstream connection is reused while the authority and the decision stay
+ *   the same, otherwise a new one is opened. The request goes out in
+ *   origin-form with the client's HTTP version, without hop-by-hop headers
+ *   and headers named in Connection (also Proxy-Authorization and
+ *   Proxy-Connection). `Host` is kept as the client sent it, also when a
+ *   `redirect` decision sends the request elsewhere (the redirect target
+ *   serves the original site; rewriting Host would change what is asked).
+ *   Bodies (Content-Length or chunked) and responses (Content-Length,
+ *   chunked, or close-delimited; none for HEAD, 1xx, 204, 304) are streamed.
+ *   The client connection stays open when both sides allow it.
+ * - Errors: 403 with the block message, 502/504 (`Errors.httpStatus`) with a
+ *   short reason on outbound failure, then close.
+ */
+import type { Socket } from "node:net"
+import { Effect, Result } from "effect"
+import { Errors, type Inbound } from "@proxyd/runtime"
+import * as H from "./HttpHead.ts"
+import { copyBody } from "./Forward.ts"
+import { ByteReader, closeWith, readMessage, write } from "./Wire.ts"
+
+export interface HttpOptions {
+  /** How long a kept-alive client connection may sit idle between requests (default 60 s). */
+  readonly keepAliveTimeoutMs?: number
+}
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required", 431: "Request Header Fields Too Large",
+  502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+export const errorResponse = (status: number, message: string, extra = ""): string => {
+  const body = `${message}\n`
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${extra}\r\n${body}`
+}
+
+const reasonText = (r: Errors.OutboundReason): string => {
+  switch (r._tag) {
+    case "Blocked": return r.message ?? "blocked by policy"
+    case "Refused": return "connection refused by the destination"
+    case "HostUnreachable": return "destination host unreachable"
+    case "NetworkUnreachable": return "destination network unreachable"
+    case "Timeout": return "timed out connecting to the destination"
+    case "DnsFailed": return "destination name could not be resolved"
+    case "UpstreamFailed": return "upstream proxy failed"
+    default: return "outbound connection failed"
+  }
+}
+
+interface Upstream { readonly key: string; readonly socket: Socket; readonly reader: ByteReader }
+
+const actionKey = (d: Inbound.Decided, t: H.Authority): string => `${t.host}|${t.port}|${JSON.stringify(d.decision.action)}`
+
+export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandler => ({
+  protocol: "http",
+  reject: (client) => {
+    client.end(errorResponse(503, "too many connections"))
+  },
+  handle: (client, ctx) => {
+    let upstream: Upstream | undefined
+    const dropUpstream = () => {
+      upstream?.socket.destroy()
+      upstream = undefined
+    }
+    const fail = (status: number, message: string, extra = "") =>
+      Effect.gen(function*() {
+        ctx.note({ status, error: message })
+        dropUpstream()
+        yield* closeWith(client, errorResponse(status, message, extra))
+        return false
+      })
+    const authCache = new Map<string, Inbound.AuthResult>()
+
+    const authorize = (req: H.ProxyRequest) =>
+      Effect.gen(function*() {
+        if (ctx.auth === "none") return true
+        const header = H.values(req.head.headers, "proxy-authorization")[0]
+        if (header === undefined) return ctx.auth === "optional"
+        let result = authCache.get(header)
+        if (result === undefined) {
+          const creds = H.parseBasic(header)
+          result = creds === undefined ? { ok: false } : yield* ctx.authenticate(creds.user, creds.pass)
+          if (creds !== undefined && result.ok) ctx.setUser(result.user ?? creds.user, result.groups)
+          if (authCache.size < 8) authCache.set(header, result)
+        }
+        return result.ok
+      })
+
+    const decideAndConnect = (req: H.ProxyRequest) =>
+      Effect.gen(function*() {
+        const decided = yield* ctx.decide({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" })
+        const a = decided.decision.action
+        if (a.k === "block") return { error: { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) } as Errors.OutboundReason }
+        const key = actionKey(decided, req.target)
+        if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream }
+        dropUpstream()
+        const r = yield* Effect.result(ctx.connect(decided))
+        if (Result.isFailure(r)) return { error: r.failure.reason }
+        upstream = { key, socket: r.success.socket, reader: new ByteReader() }
+        r.success.socket.on("error", () => {})
+        return { up: upstream }
+      })
+
+    const tunnel = (reader: ByteReader, req: H.ProxyRequest) =>
+      Effect.gen(function*() {
+        const c = yield* decideAndConnect(req)
+        if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
+        upstream = undefined
+        if (!(yield* write(client, "HTTP/1.1 200 Connection established\r\n\r\n"))) {
+          c.up.socket.destroy()
+          return false
+        }
+        const early = reader.rest()
+        if (early.length > 0) c.up.socket.write(early)
+        yield* ctx.relay(client, c.up.socket)
+        return false
+      })
+
+    /** One forwarded exchange; true when the client connection can carry another request. */
+    const forward = (reader: ByteReader, req: H.ProxyRequest) =>
+      Effect.gen(function*() {
+        const c = yield* decideAndConnect(req)
+        if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
+        const up = c.up
+        const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\n${H.serializeHeaders(H.endToEnd(req.head.headers))}\r\n`
+        if (!(yield* write(up.socket, head))) return yield* fail(502, "upstream connection failed")
+        const sent = yield* copyBody(client, reader, up.socket, req.framing)
+        if (sent === "source-error") {
+          dropUpstream()
+          client.destroy()
+          return false
+        }
+        if (sent === "sink-error") return yield* fail(502, "upstream connection failed")
+        for (let interim = 0; interim < 16; interim++) {
+          const r = yield* readMessage(up.socket, up.reader, H.parseResponseHead)
+          if (r.k !== "ok") return yield* fail(502, r.k === "eof" ? "upstream closed without a response" : `bad upstream response: ${r.message}`)
+          const res = r.value
+          const framing = H.responseFraming(req.head.method, res)
+          if (res.status === 101) return yield* fail(502, "protocol upgrades are not supported")
+          const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
+          const final = res.status >= 200
+          const keep = final ? req.keepAlive && framing.k !== "close" : true
+          const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
+          if (!(yield* write(client, out))) {
+            dropUpstream()
+            return false
+          }
+          if (!final) continue
+          ctx.note({ status: res.status })
+          const got = yield* copyBody(up.socket, up.reader, client, framing)
+          if (got !== "done" || upstreamCloses) dropUpstream()
+          if (got !== "done") {
+            client.destroy()
+            return false
+          }
+          return keep
+        }
+        return yield* fail(502, "too many interim responses")
+      })
+
+    return Effect.gen(function*() {
+      const reader = new ByteReader()
+      for (let n = 0; ; n++) {
+        const timeout = n === 0 ? ctx.handshakeTimeoutMs : options.keepAliveTimeoutMs ?? 60_000
+        const r = yield* readMessage(client, reader, (b) => H.parseRequestHead(b)).pipe(
+          Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed({ k: "eof" } as const) }),
+        )
+        if (r.k === "eof") {
+          if (n === 0) ctx.note({ error: "no request (timeout or closed)" })
+          dropUpstream()
+          return yield* closeWith(client)
+        }
+        if (r.k === "error") {
+          yield* fail(r.code === "431" ? 431 : 400, r.message)
+          return
+        }
+        const req = H.toProxyRequest(r.value)
+        if (typeof req === "string") {
+          yield* fail(400, req)
+          return
+        }
+        if (!(yield* authorize(req))) {
+          yield* fail(407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="proxyd"\r\n')
+          return
+        }
+        if (req.kind === "connect") {
+          yield* tunnel(reader, req)
+          return
+        }
+        if (!(yield* forward(reader, req))) {
+          dropUpstream()
+          if (!client.destroyed) yield* closeWith(client)
+          return
+        }
+      }
+    }).pipe(Effect.ensuring(Effect.sync(dropUpstream)))
+  },
+})
+
+export const httpHandler: Inbound.InboundHandler = makeHttpHandler()

@@ -1,0 +1,151 @@
+/**
+ * A per-connection byte buffer and the few socket operations a handshake needs.
+ *
+ * Details: `ByteReader` accumulates chunks; a codec's pure `parse(buffer)`
+ * answers "need more", "message (size n)" or "error"; `take` consumes exactly
+ * the message. `readMessage` feeds a paused socket into a reader (paused mode,
+ * `socket.read()`), so messages split across reads, several messages in one
+ * read and data the client sends before our reply all end up in the right
+ * place; `reader.rest()` hands leftover bytes to the next stage (the relay
+ * writes them to the upstream first).
+ *
+ * Gotchas: `readMessage` removes its `readable` listener before it resumes,
+ * so a later native `pipe` sees a stream that is not flowing and starts it.
+ * `closeWith` ends the socket, drains what the peer still sends (so the kernel
+ * does not answer unread data with RST and eat our reply) and destroys it once
+ * the peer closes or after `lingerMs`.
+ *
+ * Note: the reader part mirrors `@proxyd/socks`'s `Wire.ts` (protocol packages
+ * do not import each other); `readSome` and `takeUpTo` are for streaming bodies.
+ */
+import type { Socket } from "node:net"
+import { Effect } from "effect"
+
+export type Parse<T> =
+  | { readonly k: "more" }
+  | { readonly k: "ok"; readonly value: T; readonly size: number }
+  | { readonly k: "error"; readonly code: string; readonly message: string }
+
+export const more = { k: "more" } as const
+export const ok = <T>(value: T, size: number): Parse<T> => ({ k: "ok", value, size })
+export const fail = (code: string, message: string): Parse<never> => ({ k: "error", code, message })
+
+const EMPTY = Buffer.alloc(0)
+
+export class ByteReader {
+  private buf: Buffer = EMPTY
+  get size(): number { return this.buf.length }
+  push(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
+  }
+  /** Parses from the front; consumes the message when it is complete. */
+  take<T>(parse: (b: Buffer) => Parse<T>): Parse<T> {
+    const r = parse(this.buf)
+    if (r.k === "ok") this.buf = this.buf.subarray(r.size)
+    return r
+  }
+  /** Removes and returns up to `n` buffered bytes. */
+  takeUpTo(n: number): Buffer {
+    const out = this.buf.subarray(0, n)
+    this.buf = this.buf.subarray(out.length)
+    return out
+  }
+  /** Puts bytes back at the front. */
+  unshift(b: Buffer): void {
+    if (b.length > 0) this.buf = this.buf.length === 0 ? b : Buffer.concat([b, this.buf])
+  }
+  /** Removes and returns everything buffered. */
+  rest(): Buffer {
+    const b = this.buf
+    this.buf = EMPTY
+    return b
+  }
+}
+
+export type ReadResult<T> = Exclude<Parse<T>, { readonly k: "more" }> | { readonly k: "eof" }
+
+/** Reads from a paused socket into `reader` until `parse` answers a message or an error, or the socket ends. */
+export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Buffer) => Parse<T>): Effect.Effect<ReadResult<T>> =>
+  Effect.callback<ReadResult<T>>((resume) => {
+    const first = reader.take(parse)
+    if (first.k !== "more") return resume(Effect.succeed(first))
+    if (socket.destroyed || socket.readableEnded) return resume(Effect.succeed({ k: "eof" }))
+    let done = false
+    const finish = (r: ReadResult<T>) => {
+      if (done) return
+      done = true
+      cleanup()
+      resume(Effect.succeed(r))
+    }
+    const onReadable = () => {
+      for (let i = 0; i < 1024 && !done; i++) {
+        const chunk = socket.read() as Buffer | null
+        if (chunk === null) return
+        reader.push(chunk)
+        const r = reader.take(parse)
+        if (r.k !== "more") return finish(r)
+      }
+    }
+    const onEnd = () => finish({ k: "eof" })
+    const cleanup = () => {
+      socket.off("readable", onReadable)
+      socket.off("end", onEnd)
+      socket.off("close", onEnd)
+      socket.off("error", onEnd)
+    }
+    socket.on("readable", onReadable)
+    socket.on("end", onEnd)
+    socket.on("close", onEnd)
+    socket.on("error", onEnd)
+    onReadable()
+    return Effect.sync(cleanup)
+  })
+
+/** The next bytes from a paused socket (buffered ones first); `undefined` at the end of the stream. */
+export const readSome = (socket: Socket, reader: ByteReader): Effect.Effect<Buffer | undefined> =>
+  Effect.map(readMessage(socket, reader, (b) => (b.length > 0 ? ok(b, b.length) : more)), (r) => (r.k === "ok" ? r.value : undefined))
+
+/** Writes and waits until the bytes are handed to the kernel; false when the socket failed. */
+export const write = (socket: Socket, data: Uint8Array | string): Effect.Effect<boolean> =>
+  Effect.callback<boolean>((resume) => {
+    if (socket.destroyed || socket.writableEnded) return resume(Effect.succeed(false))
+    socket.write(data, (err) => resume(Effect.succeed(err == null)))
+  })
+
+/** Sends a final reply (if any), then closes: see the module's Gotchas. */
+export const closeWith = (socket: Socket, data?: Uint8Array | string, lingerMs = 2000): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    if (socket.destroyed) return resume(Effect.void)
+    const timer = setTimeout(() => socket.destroy(), lingerMs)
+    timer.unref()
+    socket.once("close", () => {
+      clearTimeout(timer)
+      resume(Effect.void)
+    })
+    socket.on("error", () => socket.destroy())
+    if (data === undefined) socket.end()
+    else socket.end(data)
+    socket.resume()
+    if (socket.readableEnded) socket.destroy()
+  })
+
+/** Waits until the socket ends or closes, discarding anything it sends (a SOCKS control connection). */
+export const awaitClose = (socket: Socket): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    if (socket.destroyed || socket.readableEnded) return resume(Effect.void)
+    const done = () => {
+      socket.off("end", done)
+      socket.off("close", done)
+      socket.off("error", done)
+      resume(Effect.void)
+    }
+    socket.on("end", done)
+    socket.on("close", done)
+    socket.on("error", done)
+    socket.resume()
+    return Effect.sync(() => {
+      socket.off("end", done)
+      socket.off("close", done)
+      socket.off("error", done)
+    })
+  })
