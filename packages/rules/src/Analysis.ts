@@ -37,13 +37,17 @@ import type { ActionIR, DomainPattern, Field, Matcher, PolicyIR, Request, RuleIR
 import { domainHasSuffix, domainPatternMatches } from "./Match.ts"
 import { cidrContains } from "./Ip.ts"
 import { evalCond, evaluateReference, type RequestView, view } from "./Reference.ts"
-import { ALWAYS_KNOWN, byField, flip, implies, type Lit, solveTerm, type Term } from "./Space.ts"
+import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, solveTerm, type Term } from "./Space.ts"
 import { dnfOf, formatRequest } from "./Witness.ts"
 
 export { findWitness, formatRequest, witness, type WitnessResult } from "./Witness.ts"
 
 /** Rule pairs × terms examined before the analysis stops with L059. */
 export const WORK_BUDGET = 12_000_000
+/** Work units of one term solve (a unit: one condition evaluated on one request). */
+const SOLVE_COST = 50
+/** Term pairs solved per rule when looking for an overlap. */
+const MAX_OVERLAP_SOLVES = 32
 /** Earlier one-literal conditions tried together for a union cover. */
 const MAX_UNION = 32
 
@@ -162,28 +166,32 @@ export interface Finding {
   readonly skipped?: number
 }
 
-/** The analysis results of one policy, in rule order per code (L050 first). */
+/** The analysis results of one policy, in rule order (guards' L050 first). */
 export const findings = (policy: PolicyIR): ReadonlyArray<Finding> => {
   const out: Array<Finding> = []
-  const guards = policy.guards.map(prepare)
-  const rules = policy.rules.map(prepare)
-  let work = 0
-
-  for (const e of [...guards, ...rules]) {
-    if (e.terms === undefined || e.unknown || e.sat.length > 0) continue
-    out.push({ code: "L050", rule: e.rule, by: [], fields: e.unsatFields })
+  const meter = { work: 0 }
+  const load = (rule: RuleIR): Entry => {
+    const e = prepare(rule)
+    meter.work += SOLVE_COST * (e.terms?.length ?? MAX_TERMS)
+    if (e.terms !== undefined && !e.unknown && e.sat.length === 0) out.push({ code: "L050", rule: e.rule, by: [], fields: e.unsatFields })
+    return e
   }
+  const guards = policy.guards.map(load)
+  const rules: Array<Entry> = []
+  let earlierTerms = guards.reduce((n, e) => n + e.sat.length, 0)
 
-  for (let j = 0; j < rules.length; j++) {
-    const r = rules[j]!
-    if (r.sat.length === 0) continue
-    const earlier = [...guards, ...rules.slice(0, j)]
-    const cost = earlier.length * Math.max(1, r.sat.length)
-    if (work + cost > WORK_BUDGET) {
-      out.push({ code: "L059", rule: r.rule, by: [], skipped: rules.length - j })
+  for (let j = 0; j < policy.rules.length; j++) {
+    if (meter.work > WORK_BUDGET) {
+      out.push({ code: "L059", rule: policy.rules[j]!, by: [], skipped: policy.rules.length - j })
       break
     }
-    work += cost
+    const r = load(policy.rules[j]!)
+    const earlier = [...guards, ...rules]
+    rules.push(r)
+    if (r.sat.length === 0) continue
+    // Evaluating every earlier condition on R's witnesses, and pairing terms for overlaps.
+    meter.work += r.sat.length * (earlier.length + earlierTerms)
+    earlierTerms += r.sat.length
     // Which earlier conditions are true on each of R's term witnesses.
     const trueOn = r.sat.map((t) => earlier.map((e) => evalCond(e.rule.cond, t.view) === "true"))
 
@@ -197,7 +205,7 @@ export const findings = (policy: PolicyIR): ReadonlyArray<Finding> => {
         continue
       }
     }
-    const overlap = overlapWith(policy, r, guards.length, earlier)
+    const overlap = meter.work > WORK_BUDGET ? undefined : overlapWith(policy, r, guards.length, earlier, meter)
     if (overlap !== undefined) out.push({ code: "L052", rule: r.rule, by: [overlap.e.rule], request: overlap.request })
   }
   return out
@@ -297,7 +305,8 @@ const compatible = (a: SolvedTerm, b: SolvedTerm): boolean => {
   return true
 }
 
-const overlapWith = (policy: PolicyIR, r: Entry, nGuards: number, earlier: ReadonlyArray<Entry>): { readonly e: Entry; readonly request: Request } | undefined => {
+const overlapWith = (policy: PolicyIR, r: Entry, nGuards: number, earlier: ReadonlyArray<Entry>, meter: { work: number }): { readonly e: Entry; readonly request: Request } | undefined => {
+  let solves = 0
   for (let i = nGuards; i < earlier.length; i++) {
     const e = earlier[i]!
     if (e.sat.length === 0 || e.action === r.action) continue
@@ -305,6 +314,9 @@ const overlapWith = (policy: PolicyIR, r: Entry, nGuards: number, earlier: Reado
     for (const rt of r.sat) {
       for (const et of e.sat) {
         if ((rt.mask & et.mask) === 0 || !compatible(rt, et)) continue
+        if (solves++ === MAX_OVERLAP_SOLVES) return undefined
+        // A solve and a reference evaluation (as long as the policy).
+        meter.work += earlier.length
         const s = solveTerm([...et.term, ...rt.term])
         if (s.t !== "sat") continue
         const v = view(s.request, OPTS)

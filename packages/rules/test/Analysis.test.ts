@@ -267,4 +267,20 @@ describe("analyzePolicy", () => {
       "rule `planted` is shadowed by rule `r4` (line 6): every request it matches is decided earlier; e.g. connect www.d4.example.com:443",
     ])
   })
+
+  it("stops with a single L059 when the pairwise work exceeds the budget", () => {
+    // 2,000 rules of 64 DNF terms each: far beyond the budget.
+    const user = (u: string): Cond => m({ kind: "string", field: "user", patterns: [{ t: "glob", g: `${u}*` }] })
+    const rules = Array.from({ length: 2000 }, (_, i) => ({
+      name: `r${i}`, kind: "rule" as const, modifiers: [],
+      cond: and(or(...Array.from({ length: 8 }, (_, k) => port(1 + ((i + k) % 50)))), or(...Array.from({ length: 8 }, (_, k) => user(`u${(i + k) % 7}`)))),
+      action: i % 2 === 0 ? { k: "block" as const } : { k: "allow" as const },
+    }))
+    const p: PolicyIR = { name: "big", guards: [], rules, default: { name: "default", kind: "default", cond: { k: "true" }, action: { k: "allow" }, modifiers: [] } }
+    const ds = analyzePolicy(p)
+    const stops = ds.filter((d) => d.code === "L059")
+    expect(stops.length).toBe(1)
+    expect(stops[0]!.message).toMatch(/^analysis of policy `big` stopped at rule `r\d+`: the policy is too large to compare every pair of rules$/)
+    expect(ds.length).toBeLessThan(200)
+  })
 })
