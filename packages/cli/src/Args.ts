@@ -11,7 +11,7 @@
  * services; `proxyd` promises exit 2 on usage errors and a dependency-free
  * bundle, hence this parser.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string; readonly command?: string }> {}
 

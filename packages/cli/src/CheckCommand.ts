@@ -10,7 +10,7 @@
  * file; or with `--format json` one JSON document. Exit: 0 clean (warnings
  * allowed), 1 errors or failing tests, 2 usage or I/O errors.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { Analysis, Check, Diagnostic, type Ir, Render, TestRunner } from "@proxyd/rules"
 import { bool, type FlagSpec, helpText, type Parsed, str } from "./Args.ts"
 import { Io, type IoShape } from "./Io.ts"

@@ -7,7 +7,7 @@
  * statuses: 0 ok, 1 errors in the rules (or failing tests, or changes under
  * `fmt --check`), 2 usage or I/O errors, 3 not yet implemented (`run`).
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { bool, type FlagSpec, parseArgs, type Parsed, suggest, UsageError } from "./Args.ts"
 import { checkFlags, checkHelp, runCheck } from "./CheckCommand.ts"
 import { diffFlags, diffHelp, runDiff } from "./DiffCommand.ts"

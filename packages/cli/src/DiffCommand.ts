@@ -9,7 +9,7 @@
  * documents. Exit: 0 whenever the comparison ran (with or without
  * differences), 1 a file has errors, 2 usage or I/O errors.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { Analysis, Diff, Explain, type Ir, TestRunner } from "@proxyd/rules"
 import { bool, type FlagSpec, helpText, type Parsed, str, UsageError } from "./Args.ts"
 import { checkEntry, renderDiagnostics, summaryLine } from "./CheckCommand.ts"

@@ -7,7 +7,7 @@
  * them with `--fact dst.ip=1.2.3.4`. The file must check (errors: exit 1);
  * bad flags or request words: exit 2.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { Explain } from "@proxyd/rules"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
 import { checkEntry, renderDiagnostics, summaryLine } from "./CheckCommand.ts"

@@ -6,7 +6,7 @@
  * `--write` rewrites the files that change. A file that does not parse is
  * reported with its diagnostics (exit 1) and never rewritten.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { Diagnostic, Format } from "@proxyd/rules"
 import { bool, type FlagSpec, helpText, type Parsed, UsageError } from "./Args.ts"
 import { Io } from "./Io.ts"

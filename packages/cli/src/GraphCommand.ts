@@ -5,7 +5,7 @@
  * Details: shows names of upstreams, sets and secrets (`env(CORP_PASS)`), never
  * secret values.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { Compiler, Graph } from "@proxyd/rules"
 import { bool, type FlagSpec, helpText, type Parsed, str, UsageError } from "./Args.ts"
 import { checkEntry, renderDiagnostics, summaryLine } from "./CheckCommand.ts"

@@ -8,7 +8,8 @@
  */
 import { readFileSync, writeFileSync } from "node:fs"
 import { posix } from "node:path"
-import { Context, Layer } from "effect"
+import * as Context from "effect/Context"
+import * as Layer from "effect/Layer"
 import type { Check } from "@proxyd/rules"
 
 export type ReadResult = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly message: string }

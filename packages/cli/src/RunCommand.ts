@@ -6,7 +6,7 @@
  * prints the diagnostics and exits 1; when it does, prints the listeners it
  * would open and exits 3 ("not yet implemented"). It never pretends to serve.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { bool, type FlagSpec, helpText, type Parsed, str, UsageError } from "./Args.ts"
 import { checkEntry, exitCode, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"

@@ -5,7 +5,7 @@
  * Gotchas: a closed pipe on stdout (EPIPE) ends the process quietly. An unexpected defect (a bug in proxyd) prints its stack and exits 70
  * (EX_SOFTWARE), distinct from the documented statuses 0-3.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { cli } from "./Cli.ts"
 import { Io } from "./Io.ts"
 
