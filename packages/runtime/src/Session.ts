@@ -70,6 +70,14 @@ const unionGroups = (user: string, own: ReadonlyArray<string>, usergroups: Reado
   return [...gs]
 }
 
+/** Ends a socket whose last reply is still queued, destroying it once flushed (at most 2 s later). */
+const closeAfterFlush = (s: Socket): void => {
+  const t = setTimeout(() => s.destroy(), 2_000)
+  s.once("finish", () => { clearTimeout(t); s.destroy() })
+  s.once("close", () => clearTimeout(t))
+  s.end()
+}
+
 /** Serves one accepted (paused) client socket to its end. Never fails. */
 export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effect<void> =>
   Effect.gen(function*() {
@@ -99,7 +107,10 @@ export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effe
 
     const finish = Effect.sync(() => {
       endHandshake()
-      for (const s of sockets) s.destroy()
+      for (const s of sockets) {
+        if (s === client && outcome !== "shutdown" && !s.destroyed && s.writableLength > 0) closeAfterFlush(s)
+        else s.destroy()
+      }
       env.log.info("connection", {
         ...line,
         user,

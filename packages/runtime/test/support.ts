@@ -52,7 +52,8 @@ export const lineHandler = (protocol: ProtocolName): InboundHandler => ({
     let line = yield* readLine(client)
     if (line === undefined) return
     if (line.startsWith("AUTH ")) {
-      const [, user = "", pass = ""] = line.split(" ")
+      const [, user = "", ...rest] = line.split(" ")
+      const pass = rest.join(" ")
       const r = yield* ctx.authenticate(user, pass)
       if (!r.ok) { client.end("ERR auth\n"); return }
       ctx.setUser(r.user, r.groups)
