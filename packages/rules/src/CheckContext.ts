@@ -25,8 +25,6 @@ export class Ctx {
   readonly auths = new Map<string, AuthIR>()
   readonly usergroups = new Map<string, ReadonlyArray<string>>()
   readonly sets = new Map<string, SetIR>()
-  /** Per set: the span of each entry (inline tokens, or file lines), for lints. */
-  readonly setEntrySpans = new Map<string, ReadonlyArray<Span>>()
   readonly upstreams = new Map<string, UpstreamIR>()
   readonly chains = new Map<string, ChainIR>()
   readonly groups = new Map<string, GroupIR>()

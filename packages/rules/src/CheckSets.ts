@@ -12,8 +12,8 @@ import type { Span } from "./Ast.ts"
 import type { Ctx } from "./CheckContext.ts"
 import { checkCidr } from "./CheckSettings.ts"
 import { countries, countryHint, isCountry } from "./Countries.ts"
-import type { Cidr, SetType } from "./Ir.ts"
-import { formatCidr, parseCidr } from "./Ip.ts"
+import type { SetType } from "./Ir.ts"
+import { cidrRange, formatCidr, parseCidr } from "./Ip.ts"
 import * as L from "./Literal.ts"
 import { normalizeDomain } from "./Match.ts"
 import { suggest } from "./Suggest.ts"
@@ -86,7 +86,6 @@ export const checkSetEntries = (ctx: Ctx, name: string, type: SetType, entries: 
     else good.push({ value: v, span: e.span })
   }
   if (bad > 0) ctx.brokenSets.add(name)
-  ctx.setEntrySpans.set(name, good.map((g) => g.span))
   if (entries.length === 0) {
     const sym = ctx.lookup("set", name)
     if (sym !== undefined) ctx.warn("L004", `set \`${name}\` is empty`, sym.span, { hint: "a condition over an empty set is never true; add entries or remove the set" })
@@ -135,9 +134,8 @@ const coverDomains = (items: ReadonlyArray<Item>, covered: (e: Item, by: Item) =
       }
     }
     // Proper parent domains.
-    const labels = body.split(".")
-    for (let k = 1; k < labels.length; k++) {
-      const parent = labels.slice(k).join(".")
+    for (let k = body.indexOf("."); k !== -1; k = body.indexOf(".", k + 1)) {
+      const parent = body.slice(k + 1)
       const by = suffixes.get(parent) ?? subs.get(parent)
       if (by !== undefined) {
         covered(i, by)
@@ -147,27 +145,18 @@ const coverDomains = (items: ReadonlyArray<Item>, covered: (e: Item, by: Item) =
   }
 }
 
-/** Normalised entries always parse; a bad one is a checker bug. */
-const parseNorm = (s: string): Cidr => {
-  const r = parseCidr(s)
-  if (!r.ok) throw new Error(`unexpected bad normalised CIDR ${s}`)
-  return r.cidr
-}
-
+/** Sort by start, widest first; an entry ending before the widest range seen so far is covered by it. */
 const coverCidrs = (items: ReadonlyArray<Item>, covered: (e: Item, by: Item) => void): void => {
-  const byKey = new Map<string, Item>()
-  const parsed = items.map((i) => ({ i, c: parseNorm(i.value) }))
-  for (const { i, c } of parsed) byKey.set(`${c.family}/${c.prefix}/${c.addr}`, i)
-  for (const { i, c } of parsed) {
-    const width = c.family === 4 ? 32 : 128
-    for (let p = c.prefix - 1; p >= 0; p--) {
-      const mask = ((1n << BigInt(p)) - 1n) << BigInt(width - p)
-      const by = byKey.get(`${c.family}/${p}/${c.addr & mask}`)
-      if (by !== undefined) {
-        covered(i, by)
-        break
-      }
-    }
+  const ranges = items.flatMap((i) => {
+    const r = parseCidr(i.value)
+    if (!r.ok) return []
+    const [lo, hi] = cidrRange(r.cidr)
+    return [{ i, fam: r.cidr.family, lo, hi }]
+  }).sort((x, y) => x.fam - y.fam || (x.lo < y.lo ? -1 : x.lo > y.lo ? 1 : x.hi > y.hi ? -1 : x.hi < y.hi ? 1 : 0))
+  let best: { i: Item; fam: number; hi: bigint } | undefined
+  for (const r of ranges) {
+    if (best !== undefined && best.fam === r.fam && best.hi >= r.hi) covered(r.i, best.i)
+    else best = r
   }
 }
 
