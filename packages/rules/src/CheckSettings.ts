@@ -120,7 +120,7 @@ const describeNode = (n: PatternNode): string =>
   n.t === "type" ? (TYPE_NAMES[n.type] ?? n.type) : n.t === "word" ? n.words.map((w) => `\`${w}\``).join(", ").replace(/, ([^,]*)$/, " or $1") : describeNode(n.items[0]!)
 
 /** Matches `args` against one pattern alternative; returns the result or the failure (index + message). */
-const matchAlt = (ctx: Ctx, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray<Token>, probe: boolean):
+const matchAlt = (ctx: Ctx, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray<Token>):
   { ok: true; values: Value[]; words: Set<string>; used: number } | { ok: false; at: number; expected: string } => {
   const values: Value[] = []
   const words = new Set<string>()
@@ -137,7 +137,6 @@ const matchAlt = (ctx: Ctx, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray
     }
     if (n.t === "type") {
       if (t === undefined) return "fail"
-      if (probe) return true
       const r = parseValue(ctx, n.type, t)
       if (!r.matched) return "fail"
       if ("value" in r) values.push({ type: n.type, token: t, value: r.value })
@@ -157,7 +156,6 @@ const matchAlt = (ctx: Ctx, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray
     const before = i
     const r = step(n)
     if (r === "fail") return { ok: false, at: before, expected: describeNode(n) }
-    if (probe && n.t === "type") i++
   }
   return { ok: true, values, words, used: i }
 }
@@ -177,7 +175,7 @@ const checkSetting = (ctx: Ctx, name: string, nameSpan: Span, spec: SettingSpec,
     }
   }
   const before = ctx.diagnostics.length
-  const r = matchAlt(ctx, chosen, args, false)
+  const r = matchAlt(ctx, chosen, args)
   if (!r.ok) {
     const t = args[r.at]
     if (t === undefined) ctx.err("T003", `\`${name}\` needs ${r.expected}`, args.length > 0 ? joinSpans(nameSpan, args[args.length - 1]!.span) : nameSpan, { hint: `write \`${name} ${spec.pattern.replace(/\s*\|\|.*$/, "")}\`` })

@@ -29,20 +29,26 @@ const render = (file: string) => {
 
 const ORDER = ["P", "T", "L"]
 
-const docs = (): string => {
-  const head = `# Diagnostics
+const START = "<!-- generated from packages/rules/test/golden: start -->"
+const END = "<!-- generated from packages/rules/test/golden: end -->"
+
+const HEAD = `# Diagnostics
 
 Every diagnostic of \`proxyd check\` has a stable code: \`P0xx\` parse errors, \`T0xx\`
 names, types and ranges, \`L001–L049\` checker lints (warnings unless marked as
-errors), \`L050–L079\` analysis lints (see the analysis documentation), \`X0xx\`
-test failures, \`E0xx\` usage and I/O errors of the CLI.
+errors), \`L050–L079\` analysis lints, \`X0xx\` test failures, \`E0xx\` usage and
+I/O errors of the CLI.
 
 Each entry shows a bad example, what \`proxyd check\` prints for it, and the fix.
-This file is generated from \`packages/rules/test/golden/\` by
-\`UPDATE_GOLDEN=1 npx vitest run packages/rules/test/Golden.test.ts\`; the test
-fails when it is out of date.
+The part between the \`generated\` markers comes from \`packages/rules/test/golden/\`
+(\`UPDATE_GOLDEN=1 npx vitest run packages/rules/test/Golden.test.ts\` rewrites it;
+the test fails when it is out of date). Text outside the markers is kept.
 
-| code | meaning |
+`
+
+/** The generated part, between the markers. */
+const generated = (): string => {
+  const head = `| code | meaning |
 |---|---|
 `
   const sorted = [...codes].sort((a, b) => ORDER.indexOf(a[0]!) - ORDER.indexOf(b[0]!) || a.localeCompare(b))
@@ -57,7 +63,13 @@ fails when it is out of date.
     const out = readFileSync(join(DIR, `${c}.expected`), "utf8")
     return `## ${c}\n\n**${title}.** ${why}\n\nBad (\`${c}.rules\`):\n\n\`\`\`\n${bad}\`\`\`\n\nReported:\n\n\`\`\`\n${out}\`\`\`\n\nFixed:\n\n\`\`\`\n${fixed}\`\`\`\n`
   })
-  return `${head}${table}\n\n${sections.join("\n")}`
+  const extra = `## Codes without an example
+
+- **P004 nesting too deep.** Brackets or parentheses nest so deeply (thousands of levels) that the parser would overflow its stack; the position is the deepest point. Flatten the expression or list.
+- **E001 cannot read the file.** An entry file given to \`proxyd check\` does not exist or cannot be read.
+- **T000 internal checker error.** The checker failed on this input. This is a bug: please report it with the file. The rest of the file is still checked.
+`
+  return `${START}\n${head}${table}\n\n${sections.join("\n")}\n${extra}${END}`
 }
 
 describe("Golden diagnostics", () => {
@@ -78,9 +90,15 @@ describe("Golden diagnostics", () => {
     })
   }
 
-  it("docs/diagnostics.md is generated from the goldens", () => {
-    const text = docs()
-    if (UPDATE) writeFileSync(DOCS, text)
-    expect(readFileSync(DOCS, "utf8")).toBe(text)
+  it("docs/diagnostics.md holds the generated reference between its markers", () => {
+    const current = existsSync(DOCS) ? readFileSync(DOCS, "utf8") : ""
+    const from = current.indexOf(START)
+    const to = current.indexOf(END)
+    const text = generated()
+    if (UPDATE) {
+      writeFileSync(DOCS, from === -1 || to === -1 ? `${HEAD}${text}\n` : current.slice(0, from) + text + current.slice(to + END.length))
+    }
+    const now = readFileSync(DOCS, "utf8")
+    expect(now.slice(now.indexOf(START), now.indexOf(END) + END.length)).toBe(text)
   })
 })
