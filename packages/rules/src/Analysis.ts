@@ -33,11 +33,9 @@
  */
 import type { Span } from "./Ast.ts"
 import { type Diagnostic, fileSpan, type Note, warning } from "./Diagnostic.ts"
-import type { ActionIR, DomainPattern, Field, Matcher, PolicyIR, Request, RuleIR } from "./Ir.ts"
-import { domainHasSuffix, domainPatternMatches } from "./Match.ts"
-import { cidrContains } from "./Ip.ts"
+import type { ActionIR, Field, PolicyIR, Request, RuleIR } from "./Ir.ts"
 import { evalCond, evaluateReference, type RequestView, view } from "./Reference.ts"
-import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, solveTerm, type Term } from "./Space.ts"
+import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, mayIntersect, solveTerm, type Term } from "./Space.ts"
 import { dnfOf, formatRequest } from "./Witness.ts"
 
 export { findWitness, formatRequest, witness, type WitnessResult } from "./Witness.ts"
@@ -101,26 +99,6 @@ const prepare = (rule: RuleIR): Entry => {
 }
 
 const termImplies = (t: SolvedTerm, e: Term): boolean => e.every((l) => implies(t.term, t.fields, l))
-
-/** Can matchers `a` and `b` (on one field) both hold? Exact for ports, addresses, enums, countries, ASNs; `true` when unsure. */
-const mayIntersect = (a: Matcher, b: Matcher): boolean => {
-  if (a.kind === "port" && b.kind === "port") return a.ranges.some(([x, y]) => b.ranges.some(([u, v]) => x <= v && u <= y))
-  if (a.kind === "ip" && b.kind === "ip") return a.cidrs.some((p) => b.cidrs.some((q) => cidrContains(p, { family: q.family, value: q.addr }) || cidrContains(q, { family: p.family, value: p.addr })))
-  if ((a.kind === "enum" && b.kind === "enum") || (a.kind === "country" && b.kind === "country")) return a.values.some((v) => (b.values as ReadonlyArray<string>).includes(v))
-  if (a.kind === "asn" && b.kind === "asn") return a.values.some((v) => b.values.includes(v))
-  if (a.kind === "domain" && b.kind === "domain") return a.patterns.some((p) => b.patterns.some((q) => domainsMayMeet(p, q)))
-  if (a.kind === "string" && b.kind === "string") return a.patterns.some((p) => b.patterns.some((q) => p.t !== "exact" || q.t !== "exact" || p.s === q.s))
-  return true
-}
-
-const domainsMayMeet = (p: DomainPattern, q: DomainPattern): boolean => {
-  if (p.t === "glob" || p.t === "regex" || q.t === "glob" || q.t === "regex") return true
-  if (p.t === "exact" && q.t === "exact") return p.d === q.d
-  if (p.t === "exact") return domainPatternMatches(q, p.d)
-  if (q.t === "exact") return domainPatternMatches(p, q.d)
-  // Two suffix/sub patterns meet when one domain is under the other.
-  return domainHasSuffix(p.d, q.d) || domainHasSuffix(q.d, p.d)
-}
 
 export const actionKey = (a: ActionIR): string => {
   switch (a.k) {

@@ -2,8 +2,9 @@
  * `proxyd diff OLD NEW`: concrete requests whose outcome changes between two
  * versions of a policy.
  *
- * Details: candidates come from a guided search per DNF term of every rule
- * (guards, rules, default) of both versions: solve the term, evaluate the
+ * Details: candidates come from a guided search per DNF term of every changed
+ * rule (added, removed, modified or moved; guards too) and of the default, in
+ * both versions: solve the term, evaluate the
  * request on both versions with the reference interpreter, and while the
  * request is taken by an earlier rule of its own version (or decided the same
  * way by both), add the negation of one literal of the rule that took it and
@@ -15,13 +16,13 @@
  * evaluated on both versions: nothing is inferred.
  *
  * Gotchas: results are deterministic (fixed search order) and bounded: at most
- * `limit` entries, one per (rule before, rule after) pair, and a fixed budget
- * of solver calls. Modifiers are not compared, only the action and the
+ * `limit` entries, one per (rule before, rule after) pair, a fixed budget of
+ * solver calls and of rule pairs. Modifiers are not compared, only the action and the
  * deciding rule.
  */
 import type { ActionIR, Decision, PolicyIR, Request, RuleIR } from "./Ir.ts"
 import { evalMatcher, evaluateReference, type RequestView, view } from "./Reference.ts"
-import { flip, type Lit, solveTerm, type Term } from "./Space.ts"
+import { flip, type Lit, mayMeet, solveTerm, type Term } from "./Space.ts"
 import { actionKey } from "./Analysis.ts"
 import { dnfOf, formatRequest } from "./Witness.ts"
 
@@ -29,6 +30,8 @@ export interface DiffEntry { readonly request: Request; readonly before: Decisio
 
 /** Solver calls allowed per diff. */
 export const DIFF_BUDGET = 20_000
+/** (changed rule, other rule) pairs looked at. */
+export const MAX_PAIRS = 1_000_000
 const MAX_STEPS = 8
 const MAX_TERMS_PER_RULE = 8
 
@@ -66,7 +69,9 @@ const changedRules = (p: PolicyIR, q: PolicyIR): ReadonlyArray<RuleIR> => {
   const qKeys = new Set([...q.guards, ...q.rules].map(ruleKey))
   const pKeys = new Set([...p.guards, ...p.rules].map(ruleKey))
   const out = [...p.guards, ...p.rules].filter((r) => !qKeys.has(ruleKey(r)))
-  const pSeq = p.rules.map(ruleKey).filter((k) => qKeys.has(k))
+  const pRuleKeys = p.rules.map(ruleKey)
+  const byKey = new Map(pRuleKeys.map((k, i) => [k, p.rules[i]!]))
+  const pSeq = pRuleKeys.filter((k) => qKeys.has(k))
   const qSeq = q.rules.map(ruleKey).filter((k) => pKeys.has(k))
   const qIndex = new Map(qSeq.map((k, i) => [k, i]))
   const balance = new Map<string, number>()
@@ -81,7 +86,7 @@ const changedRules = (p: PolicyIR, q: PolicyIR): ReadonlyArray<RuleIR> => {
   // Prefix sets equal at i (before adding element i) and same position: same earlier rules.
   for (let i = 0; i < pSeq.length; i++) {
     const k = pSeq[i]!
-    if (qIndex.get(k) !== i || nonzero !== 0) out.push(p.rules[p.rules.findIndex((r) => ruleKey(r) === k)]!)
+    if (qIndex.get(k) !== i || nonzero !== 0) out.push(byKey.get(k)!)
     bump(k, 1)
     bump(qSeq[i]!, -1)
   }
@@ -93,6 +98,7 @@ export const diffPolicies = (before: PolicyIR, after: PolicyIR, limit = 50): Rea
   const found = new Map<string, DiffEntry>()
   const seen = new Set<string>()
   let budget = DIFF_BUDGET
+  let pairs = 0
   const full = (): boolean => found.size >= limit || budget <= 0
 
   const solve = (term: Term): Request | undefined => {
@@ -144,16 +150,24 @@ export const diffPolicies = (before: PolicyIR, after: PolicyIR, limit = 50): Rea
     }
   }
 
-  for (const [own, other] of [[before, after], [after, before]] as const) {
-    for (const r of allRules(own)) for (const t of termsOf(r)) reach(own, other, r, t)
+  // Only changed rules (and the defaults) can start a difference: a request
+  // decided by an unchanged rule in one version and by another rule in the
+  // other is decided there by a changed rule, whose own search finds it.
+  const changed = [[before, after, changedRules(before, after)], [after, before, changedRules(after, before)]] as const
+  if (changed.every(([, , c]) => c.length === 0) && actionKey(before.default.action) === actionKey(after.default.action)) return []
+  for (const [own, other, cs] of changed) {
+    const otherKeys = new Set(allRules(other).map(ruleKey))
+    // A rule only moved differs only where it overlaps another: left to the pairs below.
+    for (const r of [...cs.filter((c) => !otherKeys.has(ruleKey(c))), own.default]) for (const t of termsOf(r)) reach(own, other, r, t)
   }
-  for (const [own, other] of [[before, after], [after, before]] as const) {
+  for (const [own, other, cs] of changed) {
     const partners = [...allRules(own), ...allRules(other)].filter((r) => r.kind !== "default")
-    for (const c of changedRules(own, other)) {
+    for (const c of cs) {
       for (const tc of termsOf(c)) {
         for (const s of partners) {
+          if (full() || ++pairs > MAX_PAIRS) return [...found.values()]
           if (s === c) continue
-          for (const ts of termsOf(s).slice(0, 4)) reach(own, other, c, [...tc, ...ts])
+          for (const ts of termsOf(s).slice(0, 4)) if (mayMeet(tc, ts)) reach(own, other, c, [...tc, ...ts])
         }
       }
     }

@@ -19,9 +19,9 @@
  * point is always a boundary candidate). With globs, regexes or several time
  * zones an empty search is reported as `unknown`, never as `unsat`.
  */
-import type { Cond, Field, Matcher, Request } from "./Ir.ts"
+import type { Cond, DomainPattern, Field, Matcher, Request } from "./Ir.ts"
 import { cidrContains, cidrRange, formatIp, type Ip, parseIp } from "./Ip.ts"
-import { domainPatternMatches, isOnion, localTime, normalizeDomain, stringPatternMatches, timeMatches } from "./Match.ts"
+import { domainHasSuffix, domainPatternMatches, isOnion, localTime, normalizeDomain, stringPatternMatches, timeMatches } from "./Match.ts"
 
 export interface Lit { readonly m: Matcher; readonly neg: boolean }
 export type Term = ReadonlyArray<Lit>
@@ -300,6 +300,35 @@ export const solveField = (field: Field, lits: ReadonlyArray<Lit>, nonOnion: boo
       return search(timeCandidates(lits), lits, complete, "time")
     }
   }
+}
+
+/** Can matchers `a` and `b` (on one field) both hold? Exact for ports, addresses, enums, countries, ASNs; `true` when unsure. */
+export const mayIntersect = (a: Matcher, b: Matcher): boolean => {
+  if (a.kind === "port" && b.kind === "port") return a.ranges.some(([x, y]) => b.ranges.some(([u, v]) => x <= v && u <= y))
+  if (a.kind === "ip" && b.kind === "ip") return a.cidrs.some((p) => b.cidrs.some((q) => cidrContains(p, { family: q.family, value: q.addr }) || cidrContains(q, { family: p.family, value: p.addr })))
+  if ((a.kind === "enum" && b.kind === "enum") || (a.kind === "country" && b.kind === "country")) return a.values.some((v) => (b.values as ReadonlyArray<string>).includes(v))
+  if (a.kind === "asn" && b.kind === "asn") return a.values.some((v) => b.values.includes(v))
+  if (a.kind === "domain" && b.kind === "domain") return a.patterns.some((p) => b.patterns.some((q) => domainsMayMeet(p, q)))
+  if (a.kind === "string" && b.kind === "string") return a.patterns.some((p) => b.patterns.some((q) => p.t !== "exact" || q.t !== "exact" || p.s === q.s))
+  return true
+}
+
+const domainsMayMeet = (p: DomainPattern, q: DomainPattern): boolean => {
+  if (p.t === "glob" || p.t === "regex" || q.t === "glob" || q.t === "regex") return true
+  if (p.t === "exact" && q.t === "exact") return p.d === q.d
+  if (p.t === "exact") return domainPatternMatches(q, p.d)
+  if (q.t === "exact") return domainPatternMatches(p, q.d)
+  // Two suffix/sub patterns meet when one domain is under the other.
+  return domainHasSuffix(p.d, q.d) || domainHasSuffix(q.d, p.d)
+}
+
+/** Cheap test on the positive literals of fields both terms test: can the terms hold together? (`true` when unsure.) */
+export const mayMeet = (a: Term, b: Term): boolean => {
+  for (const x of a) {
+    if (x.neg) continue
+    for (const y of b) if (!y.neg && y.m.field === x.m.field && !mayIntersect(x.m, y.m)) return false
+  }
+  return true
 }
 
 /** The literals of a term, grouped by field (in first-mention order). */

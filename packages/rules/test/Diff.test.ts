@@ -121,4 +121,26 @@ describe("diffPolicies", () => {
     expect(sampledDiffers).toBeGreaterThan(40)
     expect(found / sampledDiffers).toBeGreaterThan(0.9)
   })
+
+  it("is bounded on 2,000 rules: reversed order yields at most `limit` verified entries, an unchanged copy none", () => {
+    const body = Array.from({ length: 2000 }, (_, i) => {
+      const a = ["allow", "block", "via up"][i % 3]
+      switch (i % 4) {
+        case 0: return `  rule r${i} when dst.domain in [.d${i}.example.com] -> ${a}`
+        case 1: return `  rule r${i} when dst.port == ${1000 + i} -> ${a}`
+        case 2: return `  rule r${i} when dst.ip in 10.${(i >> 8) & 255}.${i & 255}.0/24 and user == u${i % 50} -> ${a}`
+        default: return `  rule r${i} when src.ip in 192.168.${i % 256}.0/24 or dst.domain == h${i}.example.org -> ${a}`
+      }
+    }).join("\n")
+    const p = pol(body, "block")
+    const reversed: PolicyIR = { ...p, rules: [...p.rules].reverse() }
+    const entries = diffPolicies(p, reversed, 20)
+    expect(entries.length).toBe(20)
+    for (const e of entries) {
+      expect(decision(p, e.request).rule).toBe(e.before.rule)
+      expect(decision(reversed, e.request).rule).toBe(e.after.rule)
+      expect(e.before.rule).not.toBe(e.after.rule)
+    }
+    expect(diffPolicies(p, pol(body, "block"))).toEqual([])
+  })
 })
