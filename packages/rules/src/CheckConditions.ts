@@ -9,7 +9,7 @@
  * (the errors are reported).
  */
 import type { ExprNode, OperatorNode, Span, Token } from "./Ast.ts"
-import { type Ctx, describeToken } from "./CheckContext.ts"
+import { type Ctx, describeToken, kindLabel, withArticle } from "./CheckContext.ts"
 import { checkCountry, checkDomainEntry } from "./CheckSets.ts"
 import { checkCidr } from "./CheckSettings.ts"
 import type { Cidr, Cond, DomainPattern, Matcher, SetType, StringPattern } from "./Ir.ts"
@@ -212,7 +212,8 @@ export class CondChecker {
         this.ctx.err("T004", `expected a value for \`${field}\`, found ${describeToken(value)}`, value.span)
         return undefined
       }
-      if (isIn && value.kind === "bare" && this.isSetName(type, value.text)) {
+      const usergroup = type === "group" && value.kind === "bare" && this.ctx.lookup("set", value.text) === undefined && this.ctx.lookup("usergroup", value.text) !== undefined
+      if (isIn && value.kind === "bare" && this.isSetName(type, value.text) && !usergroup) {
         const r = this.setEntries(field, type, value.text, value.span)
         if (r === undefined) return undefined
         setRef = value.text
@@ -236,7 +237,8 @@ export class CondChecker {
     if (sym === undefined) {
       const other = (["outbound", "tor", "auth", "usergroup", "listener", "policy"] as const).map((n) => this.ctx.lookup(n, name)).find((x) => x !== undefined)
       if (other !== undefined) {
-        this.ctx.err("T012", `\`${name}\` is ${/^[aeiou]/.test(other.kind) ? "an" : "a"} ${other.kind}, not a set`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }], hint: other.kind === "usergroup" && type === "group" ? `write \`group == ${name}\`` : undefined })
+        this.ctx.use(other.ns, name)
+        this.ctx.err("T012", `\`${name}\` is ${withArticle(kindLabel(other.kind))}, not a set`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }], hint: other.kind === "usergroup" ? `to test membership write \`group == ${name}\`` : undefined })
       } else {
         this.ctx.undefinedName("set", name, span, "set")
       }

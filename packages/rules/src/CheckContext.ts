@@ -15,6 +15,12 @@ export type Namespace = "listener" | "auth" | "usergroup" | "set" | "outbound" |
 
 export interface Sym { readonly ns: Namespace; readonly kind: string; readonly name: string; readonly span: Span }
 
+/** How a declaration kind reads in messages. */
+export const kindLabel = (kind: string): string => ({ usergroup: "user group", tor: "tor endpoint" } as Record<string, string>)[kind] ?? kind
+
+/** `an upstream`, `a set`, `a user group`. */
+export const withArticle = (label: string): string => `${/^[aeio]|^up/.test(label) ? "an" : "a"} ${label}`
+
 export interface Extra { readonly hint?: string | undefined; readonly notes?: ReadonlyArray<Note> }
 
 export class Ctx {
@@ -57,7 +63,7 @@ export class Ctx {
     }
     const first = table.get(name)
     if (first !== undefined) {
-      const message = first.kind === kind ? `duplicate ${kind} \`${name}\`` : `duplicate name \`${name}\`: ${/^[aeiou]/.test(first.kind) ? "an" : "a"} ${first.kind} already has this name`
+      const message = first.kind === kind ? `duplicate ${kindLabel(kind)} \`${name}\`` : `duplicate name \`${name}\`: ${withArticle(kindLabel(first.kind))} already has this name`
       this.err("T011", message, span, { notes: [{ message: "first defined here", span: first.span }], hint })
       return false
     }

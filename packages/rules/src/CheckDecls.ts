@@ -7,7 +7,7 @@
  * policies (listeners) are resolved later by `Checker.ts`.
  */
 import type { DeclNode, Span, Token } from "./Ast.ts"
-import { type Ctx, describeToken, type Namespace } from "./CheckContext.ts"
+import { type Ctx, describeToken, kindLabel, type Namespace, withArticle } from "./CheckContext.ts"
 import { checkSetEntries } from "./CheckSets.ts"
 import { checkCidr, collectSettings, one, type Setting } from "./CheckSettings.ts"
 import type { Cidr, GroupStrategy, ListenerKind, ProbeIR, SecretRef, SetType, TorIsolation, UpstreamKind } from "./Ir.ts"
@@ -174,14 +174,12 @@ export const checkListen = (ctx: Ctx, d: DeclNode): Pending | undefined => {
   return { policySetting: one(settings, "policy"), listenerIndex: ctx.listeners.length - 1 }
 }
 
-const article = (w: string): string => (/^[aeiou]/.test(w) ? "an" : "a")
-
 /** Looks a name up in a namespace, reporting T010 with did-you-mean. Marks it used. */
 export const resolve = (ctx: Ctx, ns: Namespace, name: string, span: Span, what: string): boolean => {
   if (ctx.lookup(ns, name) === undefined) {
     const other = (["set", "outbound", "tor", "auth", "usergroup", "listener", "policy"] as const).map((o) => ctx.lookup(o, name)).find((x) => x !== undefined)
     if (other !== undefined && other.ns !== ns) {
-      ctx.err("T012", `\`${name}\` is ${article(other.kind)} ${other.kind}, expected ${what === "outbound" ? "an upstream, chain or group" : `${article(what)} ${what}`}`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }] })
+      ctx.err("T012", `\`${name}\` is ${withArticle(kindLabel(other.kind))}, expected ${what === "outbound" ? "an upstream, chain or group" : withArticle(what)}`, span, { notes: [{ message: `\`${name}\` is declared here`, span: other.span }] })
     } else {
       ctx.undefinedName(ns, name, span, what)
     }
@@ -374,6 +372,10 @@ const checkChain = (ctx: Ctx, d: DeclNode): void => {
         ok = false
         break
       }
+    } else if (t.kind === "bare" && ctx.lookup("outbound", t.text)?.kind === "group") {
+      ctx.err("T012", `\`${t.text}\` is a group; chain hops are upstreams or chains`, t.span, { notes: [{ message: `\`${t.text}\` is declared here`, span: ctx.lookup("outbound", t.text)!.span }], hint: "put the chain into the group instead: `group g = failover(chain1, chain2)`" })
+      ctx.use("outbound", t.text)
+      ok = false
     } else {
       const h = outboundMember(ctx, t, "a chain")
       if (h === undefined) ok = false

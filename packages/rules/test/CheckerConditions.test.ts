@@ -92,3 +92,12 @@ describe("Checker: conditions to Cond", () => {
     expect(cond("src.ip in 192.168.0.0/16")).toEqual({ k: "match", m: { kind: "ip", field: "src.ip", cidrs: [{ family: 4, addr: 3232235520, prefix: 16 }] } })
   })
 })
+
+describe("Checker: user groups in conditions", () => {
+  it("reads `group in NAME` of a user group as membership, and points `user in NAME` at `group ==`", () => {
+    const decls = "usergroup admins = [alice]\n"
+    expect(cond("group in admins", decls)).toEqual({ k: "match", m: { kind: "group", field: "group", values: ["admins"] } })
+    const r = check(`${decls}policy p {\n  rule r when user in admins -> allow\n  default block\n}\n`)
+    expect(r.diagnostics.map((d) => [d.code, d.message, d.hint])).toEqual([["T012", "`admins` is a user group, not a set", "to test membership write `group == admins`"]])
+  })
+})

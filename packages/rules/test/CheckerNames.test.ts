@@ -58,10 +58,12 @@ describe("Checker: name resolution", () => {
       .toEqual(["1:37 T010 undefined policy `mian`", "1:47 T010 undefined auth `usrs`"])
   })
 
-  it("detects cycles through chains and groups and lists the path", () => {
-    const r = check("upstream u = socks5://a:1\nchain c = u -> g\ngroup g = failover(c, u)\npolicy p {\n  rule r -> via g\n  default block\n}\n")
-    const d = r.diagnostics.find((x) => x.code === "T013")!
-    expect([d.message, d.span.start.line, d.span.start.column, d.notes?.map((n) => n.span?.start.line)]).toEqual(["cycle in outbounds: c -> g -> c", 2, 7, [3]])
+  it("detects cycles among chains and among groups and lists the path", () => {
+    const r = check("upstream u = socks5://a:1\nchain c = u -> d\nchain d = u -> c\ngroup g = failover(h, u)\ngroup h = fastest(g)\npolicy p {\n  rule r -> via g\n  rule s -> via c\n  default block\n}\n")
+    expect(r.diagnostics.filter((x) => x.code === "T013").map((d) => [d.message, d.span.start.line, d.span.start.column, d.notes?.map((n) => n.span?.start.line)])).toEqual([
+      ["cycle in outbounds: c -> d -> c", 2, 7, [3]],
+      ["cycle in outbounds: g -> h -> g", 4, 7, [5]],
+    ])
   })
 
   it("resolves names declared later in the file (forward references)", () => {
@@ -79,5 +81,11 @@ describe("Checker: name resolution", () => {
       "2:1 T055 `guard` is only allowed inside a policy",
       "3:1 T055 `default` is only allowed inside a policy",
     ])
+  })
+})
+
+describe("Checker: chain hops", () => {
+  it("rejects a group as a chain hop", () => {
+    expect(only(["T012"], "upstream a = socks5://a:1\ngroup g = failover(a)\nchain c = a -> g\npolicy p {\n  default via c\n}\n")).toEqual(["3:16 T012 `g` is a group; chain hops are upstreams or chains"])
   })
 })
