@@ -232,7 +232,10 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
   })
 
-/** Runs until SIGTERM/SIGINT, then shuts down gracefully. SIGHUP reloads. */
+/**
+ * Runs until SIGTERM/SIGINT, then shuts down gracefully. SIGHUP reloads.
+ * Interrupting the returned effect shuts down the same way (drain, then close).
+ */
 export const runServer = (opts: ServerOptions): Effect.Effect<void, StartError> =>
   Effect.gen(function*() {
     const handle = yield* startServer(opts)
@@ -247,12 +250,17 @@ export const runServer = (opts: ServerOptions): Effect.Effect<void, StartError> 
     process.on("SIGHUP", onHup)
     process.on("SIGTERM", onStop)
     process.on("SIGINT", onStop)
-    yield* Effect.callback<void>((resume) => {
-      wake = () => resume(Effect.void)
-    })
-    process.off("SIGHUP", onHup)
-    yield* handle.shutdown().pipe(Effect.ensuring(Effect.sync(() => {
+    const removeSignals = Effect.sync(() => {
+      process.off("SIGHUP", onHup)
       process.off("SIGTERM", onStop)
       process.off("SIGINT", onStop)
-    })))
+    })
+    yield* Effect.callback<void>((resume) => {
+      wake = () => resume(Effect.void)
+    }).pipe(
+      Effect.andThen(Effect.sync(() => process.off("SIGHUP", onHup))),
+      Effect.andThen(handle.shutdown()),
+      Effect.onInterrupt(() => handle.shutdown()),
+      Effect.ensuring(removeSignals),
+    )
   })
