@@ -12,6 +12,9 @@
  * At run time the indexes give the rules whose trigger can be true; the
  * evaluator checks those, in position order, with the rule's closure.
  *
+ * A rule whose condition is the same as an earlier rule's (structurally) can
+ * never decide: it is left out of every index ("shadowed").
+ *
  * Gotchas: only positive positions are indexed (under `not` a false leaf can
  * make the rule true). A trigger whose field is unknown for a request excludes
  * the rule (the rule cannot be true), but a trigger on a costly fact not yet
@@ -19,8 +22,8 @@
  * Cheap fields are preferred as triggers, so that decisions made by cheap
  * facts do not wait for DNS or GeoIP.
  */
+import { LazyList, type ListPool, ListsBuilder } from "./Candidates.ts"
 import { type DomainIndex, DomainIndexBuilder } from "./DomainIndex.ts"
-import { ListBuilder } from "./Candidates.ts"
 import type { Cond, FactName, Field, Matcher, Outcome, PolicyIR, RuleIR } from "./Ir.ts"
 import { type IpIndex, IpIndexBuilder } from "./IpIndex.ts"
 import { type PortIndex, PortIndexBuilder } from "./PortIndex.ts"
@@ -29,16 +32,18 @@ import { compileCond, FACTS, type Test } from "./Verify.ts"
 export interface RulePlan {
   readonly rule: RuleIR
   readonly position: number
-  /** At least one of these is true whenever the condition is; undefined: the rule is always a candidate. */
+  /** At least one of these is true whenever the condition is; undefined: the rule is always a candidate (unless shadowed). */
   readonly triggers: ReadonlyArray<Matcher> | undefined
   /** What is left to check once a trigger holds (for display; the evaluator checks the whole condition). */
   readonly residual: Cond
+  /** Position of an earlier rule with the same condition: this one can never decide, and is never a candidate. */
+  readonly shadowedBy: number | undefined
 }
 
-/** Rules of one field: `any` are candidates whenever the field is known (glob, regex, time triggers); `all` holds every rule with a trigger on the field. */
+/** List ids (see `Candidates.ts`): `any` are candidates whenever the field is known (glob, regex, time triggers); `all` holds every rule with a trigger on the field. */
 export interface FieldTail {
-  readonly any: Int32Array
-  readonly all: Int32Array
+  readonly any: number
+  readonly all: number
 }
 export interface Indexed<I> extends FieldTail { readonly index: I }
 
@@ -51,25 +56,28 @@ export interface CompiledPolicy {
   /** Guards then rules, by position. */
   readonly plans: ReadonlyArray<RulePlan>
   readonly tests: ReadonlyArray<Test>
-  readonly outcomes: ReadonlyArray<Outcome>
+  /** Decisions by position, made on first use (see `outcomeAt`). */
+  readonly outcomes: Array<Outcome | undefined>
   readonly defaultOutcome: Outcome
-  /** Rules without triggers. */
-  readonly always: Int32Array
+  /** Every candidate list. */
+  readonly lists: ListPool
+  /** List id of the rules without triggers. */
+  readonly always: number
   readonly domain: Indexed<DomainIndex> | undefined
   readonly srcIp: Indexed<IpIndex> | undefined
   readonly dstIp: Indexed<IpIndex> | undefined
   readonly srcPort: Indexed<PortIndex> | undefined
   readonly dstPort: Indexed<PortIndex> | undefined
-  readonly user: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly group: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly listener: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly protocol: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly command: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly auth: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly srcCountry: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly dstCountry: Indexed<ReadonlyMap<string, Int32Array>> | undefined
-  readonly srcAsn: Indexed<ReadonlyMap<number, Int32Array>> | undefined
-  readonly dstAsn: Indexed<ReadonlyMap<number, Int32Array>> | undefined
+  readonly user: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly group: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly listener: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly protocol: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly command: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly auth: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly srcCountry: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly dstCountry: Indexed<ReadonlyMap<string, number>> | undefined
+  readonly srcAsn: Indexed<ReadonlyMap<number, number>> | undefined
+  readonly dstAsn: Indexed<ReadonlyMap<number, number>> | undefined
   readonly time: FieldTail | undefined
 }
 
@@ -91,82 +99,110 @@ export const factsOf = (c: Cond): ReadonlyArray<FactName> => {
     else if (c.k === "and" || c.k === "or") c.items.forEach(walk)
   }
   walk(c)
+  if (found.size === 0) return NO_FACTS
   return FACTS.filter((f) => found.has(f))
 }
+const NO_FACTS: ReadonlyArray<FactName> = Object.freeze([])
 
 // ---------------------------------------------------------------------------
 // Triggers
 // ---------------------------------------------------------------------------
 
-/** Index keys of a matcher; `undefined` entries are patterns no index can take (glob, regex, time). */
-const keysOf = (m: Matcher): ReadonlyArray<string | undefined> => {
+/**
+ * One key per value of a matcher. Index keys start with `e:`/`s:`/`b:` for
+ * names and patterns (exact, suffix, sub) or are raw values; `g:`, `r:` and
+ * `t:` (glob, regex, time) cannot be indexed.
+ */
+const valueKeys = (m: Matcher): ReadonlyArray<string> => {
   switch (m.kind) {
-    case "domain": return m.patterns.map((p) => (p.t === "exact" || p.t === "suffix" || p.t === "sub" ? `${p.t}:${p.d}` : undefined))
-    case "ip": return m.cidrs.map((c) => `${c.family}/${c.addr}/${c.prefix}`)
+    case "domain": return m.patterns.map((p) => (p.t === "exact" ? `e:${p.d}` : p.t === "suffix" ? `s:${p.d}` : p.t === "sub" ? `b:${p.d}` : p.t === "glob" ? `g:${p.g}` : `r:${p.r}`))
+    case "ip": return m.cidrs.map((c) => `${c.family === 6 ? "6:" : ""}${c.addr}/${c.prefix}`)
     case "port": return m.ranges.map(([lo, hi]) => `${lo}-${hi}`)
-    case "string": return m.patterns.map((p) => (p.t === "exact" ? p.s : undefined))
+    case "string": return m.patterns.map((p) => (p.t === "exact" ? `e:${p.s}` : p.t === "glob" ? `g:${p.g}` : `r:${p.r}`))
     case "group": case "enum": case "country": return m.values
     case "asn": return m.values.map(String)
-    case "time": return [undefined]
+    case "time": return [`t:${m.days}:${m.windows.join(";")}:${m.tz}`]
   }
 }
+
+const indexable = (m: Matcher, key: string): boolean =>
+  m.kind === "time" ? false : m.kind === "domain" || m.kind === "string" ? !(key.startsWith("g:") || key.startsWith("r:")) : true
 
 const ANY_COST = 1e6
 const FIELD_FACTOR: Partial<Record<Field, number>> = { "dst.ip": 4, "src.country": 8, "dst.country": 8, "src.asn": 8, "dst.asn": 8 }
 
-type Counts = Map<string, number>
-
-const countKeys = (c: Cond, counts: Counts): void => {
-  if (c.k === "match") {
-    for (const k of keysOf(c.m)) {
-      if (k !== undefined) counts.set(`${c.m.field} ${k}`, (counts.get(`${c.m.field} ${k}`) ?? 0) + 1)
+/** Per-compile memo: the keys of each matcher and how many matchers use each (field, key). */
+class Keys {
+  readonly byMatcher = new Map<Matcher, ReadonlyArray<string>>()
+  readonly counts = new Map<string, number>()
+  /** A string equal for two conditions exactly when they are the same condition. */
+  condKey(c: Cond): string {
+    return JSON.stringify(this.shape(c))
+  }
+  private shape(c: Cond): unknown {
+    switch (c.k) {
+      case "true": return 1
+      case "not": return ["!", this.shape(c.c)]
+      case "and": case "or": return [c.k, ...c.items.map((i) => this.shape(i))]
+      case "match": {
+        const keys = valueKeys(c.m)
+        this.byMatcher.set(c.m, keys)
+        for (const k of keys) {
+          const ck = `${c.m.field} ${k}`
+          this.counts.set(ck, (this.counts.get(ck) ?? 0) + 1)
+        }
+        return [c.m.field, keys]
+      }
     }
-  } else if (c.k === "not") countKeys(c.c, counts)
-  else if (c.k === "and" || c.k === "or") for (const item of c.items) countKeys(item, counts)
-}
-
-/** Estimated number of candidates a matcher brings when used as a trigger. */
-const cost = (m: Matcher, counts: Counts): number => {
-  let sum = 0
-  for (const k of keysOf(m)) sum += k === undefined ? ANY_COST : (counts.get(`${m.field} ${k}`) ?? 1)
-  if (m.kind === "port") for (const [lo, hi] of m.ranges) sum += (hi - lo) / 1024
-  return sum * (FIELD_FACTOR[m.field] ?? 1)
+  }
+  /** Estimated number of candidates a matcher brings when used as a trigger. */
+  cost(m: Matcher): number {
+    let sum = 0
+    for (const k of this.byMatcher.get(m) ?? valueKeys(m)) sum += indexable(m, k) ? (this.counts.get(`${m.field} ${k}`) ?? 1) : ANY_COST
+    if (m.kind === "port") for (const [lo, hi] of m.ranges) sum += (hi - lo) / 1024
+    return sum * (FIELD_FACTOR[m.field] ?? 1)
+  }
 }
 
 interface Choice {
   readonly triggers: ReadonlyArray<Matcher>
   readonly cost: number
-  /** The `and` item the triggers came from, if any (for the residual). */
+  /** What is left to check once a trigger holds. */
   readonly residual: Cond
 }
 
 const TRUE: Cond = { k: "true" }
+/** The test of a shadowed rule, which is never a candidate. */
+const NEVER: Test = () => 0
 
-const choose = (c: Cond, counts: Counts): Choice | undefined => {
+const choose = (c: Cond, keys: Keys): Choice | undefined => {
   switch (c.k) {
     case "true": case "not": return undefined
-    case "match": return { triggers: [c.m], cost: cost(c.m, counts), residual: TRUE }
+    case "match": return { triggers: [c.m], cost: keys.cost(c.m), residual: TRUE }
     case "or": {
       if (c.items.length === 0) return { triggers: [], cost: 0, residual: TRUE }
-      const parts = c.items.map((i) => choose(i, counts))
-      if (parts.some((p) => p === undefined)) return undefined
-      return { triggers: parts.flatMap((p) => p!.triggers), cost: parts.reduce((a, p) => a + p!.cost, 0), residual: c.items.length === 1 ? parts[0]!.residual : c }
+      const parts: Choice[] = []
+      for (const item of c.items) {
+        const ch = choose(item, keys)
+        if (ch === undefined) return undefined
+        parts.push(ch)
+      }
+      return { triggers: parts.flatMap((p) => p.triggers), cost: parts.reduce((a, p) => a + p.cost, 0), residual: c.items.length === 1 ? parts[0].residual : c }
     }
     case "and": {
       let best: Choice | undefined
       let bestAt = -1
-      c.items.forEach((item, i) => {
-        const ch = choose(item, counts)
+      for (let i = 0; i < c.items.length; i++) {
+        const ch = choose(c.items[i], keys)
         if (ch !== undefined && (best === undefined || ch.cost < best.cost)) {
           best = ch
           bestAt = i
         }
-      })
+      }
       if (best === undefined) return undefined
-      const b: Choice = best
       const rest = c.items.filter((_, i) => i !== bestAt)
-      const residual: Cond = b.residual.k === "true" ? (rest.length === 0 ? TRUE : rest.length === 1 ? rest[0] : { k: "and", items: rest }) : c
-      return { triggers: b.triggers, cost: b.cost, residual }
+      const residual: Cond = best.residual.k === "true" ? (rest.length === 0 ? TRUE : rest.length === 1 ? rest[0] : { k: "and", items: rest }) : c
+      return { triggers: best.triggers, cost: best.cost, residual }
     }
   }
 }
@@ -176,31 +212,32 @@ const choose = (c: Cond, counts: Counts): Choice | undefined => {
 // ---------------------------------------------------------------------------
 
 class Tail {
-  readonly any = new ListBuilder()
-  readonly all = new ListBuilder()
-  build(): FieldTail {
-    return { any: this.any.build(), all: this.all.build() }
+  readonly any = new LazyList()
+  readonly all = new LazyList()
+  tail(): FieldTail {
+    return { any: this.any.id, all: this.all.id }
   }
 }
 
 class MapIndex<K> extends Tail {
-  readonly map = new Map<K, ListBuilder>()
-  add(key: K, pos: number): void {
-    let l = this.map.get(key)
-    if (l === undefined) this.map.set(key, (l = new ListBuilder()))
-    l.add(pos)
+  readonly map = new Map<K, number>()
+  add(lists: ListsBuilder, key: K, pos: number): void {
+    let id = this.map.get(key)
+    if (id === undefined) this.map.set(key, (id = lists.create()))
+    lists.add(id, pos)
   }
-  done(): Indexed<ReadonlyMap<K, Int32Array>> {
-    return { ...this.build(), index: new Map([...this.map].map(([k, l]) => [k, l.build()])) }
+  done(): Indexed<ReadonlyMap<K, number>> {
+    return { ...this.tail(), index: this.map }
   }
 }
 
 class Builders {
-  readonly domain = Object.assign(new Tail(), { ix: new DomainIndexBuilder() })
-  readonly srcIp = Object.assign(new Tail(), { ix: new IpIndexBuilder() })
-  readonly dstIp = Object.assign(new Tail(), { ix: new IpIndexBuilder() })
-  readonly srcPort = Object.assign(new Tail(), { ix: new PortIndexBuilder() })
-  readonly dstPort = Object.assign(new Tail(), { ix: new PortIndexBuilder() })
+  readonly lists = new ListsBuilder()
+  readonly domain = Object.assign(new Tail(), { ix: new DomainIndexBuilder(this.lists) })
+  readonly srcIp = Object.assign(new Tail(), { ix: new IpIndexBuilder(this.lists) })
+  readonly dstIp = Object.assign(new Tail(), { ix: new IpIndexBuilder(this.lists) })
+  readonly srcPort = Object.assign(new Tail(), { ix: new PortIndexBuilder(this.lists) })
+  readonly dstPort = Object.assign(new Tail(), { ix: new PortIndexBuilder(this.lists) })
   readonly user = new MapIndex<string>()
   readonly group = new MapIndex<string>()
   readonly listener = new MapIndex<string>()
@@ -212,53 +249,55 @@ class Builders {
   readonly srcAsn = new MapIndex<number>()
   readonly dstAsn = new MapIndex<number>()
   readonly time = new Tail()
+  readonly always = new LazyList()
   readonly used = new Set<string>()
 
   add(m: Matcher, pos: number): void {
+    const lists = this.lists
     switch (m.kind) {
       case "domain": {
         const b = this.domain
-        b.all.add(pos)
+        b.all.add(lists, pos)
         for (const p of m.patterns) {
           if (p.t === "exact" || p.t === "suffix" || p.t === "sub") b.ix.add(p.t, p.d, pos)
-          else b.any.add(pos)
+          else b.any.add(lists, pos)
         }
         break
       }
       case "ip": {
         const b = m.field === "src.ip" ? this.srcIp : this.dstIp
-        b.all.add(pos)
+        b.all.add(lists, pos)
         for (const c of m.cidrs) b.ix.add(c, pos)
         break
       }
       case "port": {
         const b = m.field === "src.port" ? this.srcPort : this.dstPort
-        b.all.add(pos)
+        b.all.add(lists, pos)
         for (const [lo, hi] of m.ranges) b.ix.add(lo, hi, pos)
         break
       }
       case "string":
-        this.user.all.add(pos)
+        this.user.all.add(lists, pos)
         for (const p of m.patterns) {
-          if (p.t === "exact") this.user.add(p.s, pos)
-          else this.user.any.add(pos)
+          if (p.t === "exact") this.user.add(lists, p.s, pos)
+          else this.user.any.add(lists, pos)
         }
         break
       case "group": case "enum": case "country": {
-        const b = m.kind === "group" ? this.group : this.mapOf(m.field as Exclude<Field, "dst.asn" | "src.asn">)
-        b.all.add(pos)
-        for (const v of m.values) b.add(v, pos)
+        const b = m.kind === "group" ? this.group : this.mapOf(m.field)
+        b.all.add(lists, pos)
+        for (const v of m.values) b.add(lists, v, pos)
         break
       }
       case "asn": {
         const b = m.field === "src.asn" ? this.srcAsn : this.dstAsn
-        b.all.add(pos)
-        for (const v of m.values) b.add(v, pos)
+        b.all.add(lists, pos)
+        for (const v of m.values) b.add(lists, v, pos)
         break
       }
       case "time":
-        this.time.all.add(pos)
-        this.time.any.add(pos)
+        this.time.all.add(lists, pos)
+        this.time.any.add(lists, pos)
         break
     }
     this.used.add(m.field)
@@ -286,37 +325,48 @@ const decide = (rule: RuleIR): Outcome => ({
   },
 })
 
+/** The decision of the rule at `pos` (made once, then shared). */
+export const outcomeAt = (c: CompiledPolicy, pos: number): Outcome => (c.outcomes[pos] ??= decide(c.plans[pos].rule))
+
 export const compile = (policy: PolicyIR): CompiledPolicy => {
   const ordered = [...policy.guards, ...policy.rules]
-  const counts: Counts = new Map()
-  for (const r of ordered) countKeys(r.cond, counts)
+  const keys = new Keys()
+  const condKeys = ordered.map((r) => keys.condKey(r.cond))
   const b = new Builders()
-  const always = new ListBuilder()
+  const first = new Map<string, number>()
   const plans: RulePlan[] = ordered.map((rule, position) => {
-    const choice = choose(rule.cond, counts)
-    if (choice === undefined) always.add(position)
+    const seen = first.get(condKeys[position])
+    if (seen !== undefined) return { rule, position, triggers: undefined, residual: rule.cond, shadowedBy: seen }
+    first.set(condKeys[position], position)
+    const choice = choose(rule.cond, keys)
+    if (choice === undefined) b.always.add(b.lists, position)
     else for (const m of choice.triggers) b.add(m, position)
-    return { rule, position, triggers: choice?.triggers, residual: choice?.residual ?? rule.cond }
+    return { rule, position, triggers: choice?.triggers, residual: choice?.residual ?? rule.cond, shadowedBy: undefined }
   })
   const needs = new Map<string, ReadonlyArray<FactName>>()
-  for (const r of [...ordered, policy.default]) needs.set(r.name, factsOf(r.cond))
-  const union = new Set([...needs.values()].flat())
+  const union = new Set<FactName>()
+  for (const r of [...ordered, policy.default]) {
+    const facts = factsOf(r.cond)
+    needs.set(r.name, facts)
+    for (const f of facts) union.add(f)
+  }
   const has = (f: Field) => b.used.has(f)
-  const tail = <I>(t: Tail, index: I): Indexed<I> => ({ ...t.build(), index })
+  const indexed = <I>(t: Tail, index: I): Indexed<I> => ({ ...t.tail(), index })
   return {
     policy,
     needs,
     factsNeeded: FACTS.filter((f) => union.has(f)),
     plans,
-    tests: ordered.map((r) => compileCond(r.cond)),
-    outcomes: ordered.map(decide),
+    tests: ordered.map((r, i) => (plans[i].shadowedBy === undefined ? compileCond(r.cond) : NEVER)),
+    outcomes: new Array<Outcome | undefined>(ordered.length),
     defaultOutcome: decide(policy.default),
-    always: always.build(),
-    domain: has("dst.domain") ? tail(b.domain, b.domain.ix.build()) : undefined,
-    srcIp: has("src.ip") ? tail(b.srcIp, b.srcIp.ix.build()) : undefined,
-    dstIp: has("dst.ip") ? tail(b.dstIp, b.dstIp.ix.build()) : undefined,
-    srcPort: has("src.port") ? tail(b.srcPort, b.srcPort.ix.build()) : undefined,
-    dstPort: has("dst.port") ? tail(b.dstPort, b.dstPort.ix.build()) : undefined,
+    lists: b.lists.build(),
+    always: b.always.id,
+    domain: has("dst.domain") ? indexed(b.domain, b.domain.ix.build()) : undefined,
+    srcIp: has("src.ip") ? indexed(b.srcIp, b.srcIp.ix.build()) : undefined,
+    dstIp: has("dst.ip") ? indexed(b.dstIp, b.dstIp.ix.build()) : undefined,
+    srcPort: has("src.port") ? indexed(b.srcPort, b.srcPort.ix.build()) : undefined,
+    dstPort: has("dst.port") ? indexed(b.dstPort, b.dstPort.ix.build()) : undefined,
     user: has("user") ? b.user.done() : undefined,
     group: has("group") ? b.group.done() : undefined,
     listener: has("listener") ? b.listener.done() : undefined,
@@ -327,6 +377,6 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
     dstCountry: has("dst.country") ? b.dstCountry.done() : undefined,
     srcAsn: has("src.asn") ? b.srcAsn.done() : undefined,
     dstAsn: has("dst.asn") ? b.dstAsn.done() : undefined,
-    time: has("time") ? b.time.build() : undefined,
+    time: has("time") ? b.time.tail() : undefined,
   }
 }

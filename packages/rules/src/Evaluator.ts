@@ -9,13 +9,14 @@
  * one is pending (`need` that fact), or none is left (the default). Rules that
  * are not candidates cannot be true, so first-match order is exact.
  *
- * Gotchas: not re-entrant (module-level scratch), which is fine for plain
- * synchronous use. In `need` mode the evaluator may ask for fewer facts than
- * the reference (it never looks at rules that cannot fire), and it asks for
- * `dst.ip` only when a candidate rule before the decision needs it.
+ * Gotchas: not re-entrant (module-level scratch, one reused `State`), which is
+ * fine for plain synchronous use; an evaluation allocates almost nothing. In
+ * `need` mode the evaluator may ask for fewer facts than the reference (it
+ * never looks at rules that cannot fire); it asks for `dst.ip` only when a
+ * candidate rule before the decision needs it.
  */
 import { push, type Sink } from "./Candidates.ts"
-import type { CompiledPolicy, Indexed } from "./Compiler.ts"
+import { type CompiledPolicy, type Indexed, outcomeAt } from "./Compiler.ts"
 import { collectDomain } from "./DomainIndex.ts"
 import { newBox, parseInto } from "./FastIp.ts"
 import type { EvalOptions, FactName, Outcome, Request } from "./Ir.ts"
@@ -27,37 +28,44 @@ import { FACTS, PENDING, type State, T } from "./Verify.ts"
 const NEED: EvalOptions = { missing: "need" }
 const NEEDS: ReadonlyArray<Outcome> = FACTS.map((fact) => ({ type: "need", fact }))
 
-/** Parses a request once. */
+const state: State = { req: { command: "connect", dstHost: "", dstPort: 0 }, need: true, domain: undefined, onion: false, dst: newBox(), dstPending: false, src: newBox(), tz: undefined, day: 0, minute: 0 }
+
+/** Parses a request into the shared `State` (valid until the next call). */
 export const parseRequest = (req: Request, need: boolean): State => {
+  const s = state
+  s.req = req
+  s.need = need
+  s.domain = undefined
+  s.onion = false
+  s.dstPending = false
+  s.tz = undefined
   let host = req.dstHost
   if (host.charCodeAt(0) === 91 && host.charCodeAt(host.length - 1) === 93) host = host.slice(1, -1)
-  const dst = newBox()
-  let domain: string | undefined
-  let onion = false
-  let dstPending = false
-  if (!parseInto(host, dst)) {
-    domain = normalizeDomain(host)
-    onion = isOnion(domain)
-    if (!onion) {
+  if (!parseInto(host, s.dst)) {
+    const domain = normalizeDomain(host)
+    s.domain = domain
+    s.onion = isOnion(domain)
+    if (!s.onion) {
       const f = req.facts?.["dst.ip"]
-      if (f === undefined) dstPending = need
-      else if (f !== null) parseInto(f, dst)
+      if (f === undefined) s.dstPending = need
+      else if (f !== null) parseInto(f, s.dst)
     }
   }
-  const src = newBox()
-  if (req.srcIp !== undefined) parseInto(req.srcIp, src)
-  return { req, need, domain, onion, dst, dstPending, src, tz: undefined, day: 0, minute: 0 }
+  if (req.srcIp === undefined) s.src.fam = 0
+  else parseInto(req.srcIp, s.src)
+  return s
 }
 
-const sink: Sink = { lists: [], n: 0 }
+const sink: Sink = { ids: new Int32Array(64), n: 0 }
 let at = new Int32Array(64)
+let end = new Int32Array(64)
 
-const mapPush = <K>(ix: Indexed<ReadonlyMap<K, Int32Array>>, key: K): void => {
-  const l = ix.index.get(key)
-  if (l !== undefined) push(sink, l)
+const mapPush = <K>(ix: Indexed<ReadonlyMap<K, number>>, key: K): void => {
+  const id = ix.index.get(key)
+  if (id !== undefined) push(sink, id)
 }
 
-const factPush = <K>(ix: Indexed<ReadonlyMap<K, Int32Array>> | undefined, s: State, field: FactName, dst: boolean, upper: boolean): void => {
+const factPush = <K>(ix: Indexed<ReadonlyMap<K, number>> | undefined, s: State, field: FactName, dst: boolean, upper: boolean): void => {
   if (ix === undefined || (dst && s.onion)) return
   const f = s.req.facts?.[field]
   if (f === undefined) {
@@ -68,6 +76,7 @@ const factPush = <K>(ix: Indexed<ReadonlyMap<K, Int32Array>> | undefined, s: Sta
 /** Pushes every candidate list for the request into `sink`. */
 const gather = (c: CompiledPolicy, s: State): void => {
   const req = s.req
+  sink.n = 0
   if (c.domain !== undefined && s.domain !== undefined) {
     collectDomain(c.domain.index, s.domain, sink)
     push(sink, c.domain.any)
@@ -84,9 +93,9 @@ const gather = (c: CompiledPolicy, s: State): void => {
       mapPush(c.user, req.user)
       push(sink, c.user.any)
     }
-    if (c.group !== undefined && req.groups !== undefined) for (const g of req.groups) mapPush(c.group, g)
+    if (c.group !== undefined && req.groups !== undefined) for (let i = 0; i < req.groups.length; i++) mapPush(c.group, req.groups[i])
   }
-  if (c.command !== undefined) mapPush(c.command, req.command)
+  if (c.command !== undefined && req.command !== undefined) mapPush(c.command, req.command)
   if (c.listener !== undefined && req.listener !== undefined) mapPush(c.listener, req.listener)
   if (c.protocol !== undefined && req.protocol !== undefined) mapPush(c.protocol, req.protocol)
   if (c.auth !== undefined && req.auth !== undefined) mapPush(c.auth, req.auth)
@@ -101,45 +110,52 @@ const gather = (c: CompiledPolicy, s: State): void => {
 /** Checks the candidates in position order. */
 const run = (c: CompiledPolicy, s: State): Outcome => {
   const n = sink.n
-  const lists = sink.lists
+  const ids = sink.ids
+  const { data, start } = c.lists
   const tests = c.tests
   if (n === 1) {
-    const l = lists[0]
-    for (let i = 0; i < l.length; i++) {
-      const x = tests[l[i]](s)
-      if (x === T) return c.outcomes[l[i]]
+    for (let i = start[ids[0]], e = start[ids[0] + 1]; i < e; i++) {
+      const x = tests[data[i]](s)
+      if (x === T) return outcomeAt(c, data[i])
       if (x >= PENDING) return NEEDS[x - PENDING]
     }
     return c.defaultOutcome
   }
-  if (at.length < n) at = new Int32Array(n * 2)
-  at.fill(0, 0, n)
+  if (at.length < n) {
+    at = new Int32Array(n * 2)
+    end = new Int32Array(n * 2)
+  }
+  for (let i = 0; i < n; i++) {
+    at[i] = start[ids[i]]
+    end[i] = start[ids[i] + 1]
+  }
   for (;;) {
     let min = 0x7fffffff
-    for (let i = 0; i < n; i++) {
-      const l = lists[i]
-      const p = at[i]
-      if (p < l.length && l[p] < min) min = l[p]
-    }
+    for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] < min) min = data[at[i]]
     if (min === 0x7fffffff) return c.defaultOutcome
-    for (let i = 0; i < n; i++) {
-      const l = lists[i]
-      const p = at[i]
-      if (p < l.length && l[p] === min) at[i] = p + 1
-    }
+    for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] === min) at[i]++
     const x = tests[min](s)
-    if (x === T) return c.outcomes[min]
+    if (x === T) return outcomeAt(c, min)
     if (x >= PENDING) return NEEDS[x - PENDING]
   }
 }
 
 export const evaluate = (c: CompiledPolicy, req: Request, opts: EvalOptions = NEED): Outcome => {
   const s = parseRequest(req, opts.missing === "need")
-  sink.n = 0
   gather(c, s)
   const out = run(c, s)
-  for (let i = 0; i < sink.n; i++) sink.lists[i] = EMPTY_LIST
+  s.req = EMPTY_REQUEST
   return out
 }
 
-const EMPTY_LIST = new Int32Array(0)
+const EMPTY_REQUEST: Request = { command: "connect", dstHost: "", dstPort: 0 }
+
+/** The candidate positions the evaluator would consider for `req`, in order (tests, benchmarks, tooling; not the hot path). */
+export const candidates = (c: CompiledPolicy, req: Request, opts: EvalOptions = NEED): ReadonlyArray<number> => {
+  const s = parseRequest(req, opts.missing === "need")
+  gather(c, s)
+  const all = new Set<number>()
+  for (let i = 0; i < sink.n; i++) for (let k = c.lists.start[sink.ids[i]]; k < c.lists.start[sink.ids[i] + 1]; k++) all.add(c.lists.data[k])
+  s.req = EMPTY_REQUEST
+  return [...all].sort((a, b) => a - b)
+}

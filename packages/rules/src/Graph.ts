@@ -6,7 +6,8 @@
  * port range, a value), edges key → candidate rule, then the rule's residual
  * condition (what is left to check once its trigger holds) → the action.
  * Rules are labelled with their position (`#3`), so first-match order is
- * visible; guards are drawn as octagons. Long value lists are shortened.
+ * visible; guards are drawn as octagons; a rule with the same condition as an
+ * earlier one hangs off it by a dashed edge (it is never a candidate). Long value lists are shortened.
  *
  * Gotchas: the graph shows the plan, not every evaluation detail: the
  * evaluator re-checks the whole condition of a candidate (three-valued), and a
@@ -90,12 +91,16 @@ export const toDot = (c: CompiledPolicy): string => {
     }
     return id
   }
-  const always = c.always.length > 0 ? "always" : undefined
+  const always = c.always >= 0 ? "always" : undefined
   if (always !== undefined) out.push(`  ${always} [label="always candidates", shape=cylinder];`)
   for (const plan of c.plans) {
     const r = `r${plan.position}`
     const guard = plan.rule.kind === "guard"
     out.push(`  ${r} [label=${dot(`#${plan.position} ${plan.rule.kind} ${plan.rule.name}`)}${guard ? ", shape=octagon" : ""}];`)
+    if (plan.shadowedBy !== undefined) {
+      out.push(`  r${plan.shadowedBy} -> ${r} [label="same condition: never reached", style=dashed];`)
+      continue
+    }
     if (plan.triggers === undefined) out.push(`  ${always} -> ${r};`)
     else {
       for (const m of plan.triggers) {

@@ -7,18 +7,17 @@
  * walks the parent chain (at most 17 blocks). Ports outside 0..65535 or not
  * integers are not in the table: the caller then takes every rule of the field.
  */
-import { ListBuilder, push, type Sink } from "./Candidates.ts"
+import { type ListsBuilder, push, type Sink } from "./Candidates.ts"
 import { type Block, buildForest } from "./RangeForest.ts"
 
 export interface PortIndex {
   readonly table: Int32Array
   readonly parent: Int32Array
-  readonly lists: ReadonlyArray<Int32Array>
-  /** Trigger ranges and their rule positions (for display). */
-  readonly entries: ReadonlyArray<{ readonly lo: number; readonly hi: number; readonly rules: Int32Array }>
+  /** List id per block. */
+  readonly lists: Int32Array
 }
 
-/** Aligned blocks covering [lo, hi] exactly. */
+/** Aligned blocks covering [lo, hi] (clamped to 0..65535) exactly. */
 export const alignedBlocks = (lo: number, hi: number): Array<readonly [number, number]> => {
   const out: Array<readonly [number, number]> = []
   let at = Math.max(0, lo)
@@ -34,17 +33,16 @@ export const alignedBlocks = (lo: number, hi: number): Array<readonly [number, n
 
 export class PortIndexBuilder {
   private readonly blocks = new Map<number, Block>()
-  private readonly ranges = new Map<string, { lo: number; hi: number; rules: ListBuilder }>()
+  private readonly lists: ListsBuilder
+  constructor(lists: ListsBuilder) {
+    this.lists = lists
+  }
   add(lo: number, hi: number, pos: number): void {
-    const key = `${lo}-${hi}`
-    let r = this.ranges.get(key)
-    if (r === undefined) this.ranges.set(key, (r = { lo, hi, rules: new ListBuilder() }))
-    r.rules.add(pos)
     for (const [s, e] of alignedBlocks(lo, hi)) {
       const k = s * 65536 + e
       let b = this.blocks.get(k)
-      if (b === undefined) this.blocks.set(k, (b = { start: BigInt(s), end: BigInt(e), rules: new ListBuilder() }))
-      b.rules.add(pos)
+      if (b === undefined) this.blocks.set(k, (b = { start: BigInt(s), end: BigInt(e), list: this.lists.create() }))
+      this.lists.add(b.list, pos)
     }
   }
   build(): PortIndex {
@@ -55,11 +53,11 @@ export class PortIndexBuilder {
       const to = i + 1 < f.starts.length ? Number(f.starts[i + 1]) : 65536
       table.fill(f.nodes[i], from, to)
     }
-    return { table, parent: f.parent, lists: f.lists, entries: [...this.ranges.values()].map((r) => ({ lo: r.lo, hi: r.hi, rules: r.rules.build() })) }
+    return { table, parent: f.parent, lists: f.lists }
   }
 }
 
-/** Pushes the rule lists triggered by `port`; false when the port is not in 0..65535 (caller falls back). */
+/** Pushes the list ids triggered by `port`; false when the port is not in 0..65535 (the caller falls back). */
 export const collectPort = (ix: PortIndex, port: number, sink: Sink): boolean => {
   if (!(port >= 0 && port <= 65535 && (port | 0) === port)) return false
   let node = ix.table[port]

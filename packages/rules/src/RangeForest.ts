@@ -4,24 +4,24 @@
  *
  * Details: blocks must be laminar (two blocks are disjoint or one contains the
  * other), which CIDRs are, and so are the aligned power-of-two blocks a port
- * range is split into. Each block holds the sorted list of rule positions it
+ * range is split into. Each block has the id of the list of rule positions it
  * triggers. The line is cut into segments; each segment knows its innermost
  * block, and each block its parent, so a point lookup is one binary search and
  * a walk up the (short) parent chain, with memory linear in the blocks.
  * Built with BigInt (compile time only); the indexes convert the segment
  * starts to plain numbers or 32-bit words for the hot path.
  */
-import { ListBuilder } from "./Candidates.ts"
-
 export interface Block {
   readonly start: bigint
   readonly end: bigint
-  readonly rules: ListBuilder
+  /** Id of the block's rule list (see `Candidates.ts`). */
+  readonly list: number
 }
 
 export interface Forest {
   readonly parent: Int32Array
-  readonly lists: ReadonlyArray<Int32Array>
+  /** List id of each block. */
+  readonly lists: Int32Array
   /** Segment starts, ascending; segment i runs to `starts[i + 1] - 1`. */
   readonly starts: ReadonlyArray<bigint>
   /** Innermost block of each segment, -1 for none. */
@@ -59,5 +59,5 @@ export const buildForest = (blocks: ReadonlyArray<Block>, max: bigint): Forest =
     stack.push(i)
   }
   popUntil(undefined)
-  return { parent, lists: sorted.map((b) => b.rules.build()), starts, nodes: Int32Array.from(nodes) }
+  return { parent, lists: Int32Array.from(sorted, (b) => b.list), starts, nodes: Int32Array.from(nodes) }
 }

@@ -14,7 +14,7 @@
 import { type IpBox } from "./FastIp.ts"
 import type { Cond, DomainPattern, FactName, Matcher, Request, StringPattern } from "./Ir.ts"
 import { hasIp, ipSet } from "./IpIndex.ts"
-import { cachedRegex, globRegex, localTime } from "./Match.ts"
+import { cachedRegex, domainHasSuffix, globRegex, localTime } from "./Match.ts"
 
 export const F = 0
 export const T = 1
@@ -22,17 +22,17 @@ export const U = 2
 export const PENDING = 3
 export const FACTS: ReadonlyArray<FactName> = ["dst.ip", "dst.country", "dst.asn", "src.country", "src.asn"]
 
-/** A request, parsed once per evaluation. */
+/** A request, parsed once per evaluation (the evaluator reuses one object). */
 export interface State {
-  readonly req: Request
-  readonly need: boolean
+  req: Request
+  need: boolean
   /** Normalised destination name; undefined when the destination is an IP literal. */
-  readonly domain: string | undefined
-  readonly onion: boolean
+  domain: string | undefined
+  onion: boolean
   /** The destination address (literal, else the `dst.ip` fact); `fam` 0 when unknown. */
   readonly dst: IpBox
   /** The `dst.ip` fact is needed: a name that is not `.onion`, no fact yet, `need` mode. */
-  readonly dstPending: boolean
+  dstPending: boolean
   readonly src: IpBox
   /** Cache of the local time of `req.time` in one zone. */
   tz: string | undefined
@@ -42,19 +42,37 @@ export interface State {
 
 export type Test = (s: State) => number
 
+/** Up to this many values, a matcher scans its IR array; above, it builds a hash set. */
+const SMALL = 4
+
 const regexOf = (p: { t: "glob"; g: string } | { t: "regex"; r: string }): RegExp => (p.t === "glob" ? globRegex(p.g) : cachedRegex(p.r))
 
 const domainTest = (patterns: ReadonlyArray<DomainPattern>): ((name: string) => boolean) => {
+  const res = patterns.map((p) => (p.t === "glob" || p.t === "regex" ? regexOf(p) : undefined))
+  if (patterns.length <= SMALL) {
+    const n = patterns.length
+    return (name) => {
+      for (let i = 0; i < n; i++) {
+        const p = patterns[i]
+        switch (p.t) {
+          case "exact": if (name === p.d) return true; break
+          case "suffix": if (domainHasSuffix(name, p.d)) return true; break
+          case "sub": if (name !== p.d && domainHasSuffix(name, p.d)) return true; break
+          default: if (res[i]!.test(name)) return true
+        }
+      }
+      return false
+    }
+  }
   const exact = new Set<string>()
   const suffix = new Set<string>()
   const sub = new Set<string>()
-  const res: RegExp[] = []
   for (const p of patterns) {
     if (p.t === "exact") exact.add(p.d)
     else if (p.t === "suffix") suffix.add(p.d)
     else if (p.t === "sub") sub.add(p.d)
-    else res.push(regexOf(p))
   }
+  const regexes = res.filter((r) => r !== undefined)
   const parents = suffix.size + sub.size > 0
   return (name) => {
     if (exact.has(name) || suffix.has(name)) return true
@@ -64,23 +82,30 @@ const domainTest = (patterns: ReadonlyArray<DomainPattern>): ((name: string) => 
         if (suffix.has(rest) || sub.has(rest)) return true
       }
     }
-    for (const re of res) if (re.test(name)) return true
+    for (const re of regexes) if (re.test(name)) return true
     return false
   }
 }
 
 const stringTest = (patterns: ReadonlyArray<StringPattern>): ((s: string) => boolean) => {
-  const exact = new Set<string>()
-  const res: RegExp[] = []
-  for (const p of patterns) {
-    if (p.t === "exact") exact.add(p.s)
-    else res.push(regexOf(p))
-  }
+  const exact = patterns.length <= SMALL ? undefined : new Set(patterns.flatMap((p) => (p.t === "exact" ? [p.s] : [])))
+  const res = patterns.map((p) => (p.t === "exact" ? undefined : regexOf(p)))
+  const n = patterns.length
   return (s) => {
-    if (exact.has(s)) return true
-    for (const re of res) if (re.test(s)) return true
+    if (exact !== undefined && exact.has(s)) return true
+    for (let i = 0; i < n; i++) {
+      const p = patterns[i]
+      if (p.t === "exact" ? exact === undefined && p.s === s : res[i]!.test(s)) return true
+    }
     return false
   }
+}
+
+/** Membership in a list of values: the IR array itself when small. */
+const member = <A>(values: ReadonlyArray<A>): ((v: A) => boolean) => {
+  if (values.length <= SMALL) return (v) => values.includes(v)
+  const set = new Set(values)
+  return (v) => set.has(v)
 }
 
 const factCode = (f: FactName): number => PENDING + FACTS.indexOf(f)
@@ -94,13 +119,13 @@ const leaf = (m: Matcher): Test => {
       return (s) => (s.dst.fam !== 0 ? (hasIp(set, s.dst) ? T : F) : s.dstPending ? pend : U)
     }
     case "port": {
-      const r = Float64Array.from(m.ranges.flat())
+      const r = m.ranges
       const n = r.length
       const dst = m.field === "dst.port"
       return (s) => {
         const p = dst ? s.req.dstPort : s.req.srcPort
         if (p === undefined) return U
-        for (let i = 0; i < n; i += 2) if (p >= r[i] && p <= r[i + 1]) return T
+        for (let i = 0; i < n; i++) if (p >= r[i][0] && p <= r[i][1]) return T
         return F
       }
     }
@@ -113,25 +138,25 @@ const leaf = (m: Matcher): Test => {
       return (s) => (s.req.user === undefined ? U : test(s.req.user) ? T : F)
     }
     case "group": {
-      const set = new Set(m.values)
+      const has = member(m.values)
       return (s) => {
         if (s.req.user === undefined) return U
         const groups = s.req.groups
-        if (groups !== undefined) for (const g of groups) if (set.has(g)) return T
+        if (groups !== undefined) for (let i = 0; i < groups.length; i++) if (has(groups[i])) return T
         return F
       }
     }
     case "enum": {
-      const set = new Set<unknown>(m.values)
+      const has = member<string>(m.values)
       const field = m.field
       return (s) => {
-        const v = field === "command" ? s.req.command : s.req[field]
-        return v === undefined ? U : set.has(v) ? T : F
+        const v = s.req[field]
+        return v === undefined ? U : has(v) ? T : F
       }
     }
     case "country":
     case "asn": {
-      const set = new Set<unknown>(m.values)
+      const has = member<unknown>(m.values)
       const field = m.field
       const dst = field === "dst.country" || field === "dst.asn"
       const pend = factCode(field)
@@ -141,7 +166,7 @@ const leaf = (m: Matcher): Test => {
         const f = s.req.facts?.[field]
         if (f === undefined) return s.need ? pend : U
         if (f === null) return U
-        return set.has(country ? (f as string).toUpperCase() : f) ? T : F
+        return has(country ? (f as string).toUpperCase() : f) ? T : F
       }
     }
     case "time": {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import type { Sink } from "../src/Candidates.ts"
+import { type ListPool, listOf, ListsBuilder, type Sink } from "../src/Candidates.ts"
 import { compile, factsOf } from "../src/Compiler.ts"
 import { collectDomain, DomainIndexBuilder, type DomainKind } from "../src/DomainIndex.ts"
 import { newBox, parseInto } from "../src/FastIp.ts"
@@ -14,9 +14,9 @@ const m = (matcher: Matcher): Cond => ({ k: "match", m: matcher })
 const cidr = (t: string): Cidr => { const r = parseCidr(t); if (!r.ok) throw new Error(r.message); return r.cidr }
 const rule = (name: string, cond: Cond, kind: RuleIR["kind"] = "rule"): RuleIR => ({ name, kind, cond, action: { k: "allow" }, modifiers: [] })
 const policy = (rules: RuleIR[], guards: RuleIR[] = []): PolicyIR => ({ name: "p", guards, rules, default: rule("default", { k: "true" }, "default") })
-const sink = (): Sink => ({ lists: [], n: 0 })
+const sink = (): Sink => ({ ids: new Int32Array(1), n: 0 })
 /** Sorted distinct positions in a sink. */
-const positions = (s: Sink): number[] => [...new Set(s.lists.slice(0, s.n).flatMap((l) => [...l]))].sort((a, b) => a - b)
+const positions = (pool: ListPool, s: Sink): number[] => [...new Set(Array.from(s.ids.subarray(0, s.n)).flatMap((id) => listOf(pool, id)))].sort((a, b) => a - b)
 
 const dstIp = (...cidrs: string[]) => m({ kind: "ip", field: "dst.ip", cidrs: cidrs.map(cidr) })
 const domain = (t: "exact" | "suffix" | "sub", d: string) => m({ kind: "domain", field: "dst.domain", patterns: [{ t, d }] })
@@ -63,37 +63,46 @@ describe("Compiler: triggers", () => {
     ]))
     const triggers = c.plans.map((p) => p.triggers?.map((t) => t.field))
     expect(triggers).toEqual([["dst.domain"], ["dst.port"], undefined, undefined, ["user", "dst.domain"], undefined])
-    expect([...c.always]).toEqual([2, 3, 5])
+    expect(listOf(c.lists, c.always)).toEqual([2, 3, 5])
     // The residual is what is left once the trigger holds.
     expect(c.plans[0].residual).toEqual({ k: "and", items: [port(443), dstIp("10.0.0.0/8")] })
     expect(c.plans[3].residual).toEqual({ k: "true" })
   })
 
   it("puts guards before rules in position order", () => {
-    const c = compile(policy([rule("r", port(80))], [rule("g", port(80), "guard")]))
+    const c = compile(policy([rule("r", port(80, 81))], [rule("g", port(80), "guard")]))
     expect(c.plans.map((p) => p.rule.name)).toEqual(["g", "r"])
-    expect([...c.dstPort!.index.lists.flatMap((l) => [...l])]).toEqual([0, 1])
+    expect(Array.from(c.dstPort!.index.lists).flatMap((id) => listOf(c.lists, id)).sort()).toEqual([0, 1])
+  })
+
+  it("leaves a rule with the same condition as an earlier one out of every index", () => {
+    const c = compile(policy([rule("a", port(22)), rule("b", port(80)), rule("a-again", port(22)), rule("t", { k: "true" }), rule("t-again", { k: "true" })]))
+    expect(c.plans.map((p) => p.shadowedBy)).toEqual([undefined, undefined, 0, undefined, 3])
+    expect(Array.from(c.dstPort!.index.lists).flatMap((id) => listOf(c.lists, id)).sort()).toEqual([0, 1])
+    expect(listOf(c.lists, c.always)).toEqual([3])
   })
 })
 
 describe("DomainIndex", () => {
   it("returns exactly the patterns that match, per Match.domainPatternMatches, on random names", () => {
     const r = Random.rng(7)
-    const pool = [...Random.DOMAINS, "", "a..b", "b", ".b", "x.a..b", "EXAMPLE.com", "example.com."]
+    const names0 = [...Random.DOMAINS, "", "a..b", "b", ".b", "x.a..b", "EXAMPLE.com", "example.com."]
     const pats: Array<{ t: DomainKind; d: string }> = []
-    const b = new DomainIndexBuilder()
+    const lists = new ListsBuilder()
+    const b = new DomainIndexBuilder(lists)
     for (let i = 0; i < 60; i++) {
-      const p = { t: Random.pick(r, ["exact", "suffix", "sub"] as const), d: Random.pick(r, pool) }
+      const p = { t: Random.pick(r, ["exact", "suffix", "sub"] as const), d: Random.pick(r, names0) }
       pats.push(p)
       b.add(p.t, p.d, i)
     }
     const ix = b.build()
-    const names = [...pool, "q.www.example.com", "z.facebookcorewwwi.onion", "x.b", "y.x.a..b", "..b"]
+    const pool = lists.build()
+    const names = [...names0, "q.www.example.com", "z.facebookcorewwwi.onion", "x.b", "y.x.a..b", "..b"]
     for (const name of names) {
       const s = sink()
       collectDomain(ix, name, s)
       const want = pats.flatMap((p, i) => (domainPatternMatches(p, name) ? [i] : []))
-      expect(positions(s), name).toEqual(want)
+      expect(positions(pool, s), name).toEqual(want)
     }
   })
 })
@@ -102,7 +111,8 @@ describe("IpIndex and IpSet", () => {
   it("finds every CIDR containing an address (nested, v4 and v6, edges) and agrees with Ip.cidrContains", () => {
     const r = Random.rng(11)
     const cidrs: Cidr[] = []
-    const b = new IpIndexBuilder()
+    const lists = new ListsBuilder()
+    const b = new IpIndexBuilder(lists)
     for (let i = 0; i < 80; i++) {
       const c = Random.randomCidr(r)
       cidrs.push(c)
@@ -112,6 +122,7 @@ describe("IpIndex and IpSet", () => {
     b.add(cidr("::/0"), 81)
     cidrs.push(cidr("0.0.0.0/0"), cidr("::/0"))
     const ix = b.build()
+    const pool = lists.build()
     const addrs = [...Random.V4, ...Random.V6, ...Random.MAPPED, "10.0.0.0", "10.255.255.255", "11.0.0.0", "9.255.255.255", "192.168.1.11", "2001:db8::", "2001:db8::2", "fe80::", "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
     for (const a of addrs) {
       const box = newBox()
@@ -119,14 +130,14 @@ describe("IpIndex and IpSet", () => {
       const s = sink()
       collectIp(ix, box, s)
       const ip = parseIp(a)!
-      expect(positions(s), a).toEqual(cidrs.flatMap((c, i) => (cidrContains(c, ip) ? [i] : [])))
+      expect(positions(pool, s), a).toEqual(cidrs.flatMap((c, i) => (cidrContains(c, ip) ? [i] : [])))
       const set = ipSet(cidrs.slice(0, 10))
       expect(hasIp(set, box), a).toBe(cidrs.slice(0, 10).some((c) => cidrContains(c, ip)))
     }
   })
 
   it("handles an empty index", () => {
-    const ix = new IpIndexBuilder().build()
+    const ix = new IpIndexBuilder(new ListsBuilder()).build()
     const box = newBox()
     parseInto("1.2.3.4", box)
     const s = sink()
@@ -155,7 +166,8 @@ describe("PortIndex", () => {
   it("finds every range containing a port, and refuses ports outside 0..65535", () => {
     const r = Random.rng(5)
     const ranges: Array<[number, number]> = []
-    const b = new PortIndexBuilder()
+    const lists = new ListsBuilder()
+    const b = new PortIndexBuilder(lists)
     for (let i = 0; i < 100; i++) {
       const lo = Random.chance(r, 0.5) ? Random.pick(r, Random.PORTS) : Random.int(r, 0, 65535)
       const hi = Random.chance(r, 0.5) ? lo : Random.int(r, lo, 65535)
@@ -163,11 +175,12 @@ describe("PortIndex", () => {
       b.add(lo, hi, i)
     }
     const ix = b.build()
+    const pool = lists.build()
     for (let k = 0; k < 500; k++) {
       const p = k < Random.PORTS.length ? Random.PORTS[k] : Random.int(r, 0, 65535)
       const s = sink()
       expect(collectPort(ix, p, s)).toBe(true)
-      expect(positions(s), String(p)).toEqual(ranges.flatMap(([lo, hi], i) => (p >= lo && p <= hi ? [i] : [])))
+      expect(positions(pool, s), String(p)).toEqual(ranges.flatMap(([lo, hi], i) => (p >= lo && p <= hi ? [i] : [])))
     }
     expect(collectPort(ix, 65536, sink())).toBe(false)
     expect(collectPort(ix, -1, sink())).toBe(false)
