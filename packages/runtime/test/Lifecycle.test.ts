@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs"
+import { renameSync, writeFileSync } from "node:fs"
 import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { dial, localServer, sleep, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
@@ -111,6 +111,23 @@ policy default {
     const c = await dial(s.port, "CONNECT 127.0.0.1 9\n")
     expect(await until(() => c.closed())).toBe(true)
     expect(c.text()).toBe("ERR blocked nine again\n")
+  })
+
+  it("an editor-style save (write a temp file, rename it over) reloads too", async () => {
+    const echo = track(await localServer())
+    const file = writeRules(tempDir(), open(echo.port, ""))
+    const s = track(await start(file, { watch: true }))
+    await sleep(100)
+    writeFileSync(`${file}.tmp`, open(echo.port, "").replace('"nine"', '"renamed"'))
+    renameSync(`${file}.tmp`, file)
+    expect(await until(() => s.handle.store.current().version === 2, 5_000)).toBe(true)
+    await sleep(300)
+    writeFileSync(`${file}.tmp`, open(echo.port, "").replace('"nine"', '"renamed twice"'))
+    renameSync(`${file}.tmp`, file)
+    expect(await until(() => s.handle.store.current().version === 3, 5_000)).toBe(true)
+    const c = await dial(s.port, "CONNECT 127.0.0.1 9\n")
+    expect(await until(() => c.closed())).toBe(true)
+    expect(c.text()).toBe("ERR blocked renamed twice\n")
   })
 
   it("listeners added by the new file open, removed ones close, a changed port rebinds", async () => {

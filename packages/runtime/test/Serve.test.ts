@@ -113,6 +113,32 @@ policy default {
   })
 })
 
+describe("direct connections by name", () => {
+  it("a name the policy did not need is resolved when connecting (Happy Eyeballs over the cached addresses)", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), rules(echo.port))))
+    const c = await dial(s.port, `CONNECT localhost ${echo.port}\nname\n`)
+    expect(await c.waitText("name\n")).toBe(true)
+    c.socket.end()
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ rule: "default", dst: `localhost:${echo.port}`, dst_connected: `127.0.0.1:${echo.port}` })
+    expect(s.connections()[0]!["dst_ip"]).toBeUndefined()
+  })
+
+  it("a redirect to a .onion name is never resolved", async () => {
+    const s = track(await start(writeRules(tempDir(), `
+listen t = http 127.0.0.1:0
+policy default {
+  rule hidden when dst.port == 9 -> redirect "abcdefgh.onion:80"
+  default allow
+}
+`)))
+    const c = await dial(s.port, "CONNECT example.invalid 9\n")
+    expect(await until(() => c.closed())).toBe(true)
+    expect(c.text()).toBe("ERR DnsFailed\n")
+  })
+})
+
 describe("relay", () => {
   it("moves 8 MiB through and back byte-exact (hash)", async () => {
     const echo = track(await localServer())
