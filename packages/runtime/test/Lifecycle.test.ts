@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from "node:crypto"
 import { renameSync, writeFileSync } from "node:fs"
 import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
@@ -83,6 +84,26 @@ policy default {
     a.socket.write("after-reload\n")
     expect(await a.waitText("after-reload\n")).toBe(true)
     a.socket.end()
+  })
+
+  it("a reload during 200 concurrent transfers drops none of them", async () => {
+    const echo = track(await localServer())
+    const file = writeRules(tempDir(), open(echo.port, ""))
+    const s = track(await start(file))
+    const payload = randomBytes(256 * 1024)
+    const want = createHash("sha256").update(payload).digest("hex")
+    const clients = await Promise.all(Array.from({ length: 200 }, () => dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\n`)))
+    for (const c of clients) expect(await c.waitText("OK ")).toBe(true)
+    for (const c of clients) c.socket.write(payload.subarray(0, 128 * 1024))
+    writeFileSync(file, open(echo.port, "").replace('"nine"', '"reloaded"'))
+    expect((await Effect.runPromise(s.handle.reload())).ok).toBe(true)
+    for (const c of clients) c.socket.end(payload.subarray(128 * 1024))
+    for (const c of clients) expect(await until(() => c.closed(), 20_000)).toBe(true)
+    const good = clients.filter((c) => {
+      const back = c.data().subarray(c.data().indexOf(10) + 1)
+      return createHash("sha256").update(back).digest("hex") === want
+    })
+    expect(good.length).toBe(200)
   })
 
   it("an invalid change keeps the old policy and logs the diagnostics", async () => {
