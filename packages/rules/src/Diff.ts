@@ -6,9 +6,9 @@
  * rule (added, removed, modified or moved; guards too) and of the default, in
  * both versions: solve the term, evaluate the
  * request on both versions with the reference interpreter, and while the
- * request is taken by an earlier rule of its own version (or decided the same
- * way by both), add the negation of one literal of the rule that took it and
- * solve again (a few steps). That finds added, removed and modified rules,
+ * request is taken by an earlier rule of its own version (or, once the rule
+ * decides, by some rule of the other version), add the negation of one literal
+ * of the rule that took it and solve again (a small depth-first search). That finds added, removed and modified rules,
  * widened/narrowed sets and a changed default. For reordered or modified
  * rules the search also starts from the conjunction of the changed rule's
  * term with each term of every other rule, which finds the requests two rules
@@ -33,9 +33,14 @@ export const DIFF_BUDGET = 20_000
 /** (changed rule, other rule) pairs looked at. */
 export const MAX_PAIRS = 1_000_000
 const MAX_STEPS = 8
+/** Solver calls per guided search. */
+const REACH_SOLVES = 24
 const MAX_TERMS_PER_RULE = 8
 
 const OPTS = { missing: "unknown" } as const
+
+/** "`dst.ip` is known": a term with it and without `dst.domain` gets an IP destination. */
+const ANY_IP: Lit = { m: { kind: "ip", field: "dst.ip", cidrs: [{ family: 4, addr: 0n, prefix: 0 }, { family: 6, addr: 0n, prefix: 0 }] }, neg: false }
 
 const decide = (p: PolicyIR, req: Request): Decision => {
   const o = evaluateReference(p, req, OPTS)
@@ -107,25 +112,34 @@ export const diffPolicies = (before: PolicyIR, after: PolicyIR, limit = 50): Rea
     return r.t === "sat" ? r.request : undefined
   }
 
-  /** A literal of the term of `d` that is true on `v`, whose negation keeps `base` satisfiable. */
-  const avoid = (d: RuleIR, v: RequestView, base: Term): Lit | undefined => {
+  /**
+   * Ways to avoid `d` on `v`: negate a literal of its term that is true there,
+   * or, when that term tests the domain the witness only has by default, make
+   * the destination an IP address (the domain is then unknown).
+   */
+  const avoidOptions = (d: RuleIR, v: RequestView, base: Term): ReadonlyArray<Lit> => {
     for (const dt of termsOf(d)) {
       if (!dt.every((l) => litTrue(l, v))) continue
-      for (const l of dt) {
-        if (budget <= 0) return undefined
-        if (solve([...base, flip(l)]) !== undefined) return flip(l)
-      }
-      return undefined
+      const byDomain = dt.some((l) => l.m.field === "dst.domain") && !base.some((l) => l.m.field === "dst.domain")
+      return byDomain ? [...dt.map(flip), ANY_IP] : dt.map(flip)
     }
-    return undefined
+    return []
   }
 
-  /** Guided search from `term` of `target` (a rule of `own`), against `other`. */
+  /**
+   * Guided search from `term` of `target` (a rule of `own`), against `other`:
+   * a depth-first search over "avoid the rule that took the request" steps.
+   * While `own` decides by an earlier rule, avoid it; once `target` decides,
+   * record any difference and avoid the other version's decider to find the
+   * next (before, after) pair.
+   */
   const reach = (own: PolicyIR, other: PolicyIR, target: RuleIR, term: Term): void => {
-    const extras: Array<Lit> = []
-    for (let step = 0; step < MAX_STEPS && !full(); step++) {
-      const base = [...term, ...extras]
-      const w = solve(base)
+    // The default is reached only by avoiding every rule: it gets a larger share.
+    let local = target.kind === "default" ? 4 * REACH_SOLVES : REACH_SOLVES
+    const go = (extras: ReadonlyArray<Lit>, depth: number): void => {
+      if (depth >= MAX_STEPS || local <= 0 || full()) return
+      local--
+      const w = solve([...term, ...extras])
       if (w === undefined) return
       const key = JSON.stringify(w)
       const dOwn = decide(own, w)
@@ -138,16 +152,12 @@ export const diffPolicies = (before: PolicyIR, after: PolicyIR, limit = 50): Rea
           if (!found.has(pair)) found.set(pair, { request: w, before: b, after: a })
         }
       }
-      // Taken earlier in its own version: avoid that rule. Same in both: avoid the other version's decider.
-      let blocker: RuleIR | undefined
-      if (dOwn.rule !== target.name || dOwn.ruleKind !== target.kind) blocker = findRule(own, dOwn)
-      else if (sameDecision(dOwn, dOther)) blocker = findRule(other, dOther)
-      else return
+      const takenEarlier = dOwn.rule !== target.name || dOwn.ruleKind !== target.kind
+      const blocker = takenEarlier ? findRule(own, dOwn) : findRule(other, dOther)
       if (blocker === undefined || blocker.kind === "default") return
-      const lit = avoid(blocker, view(w, OPTS), base)
-      if (lit === undefined) return
-      extras.push(lit)
+      for (const lit of avoidOptions(blocker, view(w, OPTS), [...term, ...extras])) go([...extras, lit], depth + 1)
     }
+    go([], 0)
   }
 
   // Only changed rules (and the defaults) can start a difference: a request
