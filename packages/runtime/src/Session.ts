@@ -12,7 +12,8 @@
  *
  * Close line fields: `id listener protocol src user dst dst_ip (as connected)
  * rule action bytes_up bytes_down duration_ms outcome error tags` plus the
- * handler's `note`s. Never a password (authenticate's arguments are not kept).
+ * handler's `note`s (a noted `outcome` replaces the runtime's). Bytes are summed
+ * over every outbound socket of the connection (relayed or forwarded). Never a password (authenticate's arguments are not kept).
  */
 import type { Socket } from "node:net"
 import { Deferred, Effect } from "effect"
@@ -107,6 +108,10 @@ export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effe
 
     const finish = Effect.sync(() => {
       endHandshake()
+      // Bytes exchanged with destinations, from the sockets themselves (relay or a handler's own forwarding).
+      for (const s of sockets) {
+        if (s !== client) { bytesUp += s.bytesWritten; bytesDown += s.bytesRead }
+      }
       for (const s of sockets) {
         if (s === client && outcome !== "shutdown" && !s.destroyed && s.writableLength > 0) closeAfterFlush(s)
         else s.destroy()
@@ -206,14 +211,15 @@ export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effe
           const mod = lastDecided?.decision.modifiers.find((m) => m.k === "idle")
           const idle = mod?.k === "idle" ? mod.ms : env.listener.idleMs
           return relay(c, upstream, idle).pipe(Effect.map((r) => {
-            bytesUp += r.bytesUp
-            bytesDown += r.bytesDown
             if (r.end === "idle") outcome = "idle-timeout"
             return { bytesUp: r.bytesUp, bytesDown: r.bytesDown }
           }))
         },
         note: (fields) => {
-          for (const k of Object.keys(fields)) line[k] = fields[k]
+          for (const k of Object.keys(fields)) {
+            if (k === "outcome" && typeof fields[k] === "string") outcome = fields[k]
+            else line[k] = fields[k]
+          }
         },
       }
       const r = yield* handler.handle(client, ctx).pipe(
