@@ -3,7 +3,7 @@ import type { Span } from "../src/Ast.ts"
 import type { Cond, PolicyIR, Program, Request, RuleIR, TestIR } from "../src/Ir.ts"
 import { parseCidr } from "../src/Ip.ts"
 import { evaluateReference } from "../src/Reference.ts"
-import { formatAction, mismatch, runTests } from "../src/TestRunner.ts"
+import { explainCommand, formatAction, mismatch, runTests } from "../src/TestRunner.ts"
 
 const span = (line: number): Span => ({ file: "t.rules", start: { offset: 0, line, column: 1 }, end: { offset: 1, line, column: 2 } })
 
@@ -76,6 +76,7 @@ describe("runTests", () => {
     expect(x001.span.start.line).toBe(10)
     expect(x001.notes?.[0]?.message).toBe("decided by rule `ads` of policy `main`")
     expect(x001.notes?.[0]?.span?.start.line).toBe(3)
+    expect(x001.hint).toBe("to see every rule it visits, run: proxyd explain t.rules --policy main connect ads.example:443")
   })
 
   it("compares messages, targets and rule names", () => {
@@ -108,6 +109,7 @@ describe("runTests", () => {
     expect(x010).toHaveLength(1)
     expect(x010[0]!.severity).toBe("warning")
     expect(x010[0]!.message).toBe("no test reaches rules `loopback`, `ads`, `corp`, `onion`, `old` of policy `main`")
+    expect(x010[0]!.span.start.line).toBe(2) // the first rule no test reaches
   })
 
   it("reports no coverage when the program has no tests", () => {
@@ -153,5 +155,18 @@ describe("mismatch and formatAction", () => {
     expect(formatAction({ k: "block", message: 'say "hi"' })).toBe('block "say \\"hi\\""')
     expect(formatAction({ k: "tor" })).toBe("tor")
     expect(formatAction({ k: "via", target: "x", targetKind: "chain" })).toBe("via x")
+  })
+})
+
+describe("explainCommand", () => {
+  it("reproduces every part of a test's request as proxyd explain flags", () => {
+    const t = test("x", {
+      dstHost: "::1", dstPort: 80, command: "udp", srcIp: "10.0.0.1", srcPort: 5353, user: "bob smith", groups: ["ops"], listener: "l",
+      protocol: "socks5", auth: "none", time: Date.UTC(2026, 2, 1, 23), facts: { "dst.country": "DE", "dst.asn": 13335, "src.country": null },
+    }, { k: "allow" })
+    expect(explainCommand(t)).toBe(
+      "proxyd explain t.rules --policy main --src 10.0.0.1:5353 --user 'bob smith' --group ops --listener l --protocol socks5 --auth none " +
+      "--at 2026-03-01T23:00:00.000Z --fact dst.country=DE --fact dst.asn=13335 udp [::1]:80",
+    )
   })
 })
