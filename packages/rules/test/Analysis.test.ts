@@ -81,6 +81,13 @@ describe("witness", () => {
       and(m({ kind: "domain", field: "dst.domain", patterns: [{ t: "sub", d: "ads.example" }] }), m({ kind: "ip", field: "dst.ip", cidrs: [cidr("2001:db8::/64")] })),
       and(m({ kind: "enum", field: "auth", values: ["none"] }), m({ kind: "string", field: "user", patterns: [{ t: "glob", g: "svc-*" }] })),
       m({ kind: "ip", field: "dst.ip", cidrs: [cidr("::1/128")] }),
+      and(
+        m({ kind: "group", field: "group", values: ["admins"] }), m({ kind: "group", field: "group", values: ["x y"] }),
+        m({ kind: "string", field: "user", patterns: [{ t: "exact", s: "a b" }] }),
+        m({ kind: "enum", field: "command", values: ["udp"] }), m({ kind: "enum", field: "protocol", values: ["socks5"] }),
+        m({ kind: "country", field: "src.country", values: ["NL"] }), m({ kind: "asn", field: "dst.asn", values: [13335] }),
+        m({ kind: "time", field: "time", days: 0b0100000, windows: [[1320, 120]], tz: "Europe/Berlin" }),
+      ),
     ]
     for (const c of conds) {
       const w = witness(c)!
