@@ -46,6 +46,8 @@ export const WORK_BUDGET = 12_000_000
 const SOLVE_COST = 50
 /** Term pairs solved per rule when looking for an overlap. */
 const MAX_OVERLAP_SOLVES = 32
+/** Covering rules named in an L051 message (the rest are counted). */
+const MAX_CITED = 3
 /** Earlier one-literal conditions tried together for a union cover. */
 const MAX_UNION = 32
 
@@ -213,9 +215,11 @@ const toDiagnostic = (policy: PolicyIR, f: Finding): Diagnostic => {
       const anyGuard = f.by.some((e) => e.kind === "guard")
       const first = f.by[0]!
       const why = anyGuard && f.by.length === 1 ? "the guard blocks every request it matches" : "every request it matches is decided earlier"
-      return warning("L051", `rule \`${r.name}\` is shadowed by ${listOf(f.by.map(cite))}: ${why}; e.g. ${formatRequest(f.request!)}`, span, {
+      const shown = f.by.slice(0, MAX_CITED).map(cite)
+      if (f.by.length > MAX_CITED) shown.push(`${f.by.length - MAX_CITED} more`)
+      return warning("L051", `rule \`${r.name}\` is shadowed by ${listOf(shown)}: ${why}; e.g. ${formatRequest(f.request!)}`, span, {
         hint: anyGuard ? `remove it, or narrow ${f.by.length === 1 ? `guard \`${first.name}\`` : "the guards"}` : `move it above \`${first.name}\` or remove it`,
-        notes: f.by.flatMap(hereNote),
+        notes: f.by.slice(0, MAX_CITED).flatMap(hereNote),
       })
     }
     case "L052": {

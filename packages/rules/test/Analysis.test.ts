@@ -158,6 +158,18 @@ describe("analyzePolicy", () => {
     }])
   })
 
+  it("L051: a union of many rules names three of them and counts the rest", () => {
+    const p = policyOf([
+      ...Array.from({ length: 5 }, (_, i) => `  rule p${i} when dst.port in ${i * 10 + 1}..${i * 10 + 10} -> block`),
+      `  rule all when dst.port in 1..50 -> allow`,
+    ].join("\n"))
+    const ds = analyzePolicy(p)
+    expect(ds.map((d) => `${d.code} ${d.message}`)).toEqual([
+      "L051 rule `all` is shadowed by rule `p0` (line 2), rule `p1` (line 3), rule `p2` (line 4) and 2 more: every request it matches is decided earlier; e.g. connect example.com:1",
+    ])
+    expect(ds[0]!.notes!.length).toBe(3)
+  })
+
   it("L051: a guard that blocks every request of a rule", () => {
     const p = policyOf([
       `  guard no-ads when dst.domain in [.ads.example] -> block "ads"`,
