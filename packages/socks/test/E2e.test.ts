@@ -132,7 +132,7 @@ describe("the socks npm client", () => {
         destination: { host: "127.0.0.1", port: udp.address().port },
         timeout: 5000,
       })
-      const info = await new Promise<import("socks").SocksClientEstablishedEvent>((resolve, reject) => {
+      const info = await new Promise<{ socket: import("node:net").Socket; remoteHost?: { host: string; port: number } }>((resolve, reject) => {
         client.on("established", resolve)
         client.on("error", reject)
         client.connect()
