@@ -101,11 +101,15 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const open = new Map<string, Open>()
     const draining = new Set<Fiber.Fiber<void>>()
 
-    const viewFor = (o: Open) => (): PolicyView => {
-      const s = store.current()
-      const spec = s.listeners.find((l) => l.name === o.spec.name) ?? o.spec
+    // The listener's policy in the current state; a listener the current state
+    // no longer has keeps serving its open connections with the state they were accepted under.
+    const viewFor = (o: Open, accepted: PolicyStore.PolicyState) => (): PolicyView => {
+      const now = store.current()
+      const inNow = now.listeners.find((l) => l.name === o.spec.name)
+      const s = inNow === undefined ? accepted : now
+      const spec = inNow ?? o.spec
       const compiled = s.compiled.get(spec.policy)
-      if (compiled === undefined) throw new Error(`policy ${spec.policy} vanished`)
+      if (compiled === undefined) throw new Error(`policy ${spec.policy} is missing`)
       return {
         compiled,
         usergroups: s.program.usergroups,
@@ -143,7 +147,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
           const s = o.spec
           return serveConnection(socket, {
             listener: { name: s.name, kind: s.kind, handshakeMs: s.handshakeMs, idleMs: s.idleMs, connectMs: s.connectMs },
-            view: viewFor(o as Open),
+            view: viewFor(o as Open, store.current()),
             handlers: opts.handlers,
             resolver,
             registry,
