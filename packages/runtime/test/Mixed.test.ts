@@ -38,6 +38,21 @@ describe("mixed listener", () => {
     expect(s.connections()[0]).toMatchObject({ protocol: "socks5", outcome: "ok", bytes_up: 18, bytes_down: 18 })
   })
 
+  it("over the limit, a mixed listener sniffs the first byte to send that protocol's failure reply", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), "listen m = mixed 127.0.0.1:0 max-connections 1\npolicy default { default allow }\n")))
+    const held = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\n`)
+    expect(await held.waitText("OK ")).toBe(true)
+    for (const [first, protocol] of [["\x05", "socks5"], ["\x04", "socks4"], ["G", "http"]] as const) {
+      const c = await dial(s.port, first)
+      expect(await until(() => c.closed())).toBe(true)
+      expect(c.text()).toBe(`ERR limit ${protocol}\n`)
+    }
+    held.socket.write("held\n")
+    expect(await held.waitText("held\n")).toBe(true)
+    held.socket.end()
+  })
+
   it("a client that connects and sends nothing is closed by the handshake timeout", async () => {
     const s = track(await start(writeRules(tempDir(), "options { handshake-timeout 200ms }\n" + mixed)))
     const c = await dial(s.port)

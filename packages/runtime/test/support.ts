@@ -47,7 +47,7 @@ export const readLine = (s: net.Socket): Effect.Effect<string | undefined> =>
  */
 export const lineHandler = (protocol: ProtocolName): InboundHandler => ({
   protocol,
-  reject: (client) => { client.end("ERR limit\n") },
+  reject: (client) => { client.end(`ERR limit ${protocol}\n`) },
   handle: (client, ctx) => Effect.gen(function*() {
     let line = yield* readLine(client)
     if (line === undefined) return
