@@ -87,6 +87,7 @@ export const direct = (host: string, port: number, ctx: OutboundContext, address
   if (isOnion(bare)) return fail({ _tag: "DnsFailed", host: bare })
   const started = Date.now()
   return ctx.resolver.resolve(bare).pipe(
+    Effect.timeoutOrElse({ duration: ctx.connectTimeoutMs, orElse: () => fail({ _tag: "Timeout" }) }),
     Effect.flatMap((addrs) => {
       const list = addrs.map((a) => ({ address: a, family: familyOf(a) }))
       const lookup = (_h: string, o: { all?: boolean }, cb: (...args: Array<unknown>) => void): void => {

@@ -1,4 +1,6 @@
+import { spawn } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"
+import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { dial, localServer, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
 
@@ -63,6 +65,29 @@ describe("decisions against a real echo server", () => {
     expect(c.text()).toBe("ERR Refused\n")
     expect(await until(() => s.connections().length === 1)).toBe(true)
     expect(s.connections()[0]).toMatchObject({ outcome: "error", error: "Refused" })
+  })
+})
+
+describe("connect timeout", () => {
+  it("a destination that never answers the SYN fails with Timeout after connect-timeout", async () => {
+    // A stopped process whose accept queue is full: the kernel drops further SYNs.
+    const child = spawn(process.execPath, ["-e", "const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>console.log(s.address().port))"], { stdio: ["ignore", "pipe", "ignore"] })
+    cleanups.push(async () => { child.kill("SIGKILL") })
+    const port = await new Promise<number>((r) => child.stdout.once("data", (d: Buffer) => r(Number(String(d)))))
+    child.kill("SIGSTOP")
+    const fillers = [net.connect({ host: "127.0.0.1", port }), net.connect({ host: "127.0.0.1", port })]
+    cleanups.push(async () => { for (const f of fillers) f.destroy() })
+    for (const f of fillers) f.on("error", () => {})
+    await Promise.all(fillers.map((f) => new Promise((r) => { f.once("connect", r); setTimeout(r, 1_000) })))
+    const s = track(await start(writeRules(tempDir(), "options { connect-timeout 300ms }\n" + rules(1))))
+    const t0 = Date.now()
+    const c = await dial(s.port, `CONNECT 127.0.0.1 ${port}\n`)
+    expect(await until(() => c.closed(), 5_000)).toBe(true)
+    expect(c.text()).toBe("ERR Timeout\n")
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250)
+    expect(Date.now() - t0).toBeLessThan(3_000)
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ outcome: "error", error: "Timeout" })
   })
 })
 
