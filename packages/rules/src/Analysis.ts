@@ -10,9 +10,9 @@
  *  - L051: every satisfiable term `t` of rule R is covered by the guards and
  *    earlier rules: either one earlier condition has a term `e` with `t ⇒ e`
  *    (each literal of `e` is implied: its field is known whenever `t` is true
- *    and `t ∧ ¬literal` is unsatisfiable), or the union of earlier one-literal
- *    conditions on ports, addresses and enums covers it (`t ∧ ¬l1 ∧ … ∧ ¬lk`
- *    unsatisfiable). Only earlier conditions that are `true` on `t`'s witness
+ *    and `t ∧ ¬literal` is unsatisfiable), or a union of earlier terms covers
+ *    it: each reduced to the one literal `t` does not imply, `t ∧ ¬l1 ∧ … ∧ ¬lk`
+ *    is unsatisfiable (e.g. ports 1..100 and 101..200 cover 50..150). Only earlier conditions that are `true` on `t`'s witness
  *    are tried (a cheap filter: a cover must hold there too).
  *  - L052 (a heuristic, so that `check` stays quiet on ordinary policies):
  *    rule R and an earlier rule E with a different action are reported when
@@ -35,7 +35,7 @@ import type { Span } from "./Ast.ts"
 import { type Diagnostic, fileSpan, type Note, warning } from "./Diagnostic.ts"
 import type { ActionIR, Field, PolicyIR, Request, RuleIR } from "./Ir.ts"
 import { evalCond, evaluateReference, type RequestView, view } from "./Reference.ts"
-import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, mayIntersect, solveTerm, type Term } from "./Space.ts"
+import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, mayMeet, solveTerm, type Term } from "./Space.ts"
 import { dnfOf, formatRequest } from "./Witness.ts"
 
 export { findWitness, formatRequest, witness, type WitnessResult } from "./Witness.ts"
@@ -48,7 +48,8 @@ const SOLVE_COST = 50
 const MAX_OVERLAP_SOLVES = 32
 /** Covering rules named in an L051 message (the rest are counted). */
 const MAX_CITED = 3
-/** Earlier one-literal conditions tried together for a union cover. */
+/** Earlier terms reduced, and literals negated together, for one union cover. */
+const MAX_UNION_CHECKS = 32
 const MAX_UNION = 32
 
 interface SolvedTerm {
@@ -69,19 +70,17 @@ interface Entry {
   /** Some term could not be decided (or the DNF gave up). */
   readonly unknown: boolean
   readonly unsatFields: ReadonlyArray<Field>
-  /** One-literal terms on ports, addresses or enums, for union covers. */
-  readonly singles: ReadonlyArray<Lit>
 }
 
 const OPTS = { missing: "unknown" } as const
 const FIELDS: ReadonlyArray<Field> = ["src.ip", "dst.ip", "src.port", "dst.port", "dst.domain", "user", "group", "listener", "protocol", "command", "auth", "src.country", "dst.country", "src.asn", "dst.asn", "time"]
 const FIELD_BIT: ReadonlyMap<Field, number> = new Map(FIELDS.map((f, i) => [f, 1 << i]))
-const UNION_KINDS: ReadonlySet<string> = new Set(["port", "ip", "enum"])
+const ALWAYS_KNOWN_MASK = [...ALWAYS_KNOWN].reduce((m, f) => m | FIELD_BIT.get(f)!, 0)
 
 const prepare = (rule: RuleIR): Entry => {
   const dnf = dnfOf(rule.cond)
   const action = actionKey(rule.action)
-  if (!dnf.ok) return { rule, action, terms: undefined, sat: [], unknown: true, unsatFields: [], singles: [] }
+  if (!dnf.ok) return { rule, action, terms: undefined, sat: [], unknown: true, unsatFields: [] }
   const sat: Array<SolvedTerm> = []
   const unsatFields: Array<Field> = []
   let unknown = false
@@ -96,8 +95,7 @@ const prepare = (rule: RuleIR): Entry => {
     else if (r.t === "unsat") { if (!unsatFields.includes(r.field)) unsatFields.push(r.field) }
     else unknown = true
   }
-  const singles = dnf.terms.filter((t) => t.length === 1 && UNION_KINDS.has(t[0]!.m.kind)).map((t) => t[0]!)
-  return { rule, action, terms: dnf.terms, sat, unknown, unsatFields, singles }
+  return { rule, action, terms: dnf.terms, sat, unknown, unsatFields }
 }
 
 const termImplies = (t: SolvedTerm, e: Term): boolean => e.every((l) => implies(t.term, t.fields, l))
@@ -175,7 +173,7 @@ export const findings = (policy: PolicyIR): ReadonlyArray<Finding> => {
     // Which earlier conditions are true on each of R's term witnesses.
     const trueOn = r.sat.map((t) => earlier.map((e) => evalCond(e.rule.cond, t.view) === "true"))
 
-    const shadow = r.unknown ? undefined : shadowedBy(r, earlier, trueOn)
+    const shadow = r.unknown ? undefined : shadowedBy(r, earlier, trueOn, meter)
     if (shadow !== undefined) {
       const w = r.sat[0]!.request
       const d = evaluateReference(policy, w, OPTS)
@@ -237,7 +235,7 @@ const toDiagnostic = (policy: PolicyIR, f: Finding): Diagnostic => {
 }
 
 /** The earlier entries that together cover every satisfiable term of `r`, or undefined. */
-const shadowedBy = (r: Entry, earlier: ReadonlyArray<Entry>, trueOn: ReadonlyArray<ReadonlyArray<boolean>>): ReadonlyArray<Entry> | undefined => {
+const shadowedBy = (r: Entry, earlier: ReadonlyArray<Entry>, trueOn: ReadonlyArray<ReadonlyArray<boolean>>, meter: { work: number }): ReadonlyArray<Entry> | undefined => {
   const used: Array<Entry> = []
   for (let ti = 0; ti < r.sat.length; ti++) {
     const t = r.sat[ti]!
@@ -250,41 +248,40 @@ const shadowedBy = (r: Entry, earlier: ReadonlyArray<Entry>, trueOn: ReadonlyArr
       if (!used.includes(cover)) used.push(cover)
       continue
     }
-    const union = unionCover(t, earlier)
+    // A cover (single or union) also covers t's own witness: something earlier must be true there.
+    if (!trueOn[ti]!.some((x) => x)) return undefined
+    const union = unionCover(t, earlier, meter)
     if (union === undefined) return undefined
     for (const e of union) if (!used.includes(e)) used.push(e)
   }
   return used
 }
 
-/** Earlier one-literal conditions on ports/addresses/enums whose union covers `t`. */
-const unionCover = (t: SolvedTerm, earlier: ReadonlyArray<Entry>): ReadonlyArray<Entry> | undefined => {
+/**
+ * Earlier terms whose union covers `t`. Each earlier term that can meet `t`
+ * and tests only fields `t` makes known is reduced to the literals `t` does not
+ * imply; when one literal is left, "that literal is not true" is "its negation
+ * is true" (the field is known), so `t` is covered when `t ∧ ¬l1 ∧ … ∧ ¬lk` is
+ * impossible.
+ */
+const unionCover = (t: SolvedTerm, earlier: ReadonlyArray<Entry>, meter: { work: number }): ReadonlyArray<Entry> | undefined => {
   const flips: Array<Lit> = []
   const from: Array<Entry> = []
+  const known = t.mask | ALWAYS_KNOWN_MASK
+  let checks = 0
   for (const e of earlier) {
-    for (const l of e.singles) {
-      if (!t.fields.has(l.m.field) && !ALWAYS_KNOWN.has(l.m.field)) continue
-      if (!l.neg && !(t.fields.get(l.m.field) ?? []).every((x) => x.neg || mayIntersect(x.m, l.m))) continue
-      if (flips.length === MAX_UNION) return undefined
-      flips.push(flip(l))
+    for (const et of e.sat) {
+      if ((et.mask & ~known) !== 0 || !mayMeet(t.term, et.term)) continue
+      if (++checks > MAX_UNION_CHECKS || flips.length === MAX_UNION) return undefined
+      meter.work += SOLVE_COST * et.term.length
+      const rest = et.term.filter((l) => !implies(t.term, t.fields, l))
+      if (rest.length !== 1) continue
+      flips.push(flip(rest[0]!))
       if (!from.includes(e)) from.push(e)
     }
   }
   if (flips.length === 0) return undefined
   return solveTerm([...t.term, ...flips]).t === "unsat" ? from : undefined
-}
-
-/** Cheap test on positive literals of the fields both terms test: can they hold together? (`true` when unsure.) */
-const compatible = (a: SolvedTerm, b: SolvedTerm): boolean => {
-  for (const [f, lits] of a.fields) {
-    const other = b.fields.get(f)
-    if (other === undefined) continue
-    for (const x of lits) {
-      if (x.neg) continue
-      for (const y of other) if (!y.neg && !mayIntersect(x.m, y.m)) return false
-    }
-  }
-  return true
 }
 
 const overlapWith = (policy: PolicyIR, r: Entry, nGuards: number, earlier: ReadonlyArray<Entry>, meter: { work: number }): { readonly e: Entry; readonly request: Request } | undefined => {
@@ -295,7 +292,7 @@ const overlapWith = (policy: PolicyIR, r: Entry, nGuards: number, earlier: Reado
     let found: Request | undefined
     for (const rt of r.sat) {
       for (const et of e.sat) {
-        if ((rt.mask & et.mask) === 0 || !compatible(rt, et)) continue
+        if ((rt.mask & et.mask) === 0 || !mayMeet(rt.term, et.term)) continue
         if (solves++ === MAX_OVERLAP_SOLVES) return undefined
         // A solve and a reference evaluation (as long as the policy).
         meter.work += earlier.length

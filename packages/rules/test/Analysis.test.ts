@@ -158,6 +158,18 @@ describe("analyzePolicy", () => {
     }])
   })
 
+  it("L051: a union of earlier rules that share the rest of the condition", () => {
+    const p = policyOf([
+      `  rule a when user == alice and dst.port in 1..100 -> block`,
+      `  rule b when dst.port in 101..200 and user in [alice, bob] -> block`,
+      `  rule c when user == alice and dst.port in 50..150 and command connect -> allow`,
+      `  rule d when user == carol and dst.port in 50..150 -> allow`,
+    ].join("\n"))
+    expect(brief(p).map((d) => `${d.code} ${d.message}`)).toEqual([
+      "L051 rule `c` is shadowed by rule `a` (line 2) and rule `b` (line 3): every request it matches is decided earlier; e.g. connect example.com:80 user alice",
+    ])
+  })
+
   it("L051: a union of many rules names three of them and counts the rest", () => {
     const p = policyOf([
       ...Array.from({ length: 5 }, (_, i) => `  rule p${i} when dst.port in ${i * 10 + 1}..${i * 10 + 10} -> block`),
