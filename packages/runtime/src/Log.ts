@@ -48,8 +48,9 @@ const redact = (fields: Readonly<Record<string, unknown>>): Record<string, unkno
   return out
 }
 
+// Anything but printable ASCII (spaces, quotes, `=`, control bytes, escapes) is quoted and escaped.
 const prettyValue = (v: unknown): string =>
-  typeof v === "string" ? (/[\s"=]/.test(v) || v === "" ? JSON.stringify(v) : v) : JSON.stringify(v)
+  typeof v === "string" ? (/^[\x21-\x7e]+$/.test(v) && !/["=]/.test(v) ? v : JSON.stringify(v)) : JSON.stringify(v)
 
 export const make = (opts: LogOptions = {}): Log => {
   const level = opts.level ?? "info"

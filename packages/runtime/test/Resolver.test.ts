@@ -65,6 +65,8 @@ describe("Log", () => {
     const p = Log.make({ level: "debug", format: "pretty", write: (l) => lines.push(l) })
     p.warn("reload failed", { file: "a b.rules", n: 2 })
     expect(lines[1]).toMatch(/ WARN  reload failed file="a b.rules" n=2$/)
+    p.info("x", { dst: "evil\x1b[31m.example" })
+    expect(lines[2]).toContain('dst="evil\\u001b[31m.example"')
     expect(lines.join("\n")).not.toContain("hunter2")
   })
 })

@@ -150,6 +150,22 @@ describe("direct connections by name", () => {
     expect(s.connections()[0]!["dst_ip"]).toBeUndefined()
   })
 
+  it("when the policy needed the address and the lookup failed, the connection fails without a second lookup", async () => {
+    const s = track(await start(writeRules(tempDir(), `
+listen t = http 127.0.0.1:0
+policy default {
+  guard private when dst.ip in [10.0.0.0/8] -> block "private"
+  default allow
+}
+`)))
+    const c = await dial(s.port, "CONNECT no-such-name.invalid 80\n")
+    expect(await until(() => c.closed())).toBe(true)
+    expect(c.text()).toBe("ERR DnsFailed\n")
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ rule: "default", outcome: "error", error: "DnsFailed: no-such-name.invalid" })
+    expect(s.connections()[0]!["dst_ip"]).toBeUndefined()
+  })
+
   it("a redirect to a .onion name is never resolved", async () => {
     const s = track(await start(writeRules(tempDir(), `
 listen t = http 127.0.0.1:0
