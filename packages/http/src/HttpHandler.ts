@@ -27,7 +27,7 @@
  *   short reason on outbound failure, then close.
  */
 import type { Socket } from "node:net"
-import { Effect, Result } from "effect"
+import { Effect, Fiber, Result } from "effect"
 import { Errors, type Inbound } from "@proxyd/runtime"
 import * as H from "./HttpHead.ts"
 import { copyBody } from "./Forward.ts"
@@ -130,7 +130,34 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         return false
       })
 
-    /** One forwarded exchange; true when the client connection can carry another request. */
+    /** Reads the response (interim ones too) and streams it to the client; true when the client connection can go on, a failure to answer otherwise. */
+    const respond = (req: H.ProxyRequest, up: Upstream) =>
+      Effect.gen(function*() {
+        for (let interim = 0; interim < 16; interim++) {
+          const r = yield* readMessage(up.socket, up.reader, H.parseResponseHead)
+          if (r.k !== "ok") return { status: 502, message: r.k === "eof" ? "upstream closed without a response" : `bad upstream response: ${r.message}` }
+          const res = r.value
+          if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported" }
+          const framing = H.responseFraming(req.head.method, res)
+          const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
+          const final = res.status >= 200
+          const keep = final ? req.keepAlive && framing.k !== "close" : true
+          const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
+          if (!(yield* write(client, out))) return false
+          if (!final) continue
+          ctx.note({ status: res.status })
+          const got = yield* copyBody(up.socket, up.reader, client, framing)
+          if (got !== "done" || upstreamCloses) dropUpstream()
+          return got === "done" && keep
+        }
+        return { status: 502, message: "too many interim responses" }
+      })
+
+    /**
+     * One forwarded exchange; true when the client connection can carry another request.
+     * The request body is copied in its own fiber while the response is read, so
+     * `Expect: 100-continue` and early responses work.
+     */
     const forward = (reader: ByteReader, req: H.ProxyRequest) =>
       Effect.gen(function*() {
         const c = yield* decideAndConnect(req)
@@ -138,38 +165,25 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         const up = c.up
         const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\n${H.serializeHeaders(H.endToEnd(req.head.headers))}\r\n`
         if (!(yield* write(up.socket, head))) return yield* fail(502, "upstream connection failed")
-        const sent = yield* copyBody(client, reader, up.socket, req.framing)
-        if (sent === "source-error") {
+        const body = yield* Effect.forkChild(copyBody(client, reader, up.socket, req.framing).pipe(
+          Effect.tap((r) => Effect.sync(() => {
+            if (r !== "done") up.socket.destroy()
+          })),
+        ))
+        const answered = yield* respond(req, up)
+        if (typeof answered === "object") {
+          yield* Fiber.interrupt(body)
+          return yield* fail(answered.status, answered.message)
+        }
+        const sent = yield* Fiber.join(body).pipe(
+          Effect.timeoutOrElse({ duration: 5000, orElse: () => Effect.as(Fiber.interrupt(body), "timeout" as const) }),
+        )
+        if (!answered || sent !== "done") {
           dropUpstream()
           client.destroy()
           return false
         }
-        if (sent === "sink-error") return yield* fail(502, "upstream connection failed")
-        for (let interim = 0; interim < 16; interim++) {
-          const r = yield* readMessage(up.socket, up.reader, H.parseResponseHead)
-          if (r.k !== "ok") return yield* fail(502, r.k === "eof" ? "upstream closed without a response" : `bad upstream response: ${r.message}`)
-          const res = r.value
-          const framing = H.responseFraming(req.head.method, res)
-          if (res.status === 101) return yield* fail(502, "protocol upgrades are not supported")
-          const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
-          const final = res.status >= 200
-          const keep = final ? req.keepAlive && framing.k !== "close" : true
-          const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
-          if (!(yield* write(client, out))) {
-            dropUpstream()
-            return false
-          }
-          if (!final) continue
-          ctx.note({ status: res.status })
-          const got = yield* copyBody(up.socket, up.reader, client, framing)
-          if (got !== "done" || upstreamCloses) dropUpstream()
-          if (got !== "done") {
-            client.destroy()
-            return false
-          }
-          return keep
-        }
-        return yield* fail(502, "too many interim responses")
+        return true
       })
 
     return Effect.gen(function*() {

@@ -78,6 +78,7 @@ describe("curl through the SOCKS listeners", () => {
     const logs = proxyd.log.lines.join("\n")
     expect(logs).not.toContain("pa:ss word")
     expect(logs).not.toContain("nope")
+    for (let i = 0; i < 100 && !proxyd.connections().some((l) => l["user"] === "alice"); i++) await new Promise((res) => setTimeout(res, 20))
     expect(proxyd.connections().some((l) => l["user"] === "alice")).toBe(true)
   })
 
