@@ -1,6 +1,7 @@
 /** Test helpers: a raw TCP client that reads exact byte counts, and small local servers (echo, UDP echo). */
 import { connect, createServer, type Server, type Socket } from "node:net"
 import { createSocket, type Socket as UdpSocket } from "node:dgram"
+import { createHash, randomBytes } from "node:crypto"
 
 export interface RawClient {
   readonly socket: Socket
@@ -120,4 +121,57 @@ export const ipv6Available = (): Promise<boolean> =>
     const s = createServer()
     s.once("error", () => resolve(false))
     s.listen({ host: "::1", port: 0 }, () => s.close(() => resolve(true)))
+  })
+
+/** Writes `total` random bytes to `s` (with backpressure), ends it, and resolves with their sha256. */
+export const sendRandom = (s: Socket, total: number): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const hash = createHash("sha256")
+    let left = total
+    const pump = () => {
+      while (left > 0) {
+        const chunk = randomBytes(Math.min(left, 256 * 1024))
+        left -= chunk.length
+        hash.update(chunk)
+        if (!s.write(chunk)) return void s.once("drain", pump)
+      }
+      s.end(() => resolve(hash.digest("hex")))
+    }
+    s.once("error", reject)
+    pump()
+  })
+
+/** Resolves with the sha256 and length of everything `s` delivers until its end. */
+export const hashUntilEnd = (s: Socket): Promise<{ hash: string; bytes: number }> =>
+  new Promise((resolve, reject) => {
+    const hash = createHash("sha256")
+    let bytes = 0
+    s.on("data", (d: Buffer) => {
+      hash.update(d)
+      bytes += d.length
+    })
+    s.once("end", () => resolve({ hash: hash.digest("hex"), bytes }))
+    s.once("error", reject)
+  })
+
+/** A TCP server that hashes what each client sends and sends `total` random bytes back; `results` holds one entry per connection. */
+export const hashServer = (total: number): Promise<TestServer & { readonly results: Array<Promise<{ received: { hash: string; bytes: number }; sent: string }>> }> =>
+  new Promise((resolve) => {
+    const results: Array<Promise<{ received: { hash: string; bytes: number }; sent: string }>> = []
+    const sockets = new Set<Socket>()
+    const server = createServer({ allowHalfOpen: true }, (s) => {
+      sockets.add(s)
+      s.once("close", () => sockets.delete(s))
+      results.push(Promise.all([hashUntilEnd(s), sendRandom(s, total)]).then(([received, sent]) => ({ received, sent })))
+    })
+    server.listen({ host: "127.0.0.1", port: 0 }, () => {
+      const a = server.address()
+      resolve({
+        server, peers: [], results, port: typeof a === "object" && a !== null ? a.port : 0,
+        close: () => new Promise((r) => {
+          for (const s of sockets) s.destroy()
+          server.close(() => r())
+        }),
+      })
+    })
   })
