@@ -3,7 +3,7 @@ import { Agent, createServer as createHttpServer, type IncomingHttpHeaders, requ
 import { createServer as createTcpServer } from "node:net"
 import { httpHandler } from "../src/HttpHandler.ts"
 import { type Harness, start } from "./Harness.ts"
-import { closedPort, echoServer, rawClient } from "./Net.ts"
+import { closedPort, echoServer, ipv6Available, rawClient } from "./Net.ts"
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -168,6 +168,39 @@ describe("HttpHandler", () => {
     expect((await c.read(est.length)).toString()).toBe(est)
     expect((await c.read(10)).toString()).toBe("echo:early")
     expect(h.sessions[0]!.decided[0]!.request).toMatchObject({ dstHost: "localhost", dstPort: e.port, protocol: "http", command: "connect" })
+  })
+
+  it("CONNECT to [v6]:port on an IPv6 listener", async (ctx) => {
+    if (!(await ipv6Available())) return ctx.skip("no ::1 on this machine")
+    const e = await echoServer("::1")
+    cleanups.push(() => e.close())
+    const h = await harness(httpHandler, { host: "::1" })
+    const c = await rawClient(h.port, "::1")
+    cleanups.push(() => void c.socket.destroy())
+    c.send(`CONNECT [::1]:${e.port} HTTP/1.1\r\nHost: [::1]:${e.port}\r\n\r\n`)
+    const est = "HTTP/1.1 200 Connection established\r\n\r\n"
+    expect((await c.read(est.length)).toString()).toBe(est)
+    c.send("v6")
+    expect((await c.read(7)).toString()).toBe("echo:v6")
+    expect(h.sessions[0]!.decided[0]!.request.dstHost).toBe("::1")
+  })
+
+  it("HTTP/1.0 requests without Host are forwarded and the connection closes after the response", async () => {
+    const o = await origin("A")
+    const h = await harness(httpHandler)
+    const c = await raw(h.port, `GET http://127.0.0.1:${o.port}/old HTTP/1.0\r\n\r\n`)
+    const all = (await c.readToEnd()).toString()
+    expect(all).toMatch(/^HTTP\/1\.1 200 OK\r\n/)
+    expect(all).toContain("Connection: close\r\n")
+    expect(all.endsWith("A GET /old ")).toBe(true)
+  })
+
+  it("a client that sends nothing is closed after the handshake timeout", async () => {
+    const h = await harness(httpHandler, { handshakeTimeoutMs: 200 })
+    const c = await raw(h.port, "")
+    const t0 = Date.now()
+    expect((await c.readToEnd(2000)).length).toBe(0)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(150)
   })
 
   const status = async (h: Harness, text: string | Buffer) => {

@@ -208,12 +208,16 @@ describe("Socks5Handler", () => {
     udp.send(C.encodeUdp("127.0.0.1", target.port, Buffer.from("hi")), relay.value.port, "127.0.0.1")
     for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20))
     expect(got.length).toBe(1)
+    udp.send(C.encodeUdp("127.0.0.1", target.port, Buffer.from("again")), relay.value.port, "127.0.0.1")
+    for (let i = 0; i < 100 && got.length === 1; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(got.length).toBe(2)
     const d = C.parseUdp(got[0]!)
     expect(d).toMatchObject({ k: "ok", value: { host: "127.0.0.1", port: target.port, frag: 0 } })
     expect((d as { value: C.UdpDatagram }).value.data.toString()).toBe("udp:hi")
     await new Promise((r) => setTimeout(r, 50))
     expect(blockedHits).toBe(0)
-    expect(h.sessions[0]!.decided.map((x) => x.request.command)).toEqual(["udp", "udp"])
+    // one decision per destination for the association's life
+    expect(h.sessions[0]!.decided.map((x) => [x.request.command, x.request.dstPort])).toEqual([["udp", blockedTarget.port], ["udp", target.port]])
     expect(associations("127.0.0.1")).toBe(1)
     c.socket.end()
     await c.closed
