@@ -106,13 +106,13 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         const a = decided.decision.action
         if (a.k === "block") return { error: { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) } as Errors.OutboundReason }
         const key = actionKey(decided, req.target)
-        if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream }
+        if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream, reused: true }
         dropUpstream()
         const r = yield* Effect.result(ctx.connect(decided))
         if (Result.isFailure(r)) return { error: r.failure.reason }
         upstream = { key, socket: r.success.socket, reader: new ByteReader() }
         r.success.socket.on("error", () => {})
-        return { up: upstream }
+        return { up: upstream, reused: false }
       })
 
     const tunnel = (reader: ByteReader, req: H.ProxyRequest) =>
@@ -135,9 +135,10 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
       Effect.gen(function*() {
         for (let interim = 0; interim < 16; interim++) {
           const r = yield* readMessage(up.socket, up.reader, H.parseResponseHead)
-          if (r.k !== "ok") return { status: 502, message: r.k === "eof" ? "upstream closed without a response" : `bad upstream response: ${r.message}` }
+          if (r.k === "eof") return { status: 502, message: "upstream closed without a response", stale: interim === 0 && up.reader.size === 0 }
+          if (r.k !== "ok") return { status: 502, message: `bad upstream response: ${r.message}`, stale: false }
           const res = r.value
-          if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported" }
+          if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported", stale: false }
           const framing = H.responseFraming(req.head.method, res)
           const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
           const final = res.status >= 200
@@ -150,15 +151,17 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
           if (got !== "done" || upstreamCloses) dropUpstream()
           return got === "done" && keep
         }
-        return { status: 502, message: "too many interim responses" }
+        return { status: 502, message: "too many interim responses", stale: false }
       })
 
     /**
      * One forwarded exchange; true when the client connection can carry another request.
      * The request body is copied in its own fiber while the response is read, so
-     * `Expect: 100-continue` and early responses work.
+     * `Expect: 100-continue` and early responses work. A reused upstream that
+     * closes before answering a body-less request (the origin's keep-alive
+     * timer won the race) is replaced by a fresh connection once.
      */
-    const forward = (reader: ByteReader, req: H.ProxyRequest) =>
+    const forward = (reader: ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
       Effect.gen(function*() {
         const c = yield* decideAndConnect(req)
         if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
@@ -173,6 +176,10 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         const answered = yield* respond(req, up)
         if (typeof answered === "object") {
           yield* Fiber.interrupt(body)
+          if (answered.stale && c.reused && retry && req.framing.k === "none") {
+            dropUpstream()
+            return yield* forward(reader, req, false)
+          }
           return yield* fail(answered.status, answered.message)
         }
         const sent = yield* Fiber.join(body).pipe(

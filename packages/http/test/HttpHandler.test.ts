@@ -15,7 +15,7 @@ const harness = async (...args: Parameters<typeof start>): Promise<Harness> => {
   return h
 }
 
-interface Origin { readonly port: number; readonly seen: Array<{ method: string; url: string; headers: IncomingHttpHeaders; body: string; remotePort: number }> }
+interface Origin { readonly port: number; closeIdle(): void; readonly seen: Array<{ method: string; url: string; headers: IncomingHttpHeaders; body: string; remotePort: number }> }
 
 /** A local origin: `/chunked` answers in chunks, everything else answers `name method url body`. */
 const origin = async (name: string): Promise<Origin> => {
@@ -48,7 +48,7 @@ const origin = async (name: string): Promise<Origin> => {
     server.close(() => r())
   }))
   const a = server.address()
-  return { port: typeof a === "object" && a !== null ? a.port : 0, seen }
+  return { port: typeof a === "object" && a !== null ? a.port : 0, seen, closeIdle: () => server.closeIdleConnections() }
 }
 
 interface Res { status: number; headers: IncomingHttpHeaders; body: string; socketPort: number }
@@ -118,6 +118,45 @@ describe("HttpHandler", () => {
     expect(r5.body).toBe("C is blocked\n")
     expect(r5.socketPort).toBe(r1.socketPort)
     expect(blocked.seen.length).toBe(0)
+  })
+
+  it("a kept-alive upstream that the origin closed meanwhile is replaced transparently", async () => {
+    const o = await origin("A")
+    const h = await harness(httpHandler)
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    cleanups.push(() => agent.destroy())
+    const r1 = await viaProxy(h.port, `http://127.0.0.1:${o.port}/1`, { agent })
+    // the origin closes its idle side (node's keepAliveTimeout); the client connection to the proxy stays open
+    for (let i = 0; i < 50 && o.seen.length < 1; i++) await new Promise((r) => setTimeout(r, 10))
+    o.closeIdle()
+    await new Promise((r) => setTimeout(r, 100))
+    const r2 = await viaProxy(h.port, `http://127.0.0.1:${o.port}/2`, { agent })
+    expect([r1.status, r2.status, r2.body]).toEqual([200, 200, "A GET /2 "])
+    expect(r2.socketPort).toBe(r1.socketPort)
+    expect(o.seen[1]!.remotePort).not.toBe(o.seen[0]!.remotePort)
+  })
+
+  it("a reused upstream that closes instead of answering (keep-alive race) is retried once on a fresh connection", async () => {
+    let connections = 0
+    const server = createTcpServer((s) => {
+      const n = ++connections
+      let requests = 0
+      s.on("data", () => {
+        if (++requests === 1) s.write(`HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok${n}`)
+        else s.destroy()
+      })
+      s.on("error", () => {})
+    })
+    await new Promise<void>((r) => server.listen({ host: "127.0.0.1", port: 0 }, () => r()))
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())))
+    const port = (server.address() as { port: number }).port
+    const h = await harness(httpHandler)
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    cleanups.push(() => agent.destroy())
+    const r1 = await viaProxy(h.port, `http://127.0.0.1:${port}/1`, { agent })
+    const r2 = await viaProxy(h.port, `http://127.0.0.1:${port}/2`, { agent })
+    expect([r1.body, r2.status, r2.body]).toEqual(["ok1", 200, "ok2"])
+    expect(r2.socketPort).toBe(r1.socketPort)
   })
 
   it("HEAD and 204 responses have no body and keep the connection usable (pipelined requests)", async () => {
