@@ -23,8 +23,8 @@ import { ByteReader, closeWith, readMessage, write } from "./Wire.ts"
 export interface Socks5Options {
   /** How long BIND waits for the expected peer (default 60 s). */
   readonly bindTimeoutMs?: number
-  /** UDP associations open at once per client IP (default 16). */
-  readonly maxUdpAssociationsPerIp?: number
+  /** UDP associations open at once per client IP (default 16); a function is read at each association (follows reloads). */
+  readonly maxUdpAssociationsPerIp?: number | (() => number)
 }
 
 const replies: Replies = {
@@ -73,33 +73,37 @@ const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: ByteRead
     return req.value
   })
 
-export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => ({
-  protocol: "socks5",
-  reject: (client) => {
-    client.end(C.encodeMethod(C.METHOD_UNACCEPTABLE))
-  },
-  handle: (client, ctx) =>
-    Effect.gen(function*() {
-      const reader = new ByteReader()
-      const req = yield* handshake(client, ctx, reader).pipe(
-        Effect.timeoutOrElse({
-          duration: ctx.handshakeTimeoutMs,
-          orElse: () => reject(client, ctx, "handshake timeout"),
-        }),
-      )
-      if (req === undefined) return
-      const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
-      switch (req.cmd) {
-        case C.CMD_CONNECT:
-          return yield* serveConnect(client, ctx, reader, input("connect"), replies)
-        case C.CMD_BIND:
-          return yield* serveBind(client, ctx, reader, input("bind"), replies, options.bindTimeoutMs ?? 60_000)
-        case C.CMD_UDP:
-          return yield* serveUdpAssociate(client, ctx, req.port, options.maxUdpAssociationsPerIp ?? 16)
-        default:
-          return yield* reject(client, ctx, `command 0x${req.cmd.toString(16)} not supported`, C.encodeReply(C.REP.commandNotSupported))
-      }
-    }),
-})
+export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => {
+  const max = options.maxUdpAssociationsPerIp
+  const maxUdp = typeof max === "function" ? max : () => max ?? 16
+  return {
+    protocol: "socks5",
+    reject: (client) => {
+      client.end(C.encodeMethod(C.METHOD_UNACCEPTABLE))
+    },
+    handle: (client, ctx) =>
+      Effect.gen(function*() {
+        const reader = new ByteReader()
+        const req = yield* handshake(client, ctx, reader).pipe(
+          Effect.timeoutOrElse({
+            duration: ctx.handshakeTimeoutMs,
+            orElse: () => reject(client, ctx, "handshake timeout"),
+          }),
+        )
+        if (req === undefined) return
+        const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
+        switch (req.cmd) {
+          case C.CMD_CONNECT:
+            return yield* serveConnect(client, ctx, reader, input("connect"), replies)
+          case C.CMD_BIND:
+            return yield* serveBind(client, ctx, reader, input("bind"), replies, options.bindTimeoutMs ?? 60_000)
+          case C.CMD_UDP:
+            return yield* serveUdpAssociate(client, ctx, req.port, maxUdp())
+          default:
+            return yield* reject(client, ctx, `command 0x${req.cmd.toString(16)} not supported`, C.encodeReply(C.REP.commandNotSupported))
+        }
+      }),
+  }
+}
 
 export const socks5Handler: Inbound.InboundHandler = makeSocks5Handler()
