@@ -40,9 +40,12 @@ export const format = (source: string, file: string): FormatResult => {
   try {
     text = print(source, parsed.file)
   } catch (e) {
-    return { ok: false, diagnostics: [internal(file, e instanceof RangeError ? "nesting too deep to format" : String(e))] }
+    // A stack overflow on input the parser just managed to read: the same limit as the parser's P004.
+    if (e instanceof RangeError) return { ok: false, diagnostics: [error("P004", "nesting too deep to format", fileSpan(file))] }
+    return { ok: false, diagnostics: [internal(file, String(e))] }
   }
   const again = parse(text, file)
+  if (again.diagnostics.some((d) => d.code === "P004")) return { ok: false, diagnostics: again.diagnostics } // at the parser's depth limit
   if (again.diagnostics.length > 0 || shape(again.file.items) !== shape(parsed.file.items) || commentTexts(again.file) !== commentTexts(parsed.file)) {
     return { ok: false, diagnostics: [internal(file, "the formatted text would not mean the same")] }
   }
@@ -52,8 +55,31 @@ export const format = (source: string, file: string): FormatResult => {
 const internal = (file: string, why: string): Diagnostic =>
   error("P099", `cannot format this file: ${why}; it is left unchanged`, fileSpan(file), { hint: "this is a formatter bug; please report it with the file" })
 
-/** The tree without spans, as a string: equal shapes mean equal meaning. */
-const shape = (items: ReadonlyArray<ItemNode>): string => JSON.stringify(items, (k, v: unknown) => (k === "span" ? undefined : v))
+/**
+ * The tree without spans, as a string: equal shapes mean equal meaning.
+ * Iterative: a parsed tree may nest deeper than `JSON.stringify` can recurse.
+ */
+export const shape = (root: unknown): string => {
+  const out: string[] = []
+  const stack: Array<{ readonly close: string } | { readonly key: string } | { readonly value: unknown }> = [{ value: root }]
+  while (stack.length > 0) {
+    const top = stack.pop()!
+    if ("close" in top) out.push(top.close)
+    else if ("key" in top) out.push(`${JSON.stringify(top.key)}:`)
+    else if (Array.isArray(top.value)) {
+      out.push("[")
+      stack.push({ close: "]" })
+      for (let i = top.value.length - 1; i >= 0; i--) stack.push({ value: top.value[i] })
+    } else if (top.value !== null && typeof top.value === "object") {
+      const o = top.value as Record<string, unknown>
+      out.push("{")
+      stack.push({ close: "}" })
+      const keys = Object.keys(o).filter((k) => k !== "span" && o[k] !== undefined).sort().reverse()
+      for (const k of keys) stack.push({ value: o[k] }, { key: k })
+    } else out.push(`${JSON.stringify(top.value) ?? "undefined"},`)
+  }
+  return out.join("")
+}
 
 const commentTexts = (f: FileNode): string => JSON.stringify(f.comments.map((c) => c.text).sort())
 
@@ -204,10 +230,10 @@ const print = (src: string, file: FileNode): string => {
     }
     emit(open + 1, indent, `${prefix} {`)
     let prev = open + 1
-    lines.forEach((l, i) => {
-      gap(prev, l.span.start.offset, inner, { lead: i > 0, trail: true })
-      prev = blockLine(l, inner)
-    })
+    for (let i = 0; i < lines.length; i++) { // a loop, not forEach: nested blocks recurse through here
+      gap(prev, lines[i]!.span.start.offset, inner, { lead: i > 0, trail: true })
+      prev = blockLine(lines[i]!, inner)
+    }
     const close = find(prev, "}")
     gap(prev, close, inner, { lead: lines.length > 0, trail: false })
     const end = suffixEnd ?? close + 1

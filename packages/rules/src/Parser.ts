@@ -7,7 +7,7 @@
  * Inside a policy only the broken rule is blanked, so other rules are still
  * checked.
  */
-import type { CommentNode, FileNode, ItemNode } from "./Ast.ts"
+import type { CommentNode, FileNode, ItemNode, Span } from "./Ast.ts"
 import { type Diagnostic, error, fileSpan } from "./Diagnostic.ts"
 import { parse as peggyParse, SyntaxError as PeggySyntaxError } from "./grammar/rules.generated.js"
 
@@ -118,6 +118,26 @@ const tooDeep = (source: string, file: string): Diagnostic => {
   return error("P004", "nesting too deep", fileSpan(file, atLine, atColumn, at), { hint: `brackets nest ${max} levels here; flatten the expression or the list` })
 }
 
+/**
+ * Nesting limit of the tree (parentheses, `not`, lists, calls, blocks): every later
+ * pass recurses over the tree, so a deeper tree is refused here, whatever the stack size.
+ */
+export const MAX_DEPTH = 256
+
+/** The span of the first node nested deeper than `MAX_DEPTH` (counted in spanned nodes), or undefined. Iterative. */
+const tooDeepNode = (root: unknown): Span | undefined => {
+  const stack: Array<[unknown, number]> = [[root, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (v === null || typeof v !== "object") continue
+    const span = (v as { span?: Span }).span
+    const d = span !== undefined && !Array.isArray(v) ? depth + 1 : depth
+    if (d > MAX_DEPTH && span !== undefined) return span
+    for (const [k, child] of Object.entries(v)) if (k !== "span") stack.push([child, d])
+  }
+  return undefined
+}
+
 /** Parses one file's text. Never throws. */
 export const parse = (source: string, file: string): ParseResult => {
   const diagnostics: Diagnostic[] = []
@@ -126,6 +146,11 @@ export const parse = (source: string, file: string): ParseResult => {
   for (let attempt = 0; attempt <= MAX_ERRORS; attempt++) {
     try {
       const node = peggyParse(text, { grammarSource: file })
+      const deep = tooDeepNode(node.items)
+      if (deep !== undefined) {
+        diagnostics.push(error("P004", "nesting too deep", deep, { hint: `nest at most ${MAX_DEPTH} levels of parentheses, \`not\`, lists and blocks` }))
+        return { file: EMPTY(), diagnostics }
+      }
       return { file: dedupeComments(node), diagnostics }
     } catch (e) {
       if (e instanceof RangeError) {
