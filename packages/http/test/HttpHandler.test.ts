@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest"
+import fc from "fast-check"
 import { Agent, createServer as createHttpServer, type IncomingHttpHeaders, request, type Server } from "node:http"
 import { createServer as createTcpServer } from "node:net"
 import { httpHandler } from "../src/HttpHandler.ts"
@@ -278,5 +279,22 @@ describe("HttpHandler", () => {
     expect(h.sessions[2]!.decided[0]!.request).toMatchObject({ user: "alice", auth: "password" })
     expect(o.seen.length).toBe(1)
     expect(o.seen[0]!.headers["proxy-authorization"]).toBeUndefined()
+  })
+
+  it("random heads: every connection gets a complete error response or closes, the handler never dies", async () => {
+    const h = await harness(httpHandler, { handshakeTimeoutMs: 300 })
+    const line = fc.string({ maxLength: 40, unit: fc.constantFrom("a", " ", ":", "\r", "\n", "\t", "/", "H", "\x00", "[", "]", "1") })
+    const inputs = fc.sample(fc.oneof(
+      fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b).toString("latin1")),
+      fc.tuple(line, line).map(([a, b]) => `GET http://127.0.0.1:9/${a} HTTP/1.1\r\nHost: h\r\n${b}\r\n\r\n`),
+      fc.tuple(line, line).map(([a, b]) => `CONNECT ${a} HTTP/1.1\r\n${b}\r\n\r\n`),
+    ), { numRuns: 40, seed: 42 })
+    await Promise.all(inputs.map(async (text) => {
+      const c = await raw(h.port, Buffer.from(text, "latin1"))
+      const all = (await c.readToEnd(3000)).toString("latin1")
+      if (all.length > 0) expect(all).toMatch(/^HTTP\/1\.1 (400|403|431|502) [^\r]*\r\n[^]*\r\n\r\n[^]+\n$/)
+    }))
+    expect(h.sessions.length).toBe(inputs.length)
+    expect(h.sessions.filter((x) => x.notes["defect"] !== undefined)).toEqual([])
   })
 })

@@ -31,6 +31,7 @@ export const listen = (localAddress: string): Effect.Effect<BindListener | Error
     const server = createServer({ pauseOnConnect: true, allowHalfOpen: true })
     server.once("error", (e) => resume(Effect.succeed(e)))
     server.listen({ host, port: 0, exclusive: true }, () => {
+      server.on("error", () => {})
       const a = server.address()
       const port = typeof a === "object" && a !== null ? a.port : 0
       resume(Effect.succeed({ server, host, port }))
@@ -66,6 +67,7 @@ export const acceptPeer = (
       resume(Effect.succeed(s))
     }
     const onConnection = (s: Socket) => {
+      s.on("error", () => s.destroy())
       const ip = normalizeIp(s.remoteAddress ?? "")
       if (done || ip === undefined || (expected !== "any" && !expected.has(ip))) {
         s.destroy()

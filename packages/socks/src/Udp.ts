@@ -145,7 +145,7 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
       yield* awaitClose(client)
     }).pipe(Effect.ensuring(Effect.sync(() => {
       closeAll()
-      ctx.note({ udpBytesUp: up, udpBytesDown: down, udpDestinations: decisions.size })
+      ctx.note({ outcome: "ok", udpBytesUp: up, udpBytesDown: down, udpDestinations: decisions.size })
       client.destroy()
     })))
   })

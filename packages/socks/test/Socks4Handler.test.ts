@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest"
+import fc from "fast-check"
 import { connect } from "node:net"
 import * as C from "../src/Socks4Codec.ts"
 import { socks4Handler } from "../src/Socks4Handler.ts"
@@ -95,5 +96,20 @@ describe("Socks4Handler", () => {
     expect([...second.subarray(4)]).toEqual([127, 0, 0, 1])
     peer.write("hello")
     expect((await c.read(5)).toString()).toBe("hello")
+  })
+
+  it("random bytes: the socket always closes, the handler never dies", async () => {
+    const h = await harness(socks4Handler, { handshakeTimeoutMs: 300 })
+    const inputs = fc.sample(fc.oneof(
+      fc.uint8Array({ maxLength: 300 }),
+      fc.uint8Array({ maxLength: 300 }).map((b) => Uint8Array.from([4, 1, 0, 80, 0, 0, 0, 1, ...b])),
+    ), { numRuns: 40, seed: 42 })
+    await Promise.all(inputs.map(async (bytes) => {
+      const c = await client(h.port)
+      c.send(bytes)
+      await c.readToEnd(3000)
+    }))
+    expect(h.sessions.length).toBe(inputs.length)
+    expect(h.sessions.filter((x) => x.notes["defect"] !== undefined)).toEqual([])
   })
 })

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest"
+import fc from "fast-check"
 import { createSocket } from "node:dgram"
 import { connect } from "node:net"
 import * as C from "../src/Socks5Codec.ts"
@@ -243,5 +244,21 @@ describe("Socks5Handler", () => {
     const all = await second.readToEnd()
     expect([...all]).toEqual([5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0])
     expect(hits).toBe(0)
+  })
+
+  it("random bytes after a valid greeting or instead of it: the socket always closes, the handler never dies", async () => {
+    const h = await harness(socks5Handler, { handshakeTimeoutMs: 300 })
+    const inputs = fc.sample(fc.oneof(
+      fc.uint8Array({ maxLength: 64 }),
+      fc.uint8Array({ maxLength: 64 }).map((b) => Uint8Array.from([5, 1, 0, 5, ...b])),
+      fc.uint8Array({ maxLength: 64 }).map((b) => Uint8Array.from([5, 1, 0, 5, 1, 0, 3, ...b])),
+    ), { numRuns: 40, seed: 42 })
+    await Promise.all(inputs.map(async (bytes) => {
+      const c = await client(h.port)
+      c.send(bytes)
+      await c.readToEnd(3000)
+    }))
+    expect(h.sessions.length).toBe(inputs.length)
+    expect(h.sessions.filter((x) => x.notes["defect"] !== undefined)).toEqual([])
   })
 })
