@@ -15,7 +15,7 @@ const blocks = [...doc.matchAll(/^```rules\n([\s\S]*?)^```$/gm)].map((m, i) => (
 }))
 
 // Files the examples name and `check` reads (set files).
-const extra = { "docs/lists/ads.txt": "ads.example\n.ads.example\n" }
+const extra = { "docs/lists/ads.txt": "ads.example\n.ads.example\n", "docs/common.rules": "set lan = cidrs [10.0.0.0/8]\n" }
 
 describe("docs/language.md examples", () => {
   it("has examples", () => {
