@@ -59,6 +59,13 @@ export interface CompiledPolicy {
   /** Decisions by position, made on first use (see `outcomeAt`). */
   readonly outcomes: Array<Outcome | undefined>
   readonly defaultOutcome: Outcome
+  /**
+   * Per position, the hull of the destination ports the rule can be true for
+   * (from `dst.port` conjuncts at the top of its condition; ±Infinity when
+   * none): a flat pre-check before the rule's closure.
+   */
+  readonly portLo: Float64Array
+  readonly portHi: Float64Array
   /** Every candidate list. */
   readonly lists: ListPool
   /** List id of the rules without triggers. */
@@ -116,7 +123,7 @@ const NO_FACTS: ReadonlyArray<FactName> = Object.freeze([])
 const valueKeys = (m: Matcher): ReadonlyArray<string> => {
   switch (m.kind) {
     case "domain": return m.patterns.map((p) => (p.t === "exact" ? `e:${p.d}` : p.t === "suffix" ? `s:${p.d}` : p.t === "sub" ? `b:${p.d}` : p.t === "glob" ? `g:${p.g}` : `r:${p.r}`))
-    case "ip": return m.cidrs.map((c) => `${c.family === 6 ? "6:" : ""}${c.addr}/${c.prefix}`)
+    case "ip": return m.cidrs.map((c) => (c.family === 4 ? `${Number(c.addr)}/${c.prefix}` : `6:${c.addr.toString(16)}/${c.prefix}`))
     case "port": return m.ranges.map(([lo, hi]) => `${lo}-${hi}`)
     case "string": return m.patterns.map((p) => (p.t === "exact" ? `e:${p.s}` : p.t === "glob" ? `g:${p.g}` : `r:${p.r}`))
     case "group": case "enum": case "country": return m.values
@@ -128,37 +135,45 @@ const valueKeys = (m: Matcher): ReadonlyArray<string> => {
 const indexable = (m: Matcher, key: string): boolean =>
   m.kind === "time" ? false : m.kind === "domain" || m.kind === "string" ? !(key.startsWith("g:") || key.startsWith("r:")) : true
 
+const CONTROL = /[\u0000-\u0006]/
 const ANY_COST = 1e6
 const FIELD_FACTOR: Partial<Record<Field, number>> = { "dst.ip": 4, "src.country": 8, "dst.country": 8, "src.asn": 8, "dst.asn": 8 }
 
-/** Per-compile memo: the keys of each matcher and how many matchers use each (field, key). */
+/** Per-compile memo: the keys of each matcher and how many matchers use each key, per field. */
 class Keys {
-  readonly byMatcher = new Map<Matcher, ReadonlyArray<string>>()
-  readonly counts = new Map<string, number>()
-  /** A string equal for two conditions exactly when they are the same condition. */
+  readonly counts = new Map<Field, Map<string, number>>()
+  /**
+   * A string equal for two conditions exactly when they are the same condition:
+   * value keys and connectives delimited by control characters U+0000..U+0006.
+   */
   condKey(c: Cond): string {
-    return JSON.stringify(this.shape(c))
-  }
-  private shape(c: Cond): unknown {
     switch (c.k) {
-      case "true": return 1
-      case "not": return ["!", this.shape(c.c)]
-      case "and": case "or": return [c.k, ...c.items.map((i) => this.shape(i))]
+      case "true": return "\u0001"
+      case "not": return `\u0002${this.condKey(c.c)}\u0004`
+      case "and": case "or": {
+        let key = c.k === "and" ? "\u0003&" : "\u0003|"
+        for (const item of c.items) key += this.condKey(item) + "\u0000"
+        return key + "\u0004"
+      }
       case "match": {
         const keys = valueKeys(c.m)
-        this.byMatcher.set(c.m, keys)
+        let counts = this.counts.get(c.m.field)
+        if (counts === undefined) this.counts.set(c.m.field, (counts = new Map()))
+        let joined = ""
         for (const k of keys) {
-          const ck = `${c.m.field} ${k}`
-          this.counts.set(ck, (this.counts.get(ck) ?? 0) + 1)
+          counts.set(k, (counts.get(k) ?? 0) + 1)
+          joined += "\u0000" + k
         }
-        return [c.m.field, keys]
+        // Control characters delimit the structure; a value holding one is written as JSON (which escapes them).
+        return CONTROL.test(joined) ? `${c.m.field}\u0005${JSON.stringify(keys)}` : `${c.m.field}\u0006${joined}\u0004`
       }
     }
   }
   /** Estimated number of candidates a matcher brings when used as a trigger. */
   cost(m: Matcher): number {
+    const counts = this.counts.get(m.field)
     let sum = 0
-    for (const k of this.byMatcher.get(m) ?? valueKeys(m)) sum += indexable(m, k) ? (this.counts.get(`${m.field} ${k}`) ?? 1) : ANY_COST
+    for (const k of valueKeys(m)) sum += indexable(m, k) ? (counts?.get(k) ?? 1) : ANY_COST
     if (m.kind === "port") for (const [lo, hi] of m.ranges) sum += (hi - lo) / 1024
     return sum * (FIELD_FACTOR[m.field] ?? 1)
   }
@@ -166,7 +181,8 @@ class Keys {
 
 interface Choice {
   readonly triggers: ReadonlyArray<Matcher>
-  readonly cost: number
+  /** Estimated candidates (computed only where an `and` compares its items). */
+  readonly cost: () => number
   /** What is left to check once a trigger holds. */
   readonly residual: Cond
 }
@@ -178,31 +194,38 @@ const NEVER: Test = () => 0
 const choose = (c: Cond, keys: Keys): Choice | undefined => {
   switch (c.k) {
     case "true": case "not": return undefined
-    case "match": return { triggers: [c.m], cost: keys.cost(c.m), residual: TRUE }
+    case "match": {
+      const m = c.m
+      return { triggers: [m], cost: () => keys.cost(m), residual: TRUE }
+    }
     case "or": {
-      if (c.items.length === 0) return { triggers: [], cost: 0, residual: TRUE }
+      if (c.items.length === 0) return { triggers: [], cost: () => 0, residual: TRUE }
       const parts: Choice[] = []
       for (const item of c.items) {
         const ch = choose(item, keys)
         if (ch === undefined) return undefined
         parts.push(ch)
       }
-      return { triggers: parts.flatMap((p) => p.triggers), cost: parts.reduce((a, p) => a + p.cost, 0), residual: c.items.length === 1 ? parts[0].residual : c }
+      return { triggers: parts.flatMap((p) => p.triggers), cost: () => parts.reduce((a, p) => a + p.cost(), 0), residual: c.items.length === 1 ? parts[0].residual : c }
     }
     case "and": {
       let best: Choice | undefined
+      let bestCost = Infinity
       let bestAt = -1
       for (let i = 0; i < c.items.length; i++) {
         const ch = choose(c.items[i], keys)
-        if (ch !== undefined && (best === undefined || ch.cost < best.cost)) {
+        if (ch === undefined) continue
+        const cost = ch.cost()
+        if (best === undefined || cost < bestCost) {
           best = ch
+          bestCost = cost
           bestAt = i
         }
       }
       if (best === undefined) return undefined
       const rest = c.items.filter((_, i) => i !== bestAt)
       const residual: Cond = best.residual.k === "true" ? (rest.length === 0 ? TRUE : rest.length === 1 ? rest[0] : { k: "and", items: rest }) : c
-      return { triggers: best.triggers, cost: best.cost, residual }
+      return { triggers: best.triggers, cost: () => bestCost, residual }
     }
   }
 }
@@ -325,6 +348,30 @@ const decide = (rule: RuleIR): Outcome => ({
   },
 })
 
+/** [lo, hi]: when the destination port is outside, the condition cannot be true. */
+const portHull = (c: Cond): readonly [number, number] => {
+  if (c.k === "match" && c.m.kind === "port" && c.m.field === "dst.port") {
+    let lo = Infinity
+    let hi = -Infinity
+    for (const [a, b] of c.m.ranges) {
+      if (a < lo) lo = a
+      if (b > hi) hi = b
+    }
+    return [lo, hi]
+  }
+  if (c.k === "and") {
+    let lo = -Infinity
+    let hi = Infinity
+    for (const item of c.items) {
+      const [a, b] = portHull(item)
+      if (a > lo) lo = a
+      if (b < hi) hi = b
+    }
+    return [lo, hi]
+  }
+  return [-Infinity, Infinity]
+}
+
 /** The decision of the rule at `pos` (made once, then shared). */
 export const outcomeAt = (c: CompiledPolicy, pos: number): Outcome => (c.outcomes[pos] ??= decide(c.plans[pos].rule))
 
@@ -350,6 +397,13 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
     needs.set(r.name, facts)
     for (const f of facts) union.add(f)
   }
+  const portLo = new Float64Array(ordered.length)
+  const portHi = new Float64Array(ordered.length)
+  ordered.forEach((r, i) => {
+    const [lo, hi] = portHull(r.cond)
+    portLo[i] = lo
+    portHi[i] = hi
+  })
   const has = (f: Field) => b.used.has(f)
   const indexed = <I>(t: Tail, index: I): Indexed<I> => ({ ...t.tail(), index })
   return {
@@ -360,6 +414,8 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
     tests: ordered.map((r, i) => (plans[i].shadowedBy === undefined ? compileCond(r.cond) : NEVER)),
     outcomes: new Array<Outcome | undefined>(ordered.length),
     defaultOutcome: decide(policy.default),
+    portLo,
+    portHi,
     lists: b.lists.build(),
     always: b.always.id,
     domain: has("dst.domain") ? indexed(b.domain, b.domain.ix.build()) : undefined,

@@ -107,20 +107,21 @@ const gather = (c: CompiledPolicy, s: State): void => {
   push(sink, c.always)
 }
 
-/** Checks the candidates in position order. */
+/**
+ * Checks the candidates in position order: a k-way merge of the sink's lists
+ * that, once it has found the list with the smallest head, consumes that list
+ * up to the second smallest head without rescanning the others (one long list
+ * and a few short ones is the usual shape). A candidate whose port hull
+ * excludes the request's port is skipped without running its closure.
+ */
 const run = (c: CompiledPolicy, s: State): Outcome => {
   const n = sink.n
   const ids = sink.ids
   const { data, start } = c.lists
   const tests = c.tests
-  if (n === 1) {
-    for (let i = start[ids[0]], e = start[ids[0] + 1]; i < e; i++) {
-      const x = tests[data[i]](s)
-      if (x === T) return outcomeAt(c, data[i])
-      if (x >= PENDING) return NEEDS[x - PENDING]
-    }
-    return c.defaultOutcome
-  }
+  const portLo = c.portLo
+  const portHi = c.portHi
+  const port = s.req.dstPort
   if (at.length < n) {
     at = new Int32Array(n * 2)
     end = new Int32Array(n * 2)
@@ -130,13 +131,40 @@ const run = (c: CompiledPolicy, s: State): Outcome => {
     end[i] = start[ids[i] + 1]
   }
   for (;;) {
+    let best = -1
     let min = 0x7fffffff
-    for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] < min) min = data[at[i]]
-    if (min === 0x7fffffff) return c.defaultOutcome
-    for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] === min) at[i]++
-    const x = tests[min](s)
-    if (x === T) return outcomeAt(c, min)
-    if (x >= PENDING) return NEEDS[x - PENDING]
+    let second = 0x7fffffff
+    for (let i = 0; i < n; i++) {
+      if (at[i] === end[i]) continue
+      const h = data[at[i]]
+      if (h < min) {
+        second = min
+        min = h
+        best = i
+      } else if (h < second) second = h
+    }
+    if (best < 0) return c.defaultOutcome
+    if (min === second) {
+      // The same rule heads several lists: step past it everywhere, then check it.
+      for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] === min) at[i]++
+      if (!(port < portLo[min] || port > portHi[min])) {
+        const x = tests[min](s)
+        if (x === T) return outcomeAt(c, min)
+        if (x >= PENDING) return NEEDS[x - PENDING]
+      }
+      continue
+    }
+    let k = at[best]
+    const e = end[best]
+    for (; k < e; k++) {
+      const pos = data[k]
+      if (pos >= second) break
+      if (port < portLo[pos] || port > portHi[pos]) continue
+      const x = tests[pos](s)
+      if (x === T) return outcomeAt(c, pos)
+      if (x >= PENDING) return NEEDS[x - PENDING]
+    }
+    at[best] = k
   }
 }
 

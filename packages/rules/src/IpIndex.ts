@@ -15,10 +15,16 @@ import type { Cidr } from "./Ir.ts"
 import { cidrRange } from "./Ip.ts"
 import { type Block, buildForest } from "./RangeForest.ts"
 
-const MAX4 = 0xffffffffn
+const MAX4 = 0xffffffff
 const MAX6 = (1n << 128n) - 1n
 
 type Nums = ArrayLike<number>
+
+/** First and last address of an IPv4 CIDR, as numbers. */
+const range4 = (c: Cidr): readonly [number, number] => {
+  const start = Number(c.addr)
+  return [start, start + 2 ** (32 - c.prefix) - 1]
+}
 
 /** Compares (a[o..o+3]) with (w0..w3): negative, 0 or positive. */
 const cmp6 = (a: Nums, o: number, w0: number, w1: number, w2: number, w3: number): number =>
@@ -45,29 +51,36 @@ export interface IpIndex {
 }
 
 export class IpIndexBuilder {
-  private readonly blocks = new Map<string, Block>()
-  private readonly families = new Map<Block, 4 | 6>()
+  private readonly blocks4 = new Map<number, Block<number>>()
+  private readonly blocks6 = new Map<string, Block<bigint>>()
   private readonly lists: ListsBuilder
   constructor(lists: ListsBuilder) {
     this.lists = lists
   }
   add(cidr: Cidr, pos: number): void {
-    const key = cidr.family === 4 ? `${cidr.addr}/${cidr.prefix}` : `6:${cidr.addr}/${cidr.prefix}`
-    let b = this.blocks.get(key)
-    if (b === undefined) {
-      const [start, end] = cidrRange(cidr)
-      b = { start, end, list: this.lists.create() }
-      this.blocks.set(key, b)
-      this.families.set(b, cidr.family)
+    let list: number
+    if (cidr.family === 4) {
+      const [start, end] = range4(cidr)
+      const key = start * 64 + cidr.prefix
+      let b = this.blocks4.get(key)
+      if (b === undefined) this.blocks4.set(key, (b = { start, end, list: this.lists.create() }))
+      list = b.list
+    } else {
+      const key = `${cidr.addr.toString(16)}/${cidr.prefix}`
+      let b = this.blocks6.get(key)
+      if (b === undefined) {
+        const [start, end] = cidrRange(cidr)
+        this.blocks6.set(key, (b = { start, end, list: this.lists.create() }))
+      }
+      list = b.list
     }
-    this.lists.add(b.list, pos)
+    this.lists.add(list, pos)
   }
   build(): IpIndex {
-    const all = [...this.blocks.values()]
-    const f4 = buildForest(all.filter((b) => this.families.get(b) === 4), MAX4)
-    const f6 = buildForest(all.filter((b) => this.families.get(b) === 6), MAX6)
+    const f4 = buildForest([...this.blocks4.values()], 0, MAX4, (x) => x + 1)
+    const f6 = buildForest([...this.blocks6.values()], 0n, MAX6, (x) => x + 1n)
     return {
-      v4: { starts: Float64Array.from(f4.starts, Number), nodes: f4.nodes, parent: f4.parent, lists: f4.lists },
+      v4: { starts: Float64Array.from(f4.starts), nodes: f4.nodes, parent: f4.parent, lists: f4.lists },
       v6: { starts: Uint32Array.from(toWords(f6.starts)), nodes: f6.nodes, parent: f6.parent, lists: f6.lists },
     }
   }
@@ -130,10 +143,25 @@ const coalesce = (ranges: Array<readonly [bigint, bigint]>): Array<bigint> => {
   return out.flat()
 }
 
+const coalesce4 = (ranges: Array<readonly [number, number]>): Array<number> => {
+  if (ranges.length === 1) return [ranges[0][0], ranges[0][1]]
+  ranges.sort((a, b) => a[0] - b[0])
+  const out: Array<number> = []
+  for (const [s, e] of ranges) {
+    if (out.length > 0 && s <= out[out.length - 1] + 1) out[out.length - 1] = Math.max(e, out[out.length - 1])
+    else out.push(s, e)
+  }
+  return out
+}
+
 export const ipSet = (cidrs: ReadonlyArray<Cidr>): IpSet => {
-  const r4 = coalesce(cidrs.filter((c) => c.family === 4).map(cidrRange))
-  const r6 = coalesce(cidrs.filter((c) => c.family === 6).map(cidrRange))
-  return { v4: r4.length === 0 ? NONE : r4.map(Number), v6: r6.length === 0 ? NONE : toWords(r6) }
+  const c4: Array<readonly [number, number]> = []
+  const c6: Array<readonly [bigint, bigint]> = []
+  for (const c of cidrs) {
+    if (c.family === 4) c4.push(range4(c))
+    else c6.push(cidrRange(c))
+  }
+  return { v4: c4.length === 0 ? NONE : coalesce4(c4), v6: c6.length === 0 ? NONE : toWords(coalesce(c6)) }
 }
 
 export const hasIp = (set: IpSet, ip: IpBox): boolean => {

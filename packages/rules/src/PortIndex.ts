@@ -32,7 +32,7 @@ export const alignedBlocks = (lo: number, hi: number): Array<readonly [number, n
 }
 
 export class PortIndexBuilder {
-  private readonly blocks = new Map<number, Block>()
+  private readonly blocks = new Map<number, Block<number>>()
   private readonly lists: ListsBuilder
   constructor(lists: ListsBuilder) {
     this.lists = lists
@@ -41,16 +41,16 @@ export class PortIndexBuilder {
     for (const [s, e] of alignedBlocks(lo, hi)) {
       const k = s * 65536 + e
       let b = this.blocks.get(k)
-      if (b === undefined) this.blocks.set(k, (b = { start: BigInt(s), end: BigInt(e), list: this.lists.create() }))
+      if (b === undefined) this.blocks.set(k, (b = { start: s, end: e, list: this.lists.create() }))
       this.lists.add(b.list, pos)
     }
   }
   build(): PortIndex {
-    const f = buildForest([...this.blocks.values()], 65535n)
+    const f = buildForest([...this.blocks.values()], 0, 65535, (x) => x + 1)
     const table = new Int32Array(65536)
     for (let i = 0; i < f.starts.length; i++) {
-      const from = Number(f.starts[i])
-      const to = i + 1 < f.starts.length ? Number(f.starts[i + 1]) : 65536
+      const from = f.starts[i]
+      const to = i + 1 < f.starts.length ? f.starts[i + 1] : 65536
       table.fill(f.nodes[i], from, to)
     }
     return { table, parent: f.parent, lists: f.lists }

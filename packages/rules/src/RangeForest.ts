@@ -8,33 +8,34 @@
  * triggers. The line is cut into segments; each segment knows its innermost
  * block, and each block its parent, so a point lookup is one binary search and
  * a walk up the (short) parent chain, with memory linear in the blocks.
- * Built with BigInt (compile time only); the indexes convert the segment
- * starts to plain numbers or 32-bit words for the hot path.
+ * Points are numbers (IPv4, ports) or BigInts (IPv6, compile time only; the
+ * index converts the segment starts to 32-bit words for the hot path).
  */
-export interface Block {
-  readonly start: bigint
-  readonly end: bigint
+/** Points are numbers (IPv4, ports) or bigints (IPv6). */
+export interface Block<P extends number | bigint> {
+  readonly start: P
+  readonly end: P
   /** Id of the block's rule list (see `Candidates.ts`). */
   readonly list: number
 }
 
-export interface Forest {
+export interface Forest<P extends number | bigint> {
   readonly parent: Int32Array
   /** List id of each block. */
   readonly lists: Int32Array
   /** Segment starts, ascending; segment i runs to `starts[i + 1] - 1`. */
-  readonly starts: ReadonlyArray<bigint>
+  readonly starts: ReadonlyArray<P>
   /** Innermost block of each segment, -1 for none. */
   readonly nodes: Int32Array
 }
 
-export const buildForest = (blocks: ReadonlyArray<Block>, max: bigint): Forest => {
+/** `next(x)` is x + 1; `zero` the smallest point; `max` the largest. */
+export const buildForest = <P extends number | bigint>(blocks: ReadonlyArray<Block<P>>, zero: P, max: P, next: (x: P) => P): Forest<P> => {
   const sorted = [...blocks].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : a.end > b.end ? -1 : a.end < b.end ? 1 : 0))
   const parent = new Int32Array(sorted.length)
-  const starts: bigint[] = []
+  const starts: P[] = []
   const nodes: number[] = []
-  const emit = (at: bigint, node: number) => {
-    if (at > max) return
+  const emit = (at: P, node: number) => {
     if (starts.length > 0 && starts[starts.length - 1] === at) nodes[nodes.length - 1] = node
     else {
       starts.push(at)
@@ -42,15 +43,15 @@ export const buildForest = (blocks: ReadonlyArray<Block>, max: bigint): Forest =
     }
   }
   const stack: number[] = []
-  const popUntil = (limit: bigint | undefined) => {
+  const popUntil = (limit: P | undefined) => {
     while (stack.length > 0) {
       const top = stack[stack.length - 1]
       if (limit !== undefined && sorted[top].end >= limit) return
       stack.pop()
-      emit(sorted[top].end + 1n, stack.length > 0 ? stack[stack.length - 1] : -1)
+      if (sorted[top].end < max) emit(next(sorted[top].end), stack.length > 0 ? stack[stack.length - 1] : -1)
     }
   }
-  if (sorted.length === 0 || sorted[0].start > 0n) emit(0n, -1)
+  if (sorted.length === 0 || sorted[0].start > zero) emit(zero, -1)
   for (let i = 0; i < sorted.length; i++) {
     const b = sorted[i]
     popUntil(b.start)
