@@ -224,6 +224,22 @@ describe("relay", () => {
     expect(s.connections()[0]).toMatchObject({ outcome: "idle-timeout" })
   })
 
+  it("a rule's idle modifier overrides the listener's idle timeout; its tags reach the log line", async () => {
+    const echo = track(await localServer())
+    const s = track(await start(writeRules(tempDir(), `
+listen t = http 127.0.0.1:0 idle-timeout 1h
+policy default {
+  rule quick when dst.port == ${echo.port} -> allow idle 300ms tag "short"
+  default allow
+}
+`)))
+    const c = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\n`)
+    expect(await c.waitText("OK ")).toBe(true)
+    expect(await until(() => c.closed(), 3_000)).toBe(true)
+    expect(await until(() => s.connections().length === 1)).toBe(true)
+    expect(s.connections()[0]).toMatchObject({ rule: "quick", outcome: "idle-timeout", tags: ["short"] })
+  })
+
   it("a client that never finishes its handshake is closed after the handshake timeout", async () => {
     const s = track(await start(writeRules(tempDir(), rules(1, "handshake-timeout 200ms"))))
     const c = await dial(s.port, "CONNECT 127.0.0.1")
