@@ -206,7 +206,7 @@ const choose = (c: Cond, keys: Keys): Choice | undefined => {
         if (ch === undefined) return undefined
         parts.push(ch)
       }
-      return { triggers: parts.flatMap((p) => p.triggers), cost: () => parts.reduce((a, p) => a + p.cost(), 0), residual: c.items.length === 1 ? parts[0].residual : c }
+      return { triggers: parts.flatMap((p) => p.triggers), cost: () => parts.reduce((a, p) => a + p.cost(), 0), residual: parts.every((p) => p.residual.k === "true") ? TRUE : c.items.length === 1 ? parts[0].residual : c }
     }
     case "and": {
       let best: Choice | undefined

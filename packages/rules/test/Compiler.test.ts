@@ -81,6 +81,21 @@ describe("Compiler: triggers", () => {
     expect(Array.from(c.dstPort!.index.lists).flatMap((id) => listOf(c.lists, id)).sort()).toEqual([0, 1])
     expect(listOf(c.lists, c.always)).toEqual([3])
   })
+
+  it("does not mistake different conditions for the same one", () => {
+    const e = (...values: string[]) => m({ kind: "enum", field: "listener", values })
+    const u = (...s: string[]) => m({ kind: "string", field: "user", patterns: s.map((x) => ({ t: "exact" as const, s: x })) })
+    const conds: Cond[] = [
+      e(), e(""), e("", ""), e("a,b"), e("a", "b"), e("a\u0000b"), e("a\u0004", "b"), e("a", "\u0004b"),
+      u("a"), { k: "not", c: u("a") }, { k: "and", items: [u("a")] }, { k: "or", items: [u("a")] }, { k: "and", items: [u("a"), u("b")] }, { k: "and", items: [u("a", "b")] },
+      { k: "and", items: [] }, { k: "or", items: [] }, { k: "true" },
+      m({ kind: "group", field: "group", values: ["a"] }), m({ kind: "domain", field: "dst.domain", patterns: [{ t: "exact", d: "a" }] }), m({ kind: "domain", field: "dst.domain", patterns: [{ t: "suffix", d: "a" }] }),
+      m({ kind: "ip", field: "dst.ip", cidrs: [cidr("10.0.0.0/8")] }), m({ kind: "ip", field: "dst.ip", cidrs: [cidr("10.0.0.0/16")] }), m({ kind: "ip", field: "src.ip", cidrs: [cidr("10.0.0.0/8")] }),
+      m({ kind: "time", field: "time", days: 3, windows: [[0, 60]], tz: "UTC" }), m({ kind: "time", field: "time", days: 3, windows: [[0, 60]], tz: "Europe/Berlin" }),
+    ]
+    const c = compile(policy(conds.map((cond, i) => rule(`r${i}`, cond))))
+    expect(c.plans.filter((p) => p.shadowedBy !== undefined).map((p) => p.rule.name)).toEqual([])
+  })
 })
 
 describe("DomainIndex", () => {
