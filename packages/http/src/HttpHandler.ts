@@ -17,9 +17,12 @@
  *   the same, otherwise a new one is opened. The request goes out in
  *   origin-form with the client's HTTP version, without hop-by-hop headers
  *   and headers named in Connection (also Proxy-Authorization and
- *   Proxy-Connection). `Host` is kept as the client sent it, also when a
- *   `redirect` decision sends the request elsewhere (the redirect target
- *   serves the original site; rewriting Host would change what is asked).
+ *   Proxy-Connection). `Host` is the request URI's authority (RFC 9112
+ *   §3.2.2: a proxy replaces a received Host with it, so a client cannot ask
+ *   for one site in the URI, which the policy decides on, and another in
+ *   Host), and it stays that authority when a `redirect` decision sends the
+ *   request elsewhere (the redirect target serves the site that was asked
+ *   for; rewriting Host to the target would change what is asked).
  *   Bodies (Content-Length or chunked) and responses (Content-Length,
  *   chunked, or close-delimited; none for HEAD, 1xx, 204, 304) are streamed.
  *   The client connection stays open when both sides allow it.
@@ -166,7 +169,8 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         const c = yield* decideAndConnect(req)
         if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
         const up = c.up
-        const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\n${H.serializeHeaders(H.endToEnd(req.head.headers))}\r\n`
+        const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
+        const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
         if (!(yield* write(up.socket, head))) return yield* fail(502, "upstream connection failed")
         const body = yield* Effect.forkChild(copyBody(client, reader, up.socket, req.framing).pipe(
           Effect.tap((r) => Effect.sync(() => {

@@ -141,6 +141,8 @@ export interface ProxyRequest {
   readonly target: Authority
   /** Origin-form for forwarding (`/path?query`); empty for CONNECT. */
   readonly path: string
+  /** The authority as written in the request target (forwarding sends it as `Host`). */
+  readonly authority: string
   readonly framing: Framing
   readonly keepAlive: boolean
 }
@@ -168,7 +170,7 @@ export const toProxyRequest = (head: RequestHead): ProxyRequest | string => {
   if (head.method === "CONNECT") {
     const target = parseAuthority(head.target)
     if (target === undefined) return "CONNECT needs host:port"
-    return { kind: "connect", head, target, path: "", framing, keepAlive }
+    return { kind: "connect", head, target, path: "", authority: head.target, framing, keepAlive }
   }
   if (head.target.startsWith("/") || head.target === "*") return "origin-form request to a proxy"
   const m = /^http:\/\/([^/?#]*)([^#]*)/i.exec(head.target)
@@ -178,7 +180,7 @@ export const toProxyRequest = (head: RequestHead): ProxyRequest | string => {
   if (target === undefined) return "missing or bad authority"
   if (head.version === "1.1" && hosts.length === 0) return "missing Host header"
   const path = m[2] === "" ? "/" : m[2]!.startsWith("?") ? `/${m[2]}` : m[2]!
-  return { kind: "forward", head, target, path, framing, keepAlive }
+  return { kind: "forward", head, target, path, authority: m[1]!, framing, keepAlive }
 }
 
 /** Basic credentials from a Proxy-Authorization value (scheme case-insensitive, split at the first colon). */

@@ -191,7 +191,16 @@ describe("HttpHandler", () => {
     expect(all.endsWith("\r\n\r\nuntil-close")).toBe(true)
   })
 
-  it("redirect decisions send the request to the target and keep the Host header", async () => {
+  it("Host is replaced by the request URI's authority (a client cannot ask the origin for another site than the policy saw)", async () => {
+    const o = await origin("A")
+    const h = await harness(httpHandler)
+    const c = await raw(h.port, `GET http://127.0.0.1:${o.port}/v HTTP/1.1\r\nHost: blocked.example\r\nConnection: close\r\n\r\n`)
+    expect((await c.readToEnd()).toString()).toMatch(/A GET \/v $/)
+    expect(o.seen[0]!.headers.host).toBe(`127.0.0.1:${o.port}`)
+    expect(o.seen[0]!.headers["connection"]).toBeUndefined()
+  })
+
+  it("redirect decisions send the request to the target and keep the asked-for authority as Host", async () => {
     const o = await origin("R")
     const h = await harness(httpHandler, { rules: `policy p {\n  rule r when dst.domain == site.test -> redirect "127.0.0.1:${o.port}"\n  default block\n}\n` })
     const r = await viaProxy(h.port, "http://site.test:8080/page")
