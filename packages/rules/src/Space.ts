@@ -20,7 +20,8 @@
  * zones an empty search is reported as `unknown`, never as `unsat`.
  */
 import type { Cond, DomainPattern, Field, Matcher, Request } from "./Ir.ts"
-import { cidrContains, cidrRange, formatIp, type Ip, parseIp } from "./Ip.ts"
+import { solveIp, solvePort } from "./Intervals.ts"
+import { cidrContains, formatIp, type Ip, parseIp } from "./Ip.ts"
 import { domainHasSuffix, domainPatternMatches, isOnion, localTime, normalizeDomain, stringPatternMatches, timeMatches } from "./Match.ts"
 
 export interface Lit { readonly m: Matcher; readonly neg: boolean }
@@ -76,13 +77,47 @@ export const ALWAYS_KNOWN: ReadonlySet<Field> = new Set<Field>(["command", "dst.
 
 const NEEDS_IP_DESTINATION: ReadonlySet<Field> = new Set<Field>(["dst.ip", "dst.country", "dst.asn"])
 
+/** Matchers with more patterns than this are matched through a hash index (large sets). */
+const SMALL = 16
+
+interface DomainIndex { readonly exact: Set<string>; readonly suffix: Set<string>; readonly sub: Set<string>; readonly other: ReadonlyArray<DomainPattern> }
+const domainIndexes = new WeakMap<Matcher, DomainIndex>()
+const stringIndexes = new WeakMap<Matcher, Set<string>>()
+
+const stringIndex = (m: Extract<Matcher, { kind: "string" }>): Set<string> => {
+  let ix = stringIndexes.get(m)
+  if (ix === undefined) {
+    ix = new Set(m.patterns.flatMap((p) => (p.t === "exact" ? [p.s] : [])))
+    stringIndexes.set(m, ix)
+  }
+  return ix
+}
+
+/** `domainPatternMatches` over all patterns; exact/suffix/sub patterns of a large set through hash sets of the name's parents. */
+const domainHolds = (m: Extract<Matcher, { kind: "domain" }>, name: string): boolean => {
+  if (m.patterns.length <= SMALL) return m.patterns.some((p) => domainPatternMatches(p, name))
+  let ix = domainIndexes.get(m)
+  if (ix === undefined) {
+    const next: DomainIndex = { exact: new Set(), suffix: new Set(), sub: new Set(), other: m.patterns.filter((p) => p.t === "glob" || p.t === "regex") }
+    for (const p of m.patterns) if (p.t === "exact" || p.t === "suffix" || p.t === "sub") next[p.t].add(p.d)
+    domainIndexes.set(m, next)
+    ix = next
+  }
+  if (ix.exact.has(name) || ix.suffix.has(name)) return true
+  for (let i = name.indexOf("."); i !== -1; i = name.indexOf(".", i + 1)) {
+    const parent = name.slice(i + 1)
+    if (ix.suffix.has(parent) || ix.sub.has(parent)) return true
+  }
+  return ix.other.some((p) => domainPatternMatches(p, name))
+}
+
 /** Does matcher `m` hold for the known value `v` of its field? */
 export const holds = (m: Matcher, v: unknown): boolean => {
   switch (m.kind) {
     case "port": return m.ranges.some(([lo, hi]) => (v as number) >= lo && (v as number) <= hi)
     case "ip": return m.cidrs.some((c) => cidrContains(c, v as Ip))
-    case "domain": return m.patterns.some((p) => domainPatternMatches(p, v as string))
-    case "string": return m.patterns.some((p) => stringPatternMatches(p, v as string))
+    case "domain": return domainHolds(m, v as string)
+    case "string": return m.patterns.length > SMALL ? stringIndex(m).has(v as string) || m.patterns.some((p) => p.t !== "exact" && stringPatternMatches(p, v as string)) : m.patterns.some((p) => stringPatternMatches(p, v as string))
     case "group": return (v as ReadonlyArray<string>).some((g) => m.values.includes(g))
     case "enum": return m.values.includes(v as string)
     case "country": return m.values.includes((v as string).toUpperCase())
@@ -95,38 +130,11 @@ const litHolds = (l: Lit, v: unknown): boolean => holds(l.m, v) !== l.neg
 
 const search = <V>(cands: Iterable<V>, lits: ReadonlyArray<Lit>, complete: boolean, what: string, ok: (v: V) => boolean = () => true): FieldResult<V> => {
   for (const v of cands) if (ok(v) && lits.every((l) => litHolds(l, v))) return { t: "sat", v }
-  return complete ? { t: "unsat" } : { t: "unknown", reason: `no ${what} found for its patterns (globs, regexes or several time zones are searched by sampling)` }
+  return complete ? { t: "unsat" } : { t: "unknown", reason: `no ${what} found for its patterns (globs, regexes, very large sets and several time zones are searched by sampling)` }
 }
 
 const of = <K extends Matcher["kind"]>(lits: ReadonlyArray<Lit>, kind: K): Array<Extract<Matcher, { kind: K }>> =>
   lits.map((l) => l.m).filter((m): m is Extract<Matcher, { kind: K }> => m.kind === kind)
-
-function* portCandidates(field: Field, lits: ReadonlyArray<Lit>): Generator<number> {
-  yield field === "dst.port" ? 443 : 50000
-  if (field === "dst.port") yield 80
-  for (const m of of(lits, "port")) for (const [lo, hi] of m.ranges) { yield lo; yield hi; yield lo - 1; yield hi + 1 }
-  yield 0
-  yield 65535
-}
-
-function* ipCandidates(field: Field, lits: ReadonlyArray<Lit>): Generator<Ip> {
-  const v4 = (s: string): Ip => parseIp(s)!
-  yield v4(field === "src.ip" ? "10.0.0.1" : "192.0.2.1")
-  yield v4("2001:db8::1")
-  // Network addresses first, then the first address past each network (readable
-  // boundaries like 10.1.0.0), then the rest of the boundaries.
-  const cidrs = of(lits, "ip").flatMap((m) => m.cidrs)
-  for (const pass of [0, 1, 2]) {
-    for (const c of cidrs) {
-      const [lo, hi] = cidrRange(c)
-      const max = c.family === 4 ? 0xffffffffn : (1n << 128n) - 1n
-      const vs = pass === 0 ? [hi - lo > 2n ? lo + 1n : lo, lo] : pass === 1 ? [hi + 1n] : [hi, lo - 1n]
-      for (const v of vs) if (v >= 0n && v <= max) yield { family: c.family, value: v }
-    }
-  }
-  yield { family: 4, value: 0n }
-  yield { family: 6, value: 0n }
-}
 
 const freshLabel = (taken: ReadonlySet<string>, prefix: string): string => {
   for (let i = 0; ; i++) if (!taken.has(`${prefix}${i}`)) return `${prefix}${i}`
@@ -147,44 +155,55 @@ const regexSamples = (r: string): Array<string> => {
   return out
 }
 
-function* domainCandidates(lits: ReadonlyArray<Lit>): Generator<string> {
+/** Patterns turned into candidates per field solve; beyond, the search is a sample (never a proof). */
+const MAX_PATTERNS = 256
+
+/** Candidate names: from the patterns' domains (the name, `www.`, a fresh label), then fresh names. `capped`: not every pattern was used. */
+const domainCandidates = (lits: ReadonlyArray<Lit>): { readonly cands: Array<string>; readonly capped: boolean } => {
   const ms = of(lits, "domain")
+  let budget = MAX_PATTERNS
   const labels = new Set<string>()
-  for (const m of ms) for (const p of m.patterns) for (const part of (p.t === "glob" ? p.g : p.t === "regex" ? "" : p.d).split(/[.*]/)) labels.add(part)
+  for (const m of ms) for (const p of m.patterns.slice(0, MAX_PATTERNS)) for (const part of (p.t === "glob" ? p.g : p.t === "regex" ? "" : p.d).split(/[.*]/)) labels.add(part)
   const fresh = freshLabel(labels, "x")
-  const fromPattern = function* (m: (typeof ms)[number]): Generator<string> {
+  const cands: Array<string> = []
+  const fromPatterns = (m: (typeof ms)[number]): void => {
     for (const p of m.patterns) {
-      if (p.t === "exact") yield p.d
-      else if (p.t === "suffix") { yield p.d; yield `www.${p.d}`; yield `${fresh}.${p.d}` }
-      else if (p.t === "sub") { yield `www.${p.d}`; yield `${fresh}.${p.d}` }
-      else if (p.t === "glob") { yield p.g.replaceAll("*", "x"); yield p.g.replaceAll("*", ""); yield p.g.replaceAll("*", `${fresh}.`) }
-      else yield* regexSamples(p.r)
+      if (budget-- <= 0) return
+      if (p.t === "exact") cands.push(p.d)
+      else if (p.t === "suffix") cands.push(p.d, `www.${p.d}`, `${fresh}.${p.d}`)
+      else if (p.t === "sub") cands.push(`www.${p.d}`, `${fresh}.${p.d}`)
+      else if (p.t === "glob") cands.push(p.g.replaceAll("*", "x"), p.g.replaceAll("*", ""), p.g.replaceAll("*", `${fresh}.`))
+      else cands.push(...regexSamples(p.r))
     }
   }
-  for (const l of lits) if (!l.neg && l.m.kind === "domain") yield* fromPattern(l.m)
-  yield "example.com"
-  yield "example.net"
-  for (const l of lits) if (l.neg && l.m.kind === "domain") yield* fromPattern(l.m)
-  yield `${fresh}.${fresh}`
+  for (const l of lits) if (!l.neg && l.m.kind === "domain") fromPatterns(l.m)
+  cands.push("example.com", "example.net")
+  for (const l of lits) if (l.neg && l.m.kind === "domain") fromPatterns(l.m)
+  cands.push(`${fresh}.${fresh}`)
+  return { cands, capped: budget < 0 }
 }
 
-function* stringCandidates(lits: ReadonlyArray<Lit>): Generator<string> {
+const stringCandidates = (lits: ReadonlyArray<Lit>): { readonly cands: Array<string>; readonly capped: boolean } => {
   const exact = new Set<string>()
-  for (const m of of(lits, "string")) for (const p of m.patterns) if (p.t === "exact") exact.add(p.s)
-  const fromPatterns = function* (neg: boolean): Generator<string> {
+  for (const m of of(lits, "string")) for (const p of m.patterns.slice(0, MAX_PATTERNS)) if (p.t === "exact") exact.add(p.s)
+  let budget = MAX_PATTERNS
+  const cands: Array<string> = []
+  const fromPatterns = (neg: boolean): void => {
     for (const l of lits) {
       if (l.neg !== neg || l.m.kind !== "string") continue
       for (const p of l.m.patterns) {
-        if (p.t === "exact") yield p.s
-        else if (p.t === "glob") { yield p.g.replaceAll("*", "x"); yield p.g.replaceAll("*", "") }
-        else yield* regexSamples(p.r)
+        if (budget-- <= 0) return
+        if (p.t === "exact") cands.push(p.s)
+        else if (p.t === "glob") cands.push(p.g.replaceAll("*", "x"), p.g.replaceAll("*", ""))
+        else cands.push(...regexSamples(p.r))
       }
     }
   }
-  yield* fromPatterns(false)
-  yield* ["alice", "bob", "carol"]
-  yield* fromPatterns(true)
-  yield freshLabel(exact, "user")
+  fromPatterns(false)
+  cands.push("alice", "bob", "carol")
+  fromPatterns(true)
+  cands.push(freshLabel(exact, "user"))
+  return { cands, capped: budget < 0 }
 }
 
 const ENUM_DOMAINS: Readonly<Record<string, ReadonlyArray<string>>> = {
@@ -265,9 +284,25 @@ function* groupCandidates(lits: ReadonlyArray<Lit>): Generator<ReadonlyArray<str
   yield picks
 }
 
-/** A positive literal lists only exact values: the value is one of them, and every one is a candidate. */
-const finiteAmong = (lits: ReadonlyArray<Lit>, kind: "domain" | "string"): boolean =>
-  lits.some((l) => !l.neg && l.m.kind === kind && (l.m.kind === "domain" ? l.m.patterns.every((p) => p.t === "exact") : l.m.kind === "string" && l.m.patterns.every((p) => p.t === "exact")))
+/** Finite sets up to this size are searched in full. */
+const MAX_FINITE = 1024
+
+/**
+ * The exact values of the smallest positive literal that lists only exact
+ * values: the value must be one of them, so trying them all is a proof.
+ */
+const finiteValues = (lits: ReadonlyArray<Lit>): ReadonlyArray<string> | undefined => {
+  let best: ReadonlyArray<string> | undefined
+  for (const l of lits) {
+    if (l.neg) continue
+    const m = l.m
+    const vs = m.kind === "domain" && m.patterns.every((p) => p.t === "exact") ? m.patterns.map((p) => (p.t === "exact" ? p.d : ""))
+      : m.kind === "string" && m.patterns.every((p) => p.t === "exact") ? m.patterns.map((p) => (p.t === "exact" ? p.s : ""))
+      : undefined
+    if (vs !== undefined && (best === undefined || vs.length < best.length)) best = vs
+  }
+  return best !== undefined && best.length <= MAX_FINITE ? best : undefined
+}
 
 const isDomainName = (s: string): boolean => s.length > 0 && !s.startsWith(".") && !s.endsWith(".") && !s.includes("..") && parseIp(s) === undefined
 
@@ -277,18 +312,27 @@ const isDomainName = (s: string): boolean => s.length > 0 && !s.startsWith(".") 
  */
 export const solveField = (field: Field, lits: ReadonlyArray<Lit>, nonOnion: boolean): FieldResult<unknown> => {
   switch (field) {
-    case "src.port": case "dst.port":
-      return search(portCandidates(field, lits), lits, true, "port", (p) => p >= 0 && p <= 65535)
-    case "src.ip": case "dst.ip":
-      return search(ipCandidates(field, lits), lits, true, "address")
+    case "src.port": case "dst.port": {
+      const v = solvePort(field, lits)
+      return v === undefined ? { t: "unsat" } : { t: "sat", v }
+    }
+    case "src.ip": case "dst.ip": {
+      const v = solveIp(field, lits)
+      return v === undefined ? { t: "unsat" } : { t: "sat", v }
+    }
     case "dst.domain": {
-      const complete = of(lits, "domain").every((m) => m.patterns.every((p) => p.t !== "glob" && p.t !== "regex")) || finiteAmong(lits, "domain")
-      const cands = [...domainCandidates(lits)].map(normalizeDomain)
-      return search(cands, lits, complete, "domain", (d) => isDomainName(d) && !(nonOnion && isOnion(d)))
+      const ok = (d: string): boolean => isDomainName(d) && !(nonOnion && isOnion(d))
+      const finite = finiteValues(lits)
+      if (finite !== undefined) return search(finite.map(normalizeDomain), lits, true, "domain", ok)
+      const { cands, capped } = domainCandidates(lits)
+      const complete = !capped && of(lits, "domain").every((m) => m.patterns.every((p) => p.t !== "glob" && p.t !== "regex"))
+      return search(cands.map(normalizeDomain), lits, complete, "domain", ok)
     }
     case "user": {
-      const complete = of(lits, "string").every((m) => m.patterns.every((p) => p.t === "exact")) || finiteAmong(lits, "string")
-      return search(stringCandidates(lits), lits, complete, "user name")
+      const finite = finiteValues(lits)
+      if (finite !== undefined) return search(finite, lits, true, "user name")
+      const { cands, capped } = stringCandidates(lits)
+      return search(cands, lits, !capped && of(lits, "string").every((m) => m.patterns.every((p) => p.t === "exact")), "user name")
     }
     case "group": return search(groupCandidates(lits), lits, true, "group")
     case "listener": case "protocol": case "command": case "auth":
@@ -302,8 +346,12 @@ export const solveField = (field: Field, lits: ReadonlyArray<Lit>, nonOnion: boo
   }
 }
 
+const size = (m: Matcher): number =>
+  m.kind === "port" ? m.ranges.length : m.kind === "ip" ? m.cidrs.length : m.kind === "domain" || m.kind === "string" ? m.patterns.length : m.kind === "time" ? m.windows.length : m.values.length
+
 /** Can matchers `a` and `b` (on one field) both hold? Exact for ports, addresses, enums, countries, ASNs; `true` when unsure. */
 export const mayIntersect = (a: Matcher, b: Matcher): boolean => {
+  if (size(a) * size(b) > 4096) return true
   if (a.kind === "port" && b.kind === "port") return a.ranges.some(([x, y]) => b.ranges.some(([u, v]) => x <= v && u <= y))
   if (a.kind === "ip" && b.kind === "ip") return a.cidrs.some((p) => b.cidrs.some((q) => cidrContains(p, { family: q.family, value: q.addr }) || cidrContains(q, { family: p.family, value: p.addr })))
   if ((a.kind === "enum" && b.kind === "enum") || (a.kind === "country" && b.kind === "country")) return a.values.some((v) => (b.values as ReadonlyArray<string>).includes(v))
