@@ -5,7 +5,7 @@
  * only needs to know which bytes belong to the message. `feed(bytes)` returns
  * how many of them do (all of them until the end is seen), or `"error"` on a
  * framing violation. Chunk-size lines (with extensions) are bounded to 4 KiB,
- * sizes to 15 hex digits, trailers to 64 KiB; nothing is buffered.
+ * sizes to 13 hex digits (exact in a double), trailers to 64 KiB; nothing is buffered.
  */
 
 const MAX_LINE = 4096
@@ -36,7 +36,7 @@ export class ChunkedScanner {
         case "size": {
           const v = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1
           if (v >= 0) {
-            if (++this.digits > 15) return "error"
+            if (++this.digits > 13) return "error"
             this.size = this.size * 16 + v
           } else if (this.digits === 0) return "error"
           else if (c === 0x0d) this.state = "size-lf"
