@@ -8,16 +8,20 @@
  * known. So a term fixes every field it mentions as known and the fields are
  * independent, except: a known `dst.domain` means a domain destination (then
  * `dst.ip` comes from a resolved-IP fact), and a domain destination that needs
- * `dst.ip`/`dst.country`/`dst.asn` must not be `.onion`. Each field is solved by
- * trying candidate values built from the literals' own values and boundaries
- * (interval ends ±1, domain labels, fresh names) and checking them with the
- * real matchers, so every answer is checked, never assumed.
+ * `dst.ip`/`dst.country`/`dst.asn` must not be `.onion`.
+ * Ports and addresses are solved exactly by interval arithmetic
+ * (`Intervals.ts`); the other fields by trying candidate values built from the
+ * literals' own values (domain labels, fresh names, window boundaries) and
+ * checking them with the real matchers, so every answer is checked.
  *
  * Gotchas: a field solver is *complete* (its "no value" is a proof) for ports,
  * IPs, enums, countries, ASNs, groups, exact/suffix/subdomain domain patterns,
  * exact user names and time windows in a single time zone (a minimal feasible
- * point is always a boundary candidate). With globs, regexes or several time
- * zones an empty search is reported as `unknown`, never as `unsat`.
+ * point is always a boundary candidate), and for any field a positive literal
+ * pins to at most 1,024 exact values. With globs, regexes, several time zones
+ * or sets beyond 256 patterns an empty search is `unknown`, never `unsat`.
+ * Large domain and user sets are matched through hash indexes of their exact,
+ * suffix and subdomain patterns.
  */
 import type { Cond, DomainPattern, Field, Matcher, Request } from "./Ir.ts"
 import { solveIp, solvePort } from "./Intervals.ts"
