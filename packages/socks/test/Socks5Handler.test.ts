@@ -226,6 +226,28 @@ describe("Socks5Handler", () => {
     expect(associations("127.0.0.1")).toBe(0)
   })
 
+  it("UDP ASSOCIATE on an IPv6 listener: relay bound to ::1, IPv6 headers both ways", async (ctx) => {
+    if (!(await ipv6Available())) return ctx.skip("no ::1 on this machine")
+    const target = await udpEcho("::1")
+    cleanups.push(() => target.close())
+    const h = await harness(socks5Handler, { host: "::1" })
+    const c = await client(h.port, "::1")
+    c.send(Buffer.concat([Buffer.from([5, 1, 0]), C.encodeRequest(3, "::", 0)]))
+    await c.read(2)
+    const r = await c.read(22)
+    expect([...r.subarray(0, 4)]).toEqual([5, 0, 0, 4])
+    const relay = (reply(r) as { k: "ok"; value: C.Address }).value
+    expect(relay.host).toBe("::1")
+    const udp = createSocket("udp6")
+    cleanups.push(() => void udp.close())
+    await new Promise<void>((res) => udp.bind({ address: "::1", port: 0 }, () => res()))
+    const got = new Promise<Buffer>((res) => udp.once("message", (m) => res(m)))
+    udp.send(C.encodeUdp("::1", target.port, Buffer.from("six")), relay.port, "::1")
+    const d = C.parseUdp(await got) as { k: "ok"; value: C.UdpDatagram }
+    expect(d.value).toMatchObject({ atyp: 4, host: "::1", port: target.port })
+    expect(d.value.data.toString()).toBe("udp:six")
+  })
+
   it("UDP ASSOCIATE: datagrams from another port than the announced one are ignored; the per-IP cap answers REP 01", async () => {
     const target = await udpEcho()
     cleanups.push(() => target.close())
