@@ -16,8 +16,10 @@
  * between two pieces (none right after `{` or before `}`); a block with one
  * setting, and a test whose body fits, on one line; a rule condition longer
  * than `WIDTH` (or with a comment between its operands) broken before each
- * top-level `and`/`or`, aligned under `when`; parentheses and implicit `==`
- * kept as written; `time in` printed as `time`.
+ * top-level `and`/`or`, aligned under `when`; in a run of one-line rules
+ * (no blank line or own-line comment between), `NAME`, `when` and `->` aligned
+ * in columns when the run fits in `WIDTH`; parentheses and implicit `==` kept
+ * as written; `time in` printed as `time`.
  *
  * Gotchas: a file with parse errors is refused (its diagnostics returned), and
  * so is a result that would not parse back to the same AST and comments (a
@@ -135,6 +137,8 @@ const action = (a: ActionNode | ExpectActionNode): string => {
 interface Line { readonly indent: number; readonly text: string; trailing?: string; readonly blank: boolean }
 /** A part of a rule that may start a line: the head, a top-level operand, an `and` operand inside an `or` operand, the action. */
 interface Piece { readonly text: string; readonly start: number; readonly end: number; readonly kind: "head" | "top" | "nested" | "arrow"; readonly operand: number }
+/** Column widths of an aligned run of one-line rules: `KIND NAME when COND -> ACTION`. */
+interface Align { readonly kind: number; readonly name: number; readonly cond: number }
 /** Blank lines allowed in a gap: before its first own-line element (`lead`) and before the next piece (`trail`). */
 interface Blanks { readonly lead: boolean; readonly trail: boolean }
 
@@ -153,15 +157,20 @@ const print = (src: string, file: FileNode): string => {
   }
   const blankBetween = (from: number, to: number) => to > from && BLANK_LINE.test(src.slice(from, to))
 
-  /** Is there a comment starting in [from, to)? */
-  const hasComment = (from: number, to: number): boolean => {
+  /** Index of the first comment starting at or after `from`. */
+  const firstAt = (from: number): number => {
     let lo = 0, hi = offsets.length
     while (lo < hi) {
       const mid = (lo + hi) >> 1
       if (offsets[mid]! < from) lo = mid + 1
       else hi = mid
     }
-    return lo < offsets.length && offsets[lo]! < to
+    return lo
+  }
+  /** Is there a comment starting in [from, to)? */
+  const hasComment = (from: number, to: number): boolean => {
+    const k = firstAt(from)
+    return k < offsets.length && offsets[k]! < to
   }
 
   /** The comments between two pieces; `blanks` undefined: no blank lines (inside a rule). */
@@ -268,26 +277,86 @@ const print = (src: string, file: FileNode): string => {
   const policy = (p: PolicyNode, indent: number): number => {
     const open = find(p.name.span.end.offset, "{")
     const inner = indent + 2
+    const aligns = alignments(p.items, inner)
     emit(open + 1, indent, `policy ${p.name.text} {`)
     let prev = open + 1
-    p.items.forEach((item, i) => {
+    for (let i = 0; i < p.items.length; i++) {
+      const item = p.items[i]!
       gap(prev, item.span.start.offset, inner, { lead: i > 0, trail: true })
-      prev = policyItem(item, inner)
-    })
+      const a = aligns[i]
+      if (a !== undefined && item.kind !== "default") {
+        prev = itemEnd(item)
+        emit(prev, inner, alignedRule(item, a))
+      } else prev = policyItem(item, inner)
+    }
     const close = find(prev, "}")
     gap(prev, close, inner, { lead: p.items.length > 0, trail: false })
     emit(close + 1, indent, "}", inner)
     return close + 1
   }
 
+  /**
+   * Column widths for runs of one-line rules: a run ends at a blank line, an
+   * own-line comment, a broken rule, before a rule with a comment inside, and
+   * at the default; a run whose aligned lines would pass `WIDTH` is not aligned.
+   * Every condition reads the same after formatting, so alignment is idempotent.
+   */
+  const alignments = (items: ReadonlyArray<PolicyItemNode>, indent: number): Array<Align | undefined> => {
+    const oneLine = items.map((it) => it.kind !== "default" && !ruleLayout(it, indent).breaks.some(Boolean))
+    // A comment inside a rule goes on its own line before it: it splits the run there, in this run and the next.
+    const joins = (i: number) => !separated(itemEnd(items[i - 1]!), items[i]!.span.start.offset) && !hasComment(items[i]!.span.start.offset, itemEnd(items[i]!))
+    const aligns: Array<Align | undefined> = []
+    let first = 0
+    while (first < items.length) {
+      let last = first
+      while (oneLine[first] && last + 1 < items.length && oneLine[last + 1] && joins(last + 1)) last++
+      const run = items.slice(first, last + 1).filter((it): it is RuleNode => it.kind !== "default")
+      if (run.length > 1) {
+        const a: Align = { kind: Math.max(...run.map((r) => r.kind.length)), name: Math.max(...run.map((r) => r.name.text.length)), cond: Math.max(...run.map((r) => whenText(r).length)) }
+        if (run.every((r) => indent + alignedRule(r, a).length <= WIDTH)) for (let i = first; i <= last; i++) aligns[i] = a
+      }
+      first = last + 1
+    }
+    return aligns
+  }
+
+  /** A blank line or an own-line comment between two pieces. */
+  const separated = (from: number, to: number): boolean => {
+    if (blankBetween(from, to)) return true
+    for (let k = firstAt(from); k < offsets.length && offsets[k]! < to; k++) {
+      if (k > firstAt(from) || src.slice(from, offsets[k]!).includes("\n")) return true
+    }
+    return false
+  }
+
+  const itemEnd = (item: PolicyItemNode) => lastEnd(item.modifiers, item.action.span.end.offset)
+  const tailText = (item: PolicyItemNode) => [action(item.action), ...item.modifiers.map(tok)].join(" ")
+  const whenText = (r: RuleNode) => (r.when === undefined ? "" : `when ${expr(r.when)}`)
+  const alignedRule = (r: RuleNode, a: Align): string =>
+    `${r.kind.padEnd(a.kind)} ${r.name.text.padEnd(a.name)}${a.cond > 0 ? ` ${whenText(r).padEnd(a.cond)}` : ""} -> ${tailText(r)}`
+
   const policyItem = (item: PolicyItemNode, indent: number): number => {
-    const end = lastEnd(item.modifiers, item.action.span.end.offset)
-    const act = [action(item.action), ...item.modifiers.map(tok)].join(" ")
+    const end = itemEnd(item)
     if (item.kind === "default") {
-      emit(end, indent, `default ${act}`)
+      emit(end, indent, `default ${tailText(item)}`)
       return end
     }
-    const pieces = rulePieces(item, `-> ${act}`, end)
+    const { pieces, breaks, column } = ruleLayout(item, indent)
+    let i = 0
+    while (i < pieces.length) {
+      let j = i
+      while (j + 1 < pieces.length && !breaks[j + 1]) j++
+      const at = column(pieces[i]!)
+      if (i > 0) gap(pieces[i - 1]!.end, pieces[i]!.start, at)
+      emit(pieces[j]!.end, at, pieces.slice(i, j + 1).map((p) => p.text).join(" "))
+      i = j + 1
+    }
+    return end
+  }
+
+  /** Where a rule breaks: before each piece `k` with `breaks[k]`, and at which column each piece starts a line. */
+  const ruleLayout = (item: RuleNode, indent: number) => {
+    const pieces = rulePieces(item, `-> ${tailText(item)}`, itemEnd(item))
     const commentBefore = pieces.map((p, i) => i > 0 && hasComment(pieces[i - 1]!.end, p.start))
     const cont = indent + item.kind.length + 1 + item.name.text.length + 1 // the column of `when`
     const join = (ps: ReadonlyArray<Piece>) => ps.map((p) => p.text).join(" ")
@@ -297,21 +366,10 @@ const print = (src: string, file: FileNode): string => {
       const own = pieces.filter((p) => p.operand === operand)
       return own.some((p) => p.kind === "nested" && commentBefore[pieces.indexOf(p)] === true) || (operand === 0 ? indent : cont) + join(own).length > WIDTH
     }
-    const breakBefore = (k: number): boolean => {
-      const p = pieces[k]!
-      return p.kind === "top" ? broken : p.kind === "nested" ? broken && nestedBroken(p.operand) : commentBefore[k] === true
-    }
+    const breaks = pieces.map((p, k) =>
+      k > 0 && (p.kind === "top" ? broken : p.kind === "nested" ? broken && nestedBroken(p.operand) : commentBefore[k] === true))
     const column = (p: Piece) => (p.kind === "head" ? indent : p.kind === "nested" ? cont + 2 : cont)
-    let i = 0
-    while (i < pieces.length) {
-      let j = i
-      while (j + 1 < pieces.length && !breakBefore(j + 1)) j++
-      const at = column(pieces[i]!)
-      if (i > 0) gap(pieces[i - 1]!.end, pieces[i]!.start, at)
-      emit(pieces[j]!.end, at, join(pieces.slice(i, j + 1)))
-      i = j + 1
-    }
-    return end
+    return { pieces, breaks, column }
   }
 
   /**

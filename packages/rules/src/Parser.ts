@@ -181,8 +181,8 @@ export const parse = (source: string, file: string): ParseResult => {
 /** Actions run again when the parser backtracks; keep one comment per offset. */
 const dedupeComments = (node: FileNode): FileNode => {
   const seen = new Map<number, CommentNode>()
-  // A CRLF file's comments would end in `\r`: drop it, so CRLF and LF files parse alike.
-  for (const c of node.comments) seen.set(c.span.start.offset, c.text.endsWith("\r") ? { ...c, text: c.text.slice(0, -1) } : c)
+  // A CRLF file's comments would end in `\r`: drop trailing CRs, so CRLF and LF files parse alike.
+  for (const c of node.comments) seen.set(c.span.start.offset, c.text.endsWith("\r") ? { ...c, text: c.text.replace(/\r+$/, "") } : c)
   const comments = [...seen.values()].sort((a, b) => a.span.start.offset - b.span.start.offset)
   return { kind: "file", items: node.items as ReadonlyArray<ItemNode>, comments }
 }

@@ -105,6 +105,16 @@ describe("layout", () => {
       .toBe(`policy p {\n  rule r when ((command connect)) and not (protocol http) and dst.ip not in lan -> allow\n  default block\n}\n`)
   })
 
+  it("aligns `when` and `->` of a run of one-line rules; a blank line or a broken rule ends the run", () => {
+    const src = `policy p {\n  guard g when dst.port == 25 -> block\n  rule long-name when user == a -> allow\n  rule r -> allow\n\n  rule x when user == b -> allow\n  rule yy when dst.port == 1 -> block\n  default block\n}\n`
+    expect(formatted(src)).toBe(`policy p {\n  guard g         when dst.port == 25 -> block\n  rule  long-name when user == a      -> allow\n  rule  r                             -> allow\n\n  rule x  when user == b     -> allow\n  rule yy when dst.port == 1 -> block\n  default block\n}\n`)
+  })
+
+  it("does not align a run that would pass the width limit", () => {
+    const src = `policy p {\n  rule a when user == a -> block "a message long enough to push the aligned line of this run past the limit"\n  rule bbbbbbbbbbbbbbbb when dst.domain in [a.example, b.example] -> allow\n  default block\n}\n`
+    expect(formatted(src)).toBe(src)
+  })
+
   it("writes a test on one line when it fits, else one setting per line", () => {
     expect(formatted(`test "t" {\n  user alice\n  connect x:443\n} expect block by r\n`)).toBe(`test "t" { user alice; connect x:443 } expect block by r\n`)
     const long = `test "a rather long test name that takes room" { user alice; connect x.example:443; src 10.0.0.1 } expect allow\n`

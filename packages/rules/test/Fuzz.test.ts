@@ -199,14 +199,18 @@ describe(`fuzz (FUZZ_SEED=${SEED})`, () => {
 
   it("survives random valid files", () => expectRobust("valid file", generate(200, 3, validFile)))
 
-  it("survives mutations of valid files", () => {
+  const mutants = (seeds: () => (r: Rng) => string) => (r: Rng) => {
+    let s = seeds()(r)
+    for (let k = 1 + r.int(3); k > 0; k--) s = mutate(r, s)
+    return s
+  }
+
+  it("survives mutations of the fixtures and rulesets", () => {
     expect(SEEDS.length).toBeGreaterThan(0)
-    expectRobust("mutant", generate(1000, 4, (r) => {
-      let s = r.chance(0.6) ? r.pick(SEEDS) : validFile(r)
-      for (let k = 1 + r.int(3); k > 0; k--) s = mutate(r, s)
-      return s
-    }))
+    expectRobust("mutant of a seed file", generate(500, 4, mutants(() => (r) => r.pick(SEEDS))))
   })
+
+  it("survives mutations of random valid files", () => expectRobust("mutant of a random file", generate(500, 5, mutants(() => validFile))))
 
   it("survives deep nesting, with P004 instead of a stack overflow", () => {
     const policy = (cond: string) => `policy p {\n  rule r when ${cond} -> allow\n  default block\n}\n`

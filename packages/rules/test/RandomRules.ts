@@ -91,7 +91,7 @@ export const validFile = (r: Rng): string => {
     const k = r.int(depth > 4 ? 3 : 9)
     if (k === 0) return `${r.pick(FIELDS)}${ws()}${r.pick(OPS)}${ws()}${operand()}`
     if (k === 1) return `${r.pick(FIELDS)}${ws()}${r.pick([r.pick(NAMES), r.pick(BARE), str(), list("[", 1)])}`
-    if (k === 2) return `time${r.chance(0.3) ? `${ws()}in` : ""}${[...Array(1 + r.int(3))].map(() => ws() + r.pick(["Mon-Fri", "Sat", "08:00-20:00", "Mon"])).join("")}${r.chance(0.3) ? `${ws()}tz${ws()}${str()}` : ""}`
+    if (k === 2) return `time${r.chance(0.3) ? `${ws()}in` : ""}${[...Array(1 + r.int(3))].map(() => ws() + r.pick(["Mon-Fri", "Sat", "08:00-20:00", "Mon", "Sat,Sun"])).join("")}${r.chance(0.3) ? `${ws()}tz${ws()}${str()}` : ""}`
     if (k < 5) return [...Array(2 + r.int(3))].map(() => expr(depth + 1)).join(`${ws()}and${ws()}`)
     if (k < 7) return [...Array(2 + r.int(3))].map(() => expr(depth + 1)).join(`${ws()}or${ws()}`)
     if (k === 7) return `not${ws()}${expr(depth + 1)}`
