@@ -23,6 +23,7 @@
  * facts do not wait for DNS or GeoIP.
  */
 import { LazyList, type ListPool, ListsBuilder } from "./Candidates.ts"
+import { hashCond, sameCond } from "./CondHash.ts"
 import { type DomainIndex, DomainIndexBuilder } from "./DomainIndex.ts"
 import type { Cond, FactName, Field, Matcher, Outcome, PolicyIR, RuleIR } from "./Ir.ts"
 import { type IpIndex, IpIndexBuilder } from "./IpIndex.ts"
@@ -135,38 +136,23 @@ const valueKeys = (m: Matcher): ReadonlyArray<string> => {
 const indexable = (m: Matcher, key: string): boolean =>
   m.kind === "time" ? false : m.kind === "domain" || m.kind === "string" ? !(key.startsWith("g:") || key.startsWith("r:")) : true
 
-const CONTROL = /[\u0000-\u0006]/
 const ANY_COST = 1e6
 const FIELD_FACTOR: Partial<Record<Field, number>> = { "dst.ip": 4, "src.country": 8, "dst.country": 8, "src.asn": 8, "dst.asn": 8 }
 
-/** Per-compile memo: the keys of each matcher and how many matchers use each key, per field. */
+/**
+ * How many matchers use each key, per field, counted over the conditions that
+ * have a choice of trigger (`and`/`or`); a rule that is a single matcher has
+ * no choice to make, and skipping those keeps big block lists cheap to compile.
+ */
 class Keys {
   readonly counts = new Map<Field, Map<string, number>>()
-  /**
-   * A string equal for two conditions exactly when they are the same condition:
-   * value keys and connectives delimited by control characters U+0000..U+0006.
-   */
-  condKey(c: Cond): string {
-    switch (c.k) {
-      case "true": return "\u0001"
-      case "not": return `\u0002${this.condKey(c.c)}\u0004`
-      case "and": case "or": {
-        let key = c.k === "and" ? "\u0003&" : "\u0003|"
-        for (const item of c.items) key += this.condKey(item) + "\u0000"
-        return key + "\u0004"
-      }
-      case "match": {
-        const keys = valueKeys(c.m)
-        let counts = this.counts.get(c.m.field)
-        if (counts === undefined) this.counts.set(c.m.field, (counts = new Map()))
-        let joined = ""
-        for (const k of keys) {
-          counts.set(k, (counts.get(k) ?? 0) + 1)
-          joined += "\u0000" + k
-        }
-        // Control characters delimit the structure; a value holding one is written as JSON (which escapes them).
-        return CONTROL.test(joined) ? `${c.m.field}\u0005${JSON.stringify(keys)}` : `${c.m.field}\u0006${joined}\u0004`
-      }
+  count(c: Cond): void {
+    if (c.k === "not") this.count(c.c)
+    else if (c.k === "and" || c.k === "or") for (const item of c.items) this.count(item)
+    else if (c.k === "match") {
+      let counts = this.counts.get(c.m.field)
+      if (counts === undefined) this.counts.set(c.m.field, (counts = new Map()))
+      for (const k of valueKeys(c.m)) counts.set(k, (counts.get(k) ?? 0) + 1)
     }
   }
   /** Estimated number of candidates a matcher brings when used as a trigger. */
@@ -378,13 +364,18 @@ export const outcomeAt = (c: CompiledPolicy, pos: number): Outcome => (c.outcome
 export const compile = (policy: PolicyIR): CompiledPolicy => {
   const ordered = [...policy.guards, ...policy.rules]
   const keys = new Keys()
-  const condKeys = ordered.map((r) => keys.condKey(r.cond))
+  for (const r of ordered) if (r.cond.k === "and" || r.cond.k === "or") keys.count(r.cond)
   const b = new Builders()
-  const first = new Map<string, number>()
+  // Hash of a condition → the first position with it (or all of them, on a hash collision).
+  const byHash = new Map<number, number | number[]>()
   const plans: RulePlan[] = ordered.map((rule, position) => {
-    const seen = first.get(condKeys[position])
+    const h = hashCond(rule.cond)
+    const earlier = byHash.get(h)
+    const seen = earlier === undefined ? undefined : typeof earlier === "number" ? (sameCond(ordered[earlier].cond, rule.cond) ? earlier : undefined) : earlier.find((p) => sameCond(ordered[p].cond, rule.cond))
     if (seen !== undefined) return { rule, position, triggers: undefined, residual: rule.cond, shadowedBy: seen }
-    first.set(condKeys[position], position)
+    if (earlier === undefined) byHash.set(h, position)
+    else if (typeof earlier === "number") byHash.set(h, [earlier, position])
+    else earlier.push(position)
     const choice = choose(rule.cond, keys)
     if (choice === undefined) b.always.add(b.lists, position)
     else for (const m of choice.triggers) b.add(m, position)
