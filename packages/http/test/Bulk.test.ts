@@ -1,7 +1,7 @@
 /**
- * Byte-exact bulk transfers through the real runtime's HTTP listener: 32 MiB
- * each way through a CONNECT tunnel, and a 32 MiB chunked upload answered by
- * a 32 MiB chunked response through absolute-URI forwarding, all verified by sha256.
+ * Byte-exact bulk transfers through the real runtime's HTTP listener: 100 MiB
+ * each way through a CONNECT tunnel, and a 100 MiB chunked upload answered by
+ * a 100 MiB chunked response through absolute-URI forwarding, all verified by sha256.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createHash, randomBytes } from "node:crypto"
@@ -11,7 +11,7 @@ import { httpHandler } from "../src/index.ts"
 import { type Proxyd, startProxyd } from "./Proxyd.ts"
 import { hashServer, hashUntilEnd, sendRandom } from "./Net.ts"
 
-const TOTAL = 32 * 1024 * 1024
+const TOTAL = 100 * 1024 * 1024
 let proxyd: Proxyd
 let target: Awaited<ReturnType<typeof hashServer>>
 let origin: Server
@@ -63,7 +63,7 @@ afterAll(async () => {
 })
 
 describe("bulk transfers over HTTP", () => {
-  it("CONNECT: 32 MiB each way, byte-exact", async () => {
+  it("CONNECT: 100 MiB each way, byte-exact", async () => {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect({ host: "127.0.0.1", port: proxyd.port("h"), allowHalfOpen: true })
       s.once("error", reject)
@@ -86,7 +86,7 @@ describe("bulk transfers over HTTP", () => {
     socket.destroy()
   })
 
-  it("forwarding: 32 MiB chunked upload, 32 MiB chunked response, byte-exact", async () => {
+  it("forwarding: 100 MiB chunked upload, 100 MiB chunked response, byte-exact", async () => {
     const port = (origin.address() as { port: number }).port
     const t0 = Date.now()
     const result = await new Promise<{ sent: string; down: { hash: string; bytes: number } }>((resolve, reject) => {

@@ -1,5 +1,5 @@
 /**
- * Byte-exact bulk transfers through the real runtime: 32 MiB each way through
+ * Byte-exact bulk transfers through the real runtime: 100 MiB each way through
  * SOCKS5 and SOCKS4, verified by sha256 on both ends.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -10,7 +10,7 @@ import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
 import { type Proxyd, startProxyd } from "./Proxyd.ts"
 import { hashServer, hashUntilEnd, sendRandom } from "./Net.ts"
 
-const TOTAL = 32 * 1024 * 1024
+const TOTAL = 100 * 1024 * 1024
 let proxyd: Proxyd
 let target: Awaited<ReturnType<typeof hashServer>>
 
@@ -64,13 +64,13 @@ const transfer = async (socket: Socket) => {
 }
 
 describe("bulk transfers", () => {
-  it("SOCKS5: 32 MiB each way, byte-exact", async () => {
+  it("SOCKS5: 100 MiB each way, byte-exact", async () => {
     const { socket, reply } = await handshake(proxyd.port("s5"), Buffer.concat([Buffer.from([5, 1, 0]), S5.encodeRequest(1, "127.0.0.1", target.port)]), 12)
     expect([...reply.subarray(0, 4)]).toEqual([5, 0, 5, 0])
     await transfer(socket)
   })
 
-  it("SOCKS4: 32 MiB each way, byte-exact", async () => {
+  it("SOCKS4: 100 MiB each way, byte-exact", async () => {
     const { socket, reply } = await handshake(proxyd.port("s4"), S4.encodeRequest(1, "127.0.0.1", target.port), 8)
     expect(reply[1]).toBe(90)
     await transfer(socket)
