@@ -90,7 +90,8 @@ export class CondChecker {
       }
       case "not": {
         const c = this.convert(e.expr, true)
-        this.lintNot(e.expr, e.span)
+        // An outer `not` already walked every field below.
+        if (!negated) this.lintNot(e.expr, e.span)
         return c === undefined ? undefined : { k: "not", c }
       }
       case "time": return this.time(e)
