@@ -23,7 +23,7 @@
  * Large domain and user sets are matched through hash indexes of their exact,
  * suffix and subdomain patterns.
  */
-import type { Cond, DomainPattern, Field, Matcher, Request } from "./Ir.ts"
+import type { Cond, DomainPattern, Field, Matcher, Request, StringPattern } from "./Ir.ts"
 import { solveIp, solvePort } from "./Intervals.ts"
 import { cidrContains, formatIp, type Ip, parseIp } from "./Ip.ts"
 import { domainHasSuffix, domainPatternMatches, isOnion, localTime, normalizeDomain, stringPatternMatches, timeMatches } from "./Match.ts"
@@ -97,9 +97,7 @@ const stringIndex = (m: Extract<Matcher, { kind: "string" }>): Set<string> => {
   return ix
 }
 
-/** `domainPatternMatches` over all patterns; exact/suffix/sub patterns of a large set through hash sets of the name's parents. */
-const domainHolds = (m: Extract<Matcher, { kind: "domain" }>, name: string): boolean => {
-  if (m.patterns.length <= SMALL) return m.patterns.some((p) => domainPatternMatches(p, name))
+const domainIndex = (m: Extract<Matcher, { kind: "domain" }>): DomainIndex => {
   let ix = domainIndexes.get(m)
   if (ix === undefined) {
     const next: DomainIndex = { exact: new Set(), suffix: new Set(), sub: new Set(), other: m.patterns.filter((p) => p.t === "glob" || p.t === "regex") }
@@ -107,6 +105,13 @@ const domainHolds = (m: Extract<Matcher, { kind: "domain" }>, name: string): boo
     domainIndexes.set(m, next)
     ix = next
   }
+  return ix
+}
+
+/** `domainPatternMatches` over all patterns; exact/suffix/sub patterns of a large set through hash sets of the name's parents. */
+const domainHolds = (m: Extract<Matcher, { kind: "domain" }>, name: string): boolean => {
+  if (m.patterns.length <= SMALL) return m.patterns.some((p) => domainPatternMatches(p, name))
+  const ix = domainIndex(m)
   if (ix.exact.has(name) || ix.suffix.has(name)) return true
   for (let i = name.indexOf("."); i !== -1; i = name.indexOf(".", i + 1)) {
     const parent = name.slice(i + 1)
@@ -159,55 +164,76 @@ const regexSamples = (r: string): Array<string> => {
   return out
 }
 
-/** Patterns turned into candidates per field solve; beyond, the search is a sample (never a proof). */
+/** Positive patterns turned into candidates per field solve; beyond, the search is a sample (never a proof). */
 const MAX_PATTERNS = 256
+/** Negative patterns sampled for candidates (not needed for completeness, see `domainCandidates`). */
+const MAX_NEGATIVE_SAMPLES = 32
 
-/** Candidate names: from the patterns' domains (the name, `www.`, a fresh label), then fresh names. `capped`: not every pattern was used. */
+/** Is `name` the domain of some exact/suffix/sub pattern of a literal? (Such a name is no "fresh" name.) */
+const isPatternDomain = (lits: ReadonlyArray<Lit>, name: string): boolean =>
+  lits.some((l) => {
+    if (l.m.kind !== "domain") return false
+    if (l.m.patterns.length <= SMALL) return l.m.patterns.some((p) => p.t !== "glob" && p.t !== "regex" && p.d === name)
+    const ix = domainIndex(l.m)
+    return ix.exact.has(name) || ix.suffix.has(name) || ix.sub.has(name)
+  })
+
+/**
+ * Candidate names. Complete without globs and regexes: for a feasible name
+ * `n`, take the longest positive pattern domain `d` with `n` at or under it;
+ * `d` itself or `fresh.d` (a label no pattern uses there) has the same
+ * membership in every literal as `n` (a negative pattern matching `fresh.d`
+ * sits at `d` or above and would match `n` too). So positive patterns, plus a
+ * fresh name when there are none, suffice, whatever the size of the negative
+ * sets. `capped`: not every positive pattern was used.
+ */
 const domainCandidates = (lits: ReadonlyArray<Lit>): { readonly cands: Array<string>; readonly capped: boolean } => {
-  const ms = of(lits, "domain")
-  let budget = MAX_PATTERNS
-  const labels = new Set<string>()
-  for (const m of ms) for (const p of m.patterns.slice(0, MAX_PATTERNS)) for (const part of (p.t === "glob" ? p.g : p.t === "regex" ? "" : p.d).split(/[.*]/)) labels.add(part)
-  const fresh = freshLabel(labels, "x")
-  const cands: Array<string> = []
-  const fromPatterns = (m: (typeof ms)[number]): void => {
-    for (const p of m.patterns) {
-      if (budget-- <= 0) return
-      if (p.t === "exact") cands.push(p.d)
-      else if (p.t === "suffix") cands.push(p.d, `www.${p.d}`, `${fresh}.${p.d}`)
-      else if (p.t === "sub") cands.push(`www.${p.d}`, `${fresh}.${p.d}`)
-      else if (p.t === "glob") cands.push(p.g.replaceAll("*", "x"), p.g.replaceAll("*", ""), p.g.replaceAll("*", `${fresh}.`))
-      else cands.push(...regexSamples(p.r))
-    }
+  const positive = lits.filter((l) => !l.neg).flatMap((l) => (l.m.kind === "domain" ? l.m.patterns : []))
+  const used = positive.slice(0, MAX_PATTERNS)
+  const bases = used.flatMap((p) => (p.t === "suffix" || p.t === "sub" ? [p.d] : []))
+  // A label that makes no pattern domain under any base, nor alone or doubled (bounded: each pattern rules out one label).
+  let fresh: string | undefined
+  for (let i = 0; i < 100_000 && fresh === undefined; i++) {
+    const x = `x${i}`
+    if (!isPatternDomain(lits, x) && !isPatternDomain(lits, `${x}.${x}`) && bases.every((b) => !isPatternDomain(lits, `${x}.${b}`))) fresh = x
   }
-  for (const l of lits) if (!l.neg && l.m.kind === "domain") fromPatterns(l.m)
+  if (fresh === undefined) return { cands: ["example.com"], capped: true }
+  const cands: Array<string> = []
+  const fromPattern = (p: DomainPattern): void => {
+    if (p.t === "exact") cands.push(p.d)
+    else if (p.t === "suffix") cands.push(p.d, `www.${p.d}`, `${fresh}.${p.d}`)
+    else if (p.t === "sub") cands.push(`www.${p.d}`, `${fresh}.${p.d}`)
+    else if (p.t === "glob") cands.push(p.g.replaceAll("*", "x"), p.g.replaceAll("*", ""), p.g.replaceAll("*", `${fresh}.`))
+    else cands.push(...regexSamples(p.r))
+  }
+  for (const p of used) fromPattern(p)
   cands.push("example.com", "example.net")
-  for (const l of lits) if (l.neg && l.m.kind === "domain") fromPatterns(l.m)
+  const negative = lits.filter((l) => l.neg).flatMap((l) => (l.m.kind === "domain" ? l.m.patterns.slice(0, MAX_NEGATIVE_SAMPLES) : []))
+  for (const p of negative.slice(0, MAX_NEGATIVE_SAMPLES)) fromPattern(p)
   cands.push(`${fresh}.${fresh}`)
-  return { cands, capped: budget < 0 }
+  return { cands, capped: positive.length > MAX_PATTERNS }
 }
 
+/** Candidate user names; complete when every pattern is exact (a positive exact set is handled by `finiteValues`). */
 const stringCandidates = (lits: ReadonlyArray<Lit>): { readonly cands: Array<string>; readonly capped: boolean } => {
-  const exact = new Set<string>()
-  for (const m of of(lits, "string")) for (const p of m.patterns.slice(0, MAX_PATTERNS)) if (p.t === "exact") exact.add(p.s)
-  let budget = MAX_PATTERNS
+  const positive = lits.filter((l) => !l.neg).flatMap((l) => (l.m.kind === "string" ? l.m.patterns : []))
+  const negative = lits.filter((l) => l.neg).flatMap((l) => (l.m.kind === "string" ? l.m.patterns.slice(0, MAX_NEGATIVE_SAMPLES) : []))
   const cands: Array<string> = []
-  const fromPatterns = (neg: boolean): void => {
-    for (const l of lits) {
-      if (l.neg !== neg || l.m.kind !== "string") continue
-      for (const p of l.m.patterns) {
-        if (budget-- <= 0) return
-        if (p.t === "exact") cands.push(p.s)
-        else if (p.t === "glob") cands.push(p.g.replaceAll("*", "x"), p.g.replaceAll("*", ""))
-        else cands.push(...regexSamples(p.r))
-      }
-    }
+  const fromPattern = (p: StringPattern): void => {
+    if (p.t === "exact") cands.push(p.s)
+    else if (p.t === "glob") cands.push(p.g.replaceAll("*", "x"), p.g.replaceAll("*", ""))
+    else cands.push(...regexSamples(p.r))
   }
-  fromPatterns(false)
+  for (const p of positive.slice(0, MAX_PATTERNS)) fromPattern(p)
   cands.push("alice", "bob", "carol")
-  fromPatterns(true)
-  cands.push(freshLabel(exact, "user"))
-  return { cands, capped: budget < 0 }
+  for (const p of negative.slice(0, MAX_NEGATIVE_SAMPLES)) fromPattern(p)
+  // A name no literal lists (checked against whole sets; a glob like `*` may match them all).
+  let fresh = false
+  for (let i = 0; i < 1000 && !fresh; i++) {
+    const name = `user${i}`
+    if (!lits.some((l) => l.m.kind === "string" && holds(l.m, name))) { cands.push(name); fresh = true }
+  }
+  return { cands, capped: !fresh || positive.length > MAX_PATTERNS }
 }
 
 const ENUM_DOMAINS: Readonly<Record<string, ReadonlyArray<string>>> = {

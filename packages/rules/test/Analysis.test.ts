@@ -328,14 +328,16 @@ describe("analyzePolicy", () => {
         rule("nets", nets, "allow"),
         rule("tracker", m({ kind: "domain", field: "dst.domain", patterns: [{ t: "exact", d: "t.ads4711.example" }] }), "allow"),
         rule("p7", port(7, 8), "allow"),
+        rule("never", and(m({ kind: "domain", field: "dst.domain", patterns: [{ t: "suffix", d: "ads7.example" }] }), not(ads)), "allow"),
         rule("rest", and(not(ads), not(ports), not(nets), m({ kind: "ip", field: "dst.ip", cidrs: [cidr("11.0.0.0/8")] })), "allow"),
       ],
       default: { name: "default", kind: "default", cond: { k: "true" }, action: { k: "allow" }, modifiers: [] },
     }
-    expect(findings(p).map((f) => `${f.code} ${f.rule.name} by ${f.by.map((b) => b.name).join(",")}: ${formatRequest(f.request!)}`)).toEqual([
+    expect(findings(p).map((f) => `${f.code} ${f.rule.name} by ${f.by.map((b) => b.name).join(",")}${f.request === undefined ? "" : `: ${formatRequest(f.request)}`}`)).toEqual([
       "L051 tracker by no-ads: connect t.ads4711.example:443",
       "L051 p7 by odd-ports: connect example.com:7",
+      "L050 never by ",
     ])
-    expect(formatRequest(witness(p.rules[4]!.cond)!)).toBe("connect example.com:443 dst.ip 11.19.136.0")
+    expect(formatRequest(witness(p.rules[5]!.cond)!)).toBe("connect example.com:443 dst.ip 11.19.136.0")
   })
 })
