@@ -8,14 +8,17 @@ import * as S5 from "../src/Socks5Codec.ts"
 import * as S4 from "../src/Socks4Codec.ts"
 import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
 import { type Proxyd, startProxyd } from "./Proxyd.ts"
-import { hashServer, hashUntilEnd, sendRandom } from "./Net.ts"
+import { randomBytes } from "node:crypto"
+import { echoServer, hashServer, hashUntilEnd, sendRandom, type TestServer } from "./Net.ts"
 
 const TOTAL = 100 * 1024 * 1024
 let proxyd: Proxyd
 let target: Awaited<ReturnType<typeof hashServer>>
+let echo: TestServer
 
 beforeAll(async () => {
   target = await hashServer(TOTAL)
+  echo = await echoServer("127.0.0.1", "")
   proxyd = await startProxyd(`
 listen s5 = socks5 127.0.0.1:0
 listen s4 = socks4 127.0.0.1:0
@@ -27,6 +30,7 @@ policy default {
 afterAll(async () => {
   await proxyd?.stop()
   await target?.close()
+  await echo?.close()
 })
 
 /** Opens a connection, sends `hello`, reads exactly `replyLength` bytes (paused mode), and returns the socket. */
@@ -74,5 +78,33 @@ describe("bulk transfers", () => {
     const { socket, reply } = await handshake(proxyd.port("s4"), S4.encodeRequest(1, "127.0.0.1", target.port), 8)
     expect(reply[1]).toBe(90)
     await transfer(socket)
+  })
+
+  it("1,000 concurrent SOCKS5 connections, each greeting + request + 16 KiB in one write, echoed byte-exact", async () => {
+    const N = 1000
+    const t0 = Date.now()
+    const one = (i: number) => new Promise<boolean>((resolve) => {
+      const payload = randomBytes(16 * 1024)
+      const s = connect({ host: "127.0.0.1", port: proxyd.port("s5") })
+      const parts: Buffer[] = []
+      let got = 0
+      const timer = setTimeout(() => s.destroy(), 30_000)
+      s.on("data", (d: Buffer) => {
+        parts.push(d)
+        got += d.length
+        if (got >= 12 + payload.length) s.end()
+      })
+      s.on("error", () => {})
+      s.on("close", () => {
+        clearTimeout(timer)
+        const all = Buffer.concat(parts)
+        resolve(all.length === 12 + payload.length && all[1] === 0 && all[3] === 0 && all.subarray(12).equals(payload))
+      })
+      s.once("connect", () => s.write(Buffer.concat([Buffer.from([5, 1, 0]), S5.encodeRequest(1, "127.0.0.1", echo.port), payload])))
+      void i
+    })
+    const results = await Promise.all(Array.from({ length: N }, (_, i) => one(i)))
+    console.log(`concurrency: ${N} SOCKS5 connections in ${Date.now() - t0} ms`)
+    expect(results.filter((x) => !x).length).toBe(0)
   })
 })
