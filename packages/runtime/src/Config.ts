@@ -11,8 +11,14 @@
  * exactly one such listener (so `--listen` never drops a declared `auth`),
  * else from the file's only listener, else the default policy, no auth. The
  * first override of a kind keeps that listener's name (policies may test `listener`).
+ * An override also keeps that listener's `tls` and `proxy-protocol` (dropping
+ * TLS silently would expose the traffic). TLS paths are resolved from the
+ * directory of the file that declares the listener; `tls` is an error message
+ * when a reference is not a file.
  */
+import { dirname, isAbsolute, resolve } from "node:path"
 import type { Ir } from "@proxyd/rules"
+import { pathsOf, type TlsPaths } from "./Tls.ts"
 
 export interface ListenerSpec {
   readonly name: string
@@ -26,6 +32,9 @@ export interface ListenerSpec {
   readonly connectMs: number
   readonly maxConnections: number
   readonly maxPerIp: number
+  readonly tls: TlsPaths | string | undefined
+  /** Peers trusted to send a PROXY protocol header; `undefined`: no PROXY protocol. */
+  readonly proxyProtocol: ReadonlyArray<Ir.Cidr> | undefined
 }
 
 export interface GlobalSpec {
@@ -80,7 +89,13 @@ interface ListenerLike {
   readonly policy: string
   readonly auth?: { readonly source: string; readonly required: boolean } | undefined
   readonly settings: Readonly<Record<string, unknown>>
+  readonly tls?: Ir.ListenerIR["tls"]
+  readonly proxyProtocol?: ReadonlyArray<Ir.Cidr> | undefined
+  readonly span?: Ir.ListenerIR["span"]
 }
+
+const fromDir = (l: ListenerLike) => (p: string): string =>
+  isAbsolute(p) || l.span === undefined ? resolve(p) : resolve(dirname(l.span.file), p)
 
 const specOf = (program: Ir.Program, l: ListenerLike): ListenerSpec => {
   const o = program.options
@@ -97,6 +112,8 @@ const specOf = (program: Ir.Program, l: ListenerLike): ListenerSpec => {
     connectMs: num(o["connect-timeout"]) ?? DEFAULTS.connectMs,
     maxConnections: num(l.settings["max-connections"]) ?? g.maxConnections,
     maxPerIp: num(l.settings["max-connections-per-ip"]) ?? g.maxPerIp,
+    tls: l.tls === undefined ? undefined : pathsOf(l.tls, fromDir(l)),
+    proxyProtocol: l.proxyProtocol,
   }
 }
 
@@ -121,6 +138,7 @@ export const listenerSpecs = (program: Ir.Program, overrides: ReadonlyArray<List
       policy: base?.policy ?? program.defaultPolicy ?? "default",
       auth: base?.auth,
       settings: base?.settings ?? {},
+      ...(base === undefined ? {} : { tls: base.tls, proxyProtocol: base.proxyProtocol, span: base.span }),
     })
   })
 }

@@ -9,6 +9,10 @@
  * existing connections are untouched. Admitted connections run `onConnection`
  * in a FiberSet. `close(drainMs)` stops accepting, waits for the open
  * connections up to `drainMs`, then interrupts the rest.
+ * A `preamble` (PROXY protocol) runs first, in the connection's fiber: it
+ * yields the client's address, and only then are the gates entered, so
+ * per-IP limits count the carried address. Connections in their preamble are
+ * open (drained, interrupted) but not yet counted by the gates.
  */
 import * as net from "node:net"
 import { Effect, Exit, FiberSet, Scope } from "effect"
@@ -42,12 +46,21 @@ export const makeGate = (limits: () => { readonly max: number; readonly perIp: n
   }
 }
 
+/** A client's address: the TCP peer, or the one a PROXY protocol header carries. */
+export interface Peer { readonly ip: string; readonly port: number }
+
 export interface ServeOptions {
   readonly host: string
   readonly port: number
   readonly gates: ReadonlyArray<Gate>
-  readonly onConnection: (socket: net.Socket) => Effect.Effect<void>
-  readonly onReject: (socket: net.Socket) => void
+  /**
+   * Called at accept: `undefined` when the connection has no preamble now,
+   * else an effect reading it that yields the client's address, or
+   * `undefined` to drop the connection (the preamble logged why).
+   */
+  readonly preamble?: (socket: net.Socket) => Effect.Effect<Peer | undefined> | undefined
+  readonly onConnection: (socket: net.Socket, peer: Peer, acceptedAt: number) => Effect.Effect<void>
+  readonly onReject: (socket: net.Socket, peer: Peer) => void
 }
 
 export interface RunningListener {
@@ -75,23 +88,46 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
     const run = yield* FiberSet.runtime(fibers)<never>()
     let open = 0
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true })
-    server.on("connection", (socket) => {
-      socket.on("error", () => {})
-      const ip = socket.remoteAddress ?? ""
+    /** Enters every gate, or none (then the connection is rejected). */
+    const enter = (socket: net.Socket, peer: Peer): Array<Gate> | undefined => {
       const entered: Array<Gate> = []
       for (const g of opts.gates) {
-        if (!g.tryEnter(ip)) {
-          for (const e of entered) e.leave(ip)
-          opts.onReject(socket)
-          return
+        if (!g.tryEnter(peer.ip)) {
+          for (const e of entered) e.leave(peer.ip)
+          opts.onReject(socket, peer)
+          return undefined
         }
         entered.push(g)
       }
+      return entered
+    }
+    const served = (socket: net.Socket, peer: Peer, acceptedAt: number, entered: ReadonlyArray<Gate>) =>
+      opts.onConnection(socket, peer, acceptedAt).pipe(Effect.ensuring(Effect.sync(() => {
+        for (const e of entered) e.leave(peer.ip)
+      })))
+    const closeOpen = Effect.sync(() => { open-- })
+    server.on("connection", (socket) => {
+      socket.on("error", () => {})
+      const acceptedAt = Date.now()
+      const real: Peer = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 }
+      const pre = opts.preamble?.(socket)
+      if (pre === undefined) {
+        const entered = enter(socket, real)
+        if (entered === undefined) return
+        open++
+        run(served(socket, real, acceptedAt, entered).pipe(Effect.ensuring(closeOpen)))
+        return
+      }
       open++
-      run(opts.onConnection(socket).pipe(Effect.ensuring(Effect.sync(() => {
-        open--
-        for (const e of entered) e.leave(ip)
-      }))))
+      run(pre.pipe(
+        Effect.flatMap((peer) => {
+          if (peer === undefined) return Effect.sync(() => { socket.destroy() })
+          const entered = enter(socket, peer)
+          return entered === undefined ? Effect.void : served(socket, peer, acceptedAt, entered)
+        }),
+        Effect.onInterrupt(() => Effect.sync(() => { socket.destroy() })),
+        Effect.ensuring(closeOpen),
+      ))
     })
     const bound = yield* Effect.callback<net.AddressInfo, ListenError>((resume) => {
       const onError = (e: NodeJS.ErrnoException) => resume(Effect.fail(new ListenError(`cannot listen on ${opts.host}:${opts.port}: ${e.code ?? e.message}`, e.code)))

@@ -15,6 +15,14 @@
  * gracefully (the effect then completes: exit 0), a second SIGTERM/SIGINT exits
  * at once (128 + signal number).
  *
+ * TLS listeners: certificate, key and client CA are read at every load; a
+ * broken one fails the start or the reload (the old policy, with its
+ * certificate, keeps serving). The files are watched like the rules files, so
+ * a rotation is picked up; new connections use the new context. PROXY
+ * protocol listeners read the header (trusted peers only) before the limits
+ * are applied. A connection refused by a limit on a TLS listener is closed
+ * without a protocol reply (answering would take a TLS handshake).
+ *
  * Gotchas: the runtime never imports protocol packages; the CLI passes the
  * handlers. A listener kind without its handler refuses to start (mixed needs
  * socks5, socks4 and http).
@@ -24,13 +32,15 @@ import { Data, Effect, Fiber, Semaphore } from "effect"
 import type { Ir } from "@proxyd/rules"
 import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts"
 import type { InboundHandler, ProtocolName } from "./Inbound.ts"
-import { makeGate, serve, type Gate, type RunningListener } from "./Listener.ts"
+import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./Listener.ts"
 import * as Log from "./Log.ts"
 import { defaultRegistry, type Registry } from "./Outbound.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
 import { serveConnection, type PolicyView } from "./Session.ts"
 import { sniff } from "./Sniff.ts"
+import * as ProxyProtocol from "./ProxyProtocol.ts"
+import { loadContext, type TlsContext } from "./Tls.ts"
 
 export type Handlers = Partial<Record<ProtocolName, InboundHandler>>
 
@@ -83,9 +93,21 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       if (typeof o === "string") return yield* new StartError({ message: `--listen: ${o}` })
       overrides.push(o)
     }
-    const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> =>
-      ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
+    // Secure contexts are built with each load, keyed by the listener spec they belong to.
+    const tlsOf = new WeakMap<ListenerSpec, TlsContext>()
+    const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> => {
+      const out = ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
         .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`))
+      for (const l of ls) {
+        if (l.tls === undefined) continue
+        const c = typeof l.tls === "string" ? l.tls : loadContext(l.tls)
+        if (typeof c === "string") out.push(`listener \`${l.name}\`: ${c}`)
+        else tlsOf.set(l, c)
+      }
+      return out
+    }
+    const tlsFiles = (ls: ReadonlyArray<ListenerSpec>): Array<string> =>
+      ls.flatMap((l) => (l.tls === undefined || typeof l.tls === "string" ? [] : [l.tls.cert, l.tls.key, ...(l.tls.ca === undefined ? [] : [l.tls.ca])]))
     const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck }
     const first = PolicyStore.load(loadOpts, 1)
     if (!first.ok) return yield* new StartError({ message: first.message })
@@ -118,8 +140,13 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       }
     }
 
-    const rejectConnection = (o: Open, socket: Socket): void => {
-      const src = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
+    const rejectConnection = (o: Open, socket: Socket, peer: Peer): void => {
+      const src = `${peer.ip.includes(":") ? `[${peer.ip}]` : peer.ip}:${peer.port}`
+      if (o.spec.tls !== undefined) {
+        log.info("connection", { listener: o.spec.name, src, outcome: "rejected", error: "connection limit reached" })
+        socket.destroy()
+        return
+      }
       const answer = (p: ProtocolName | undefined) => {
         const h = p === undefined ? undefined : opts.handlers[p]
         log.info("connection", { listener: o.spec.name, protocol: p, src, outcome: "rejected", error: "connection limit reached" })
@@ -136,6 +163,19 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       ))
     }
 
+    /** PROXY protocol: trusted peers only, one header within the handshake timeout; else the connection is dropped (logged). */
+    const readProxyHeader = (spec: ListenerSpec, cidrs: ReadonlyArray<Ir.Cidr>, socket: Socket): Effect.Effect<Peer | undefined> => {
+      const real: Peer = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 }
+      const src = `${real.ip.includes(":") ? `[${real.ip}]` : real.ip}:${real.port}`
+      const refuse = (outcome: string, error: string) =>
+        Effect.sync(() => { log.info("connection", { listener: spec.name, src, outcome, error }); return undefined })
+      if (!ProxyProtocol.trusted(cidrs, real.ip)) return refuse("proxy-untrusted", "peer is not trusted to send a PROXY protocol header")
+      return ProxyProtocol.readHeader(socket).pipe(
+        Effect.timeoutOrElse({ duration: spec.handshakeMs, orElse: () => Effect.succeed({ k: "error", message: "PROXY header not received in time" } as const) }),
+        Effect.flatMap((r) => (r.k === "error" ? refuse("proxy-protocol-error", r.message) : Effect.succeed(r.src ?? real))),
+      )
+    }
+
     const openListener = (spec: ListenerSpec) => Effect.gen(function*() {
       const o: Partial<Open> & { spec: ListenerSpec } = { spec }
       const gate = makeGate(() => ({ max: o.spec.maxConnections, perIp: o.spec.maxPerIp }))
@@ -143,9 +183,16 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         host: spec.host,
         port: spec.port,
         gates: [globalGate, gate],
-        onConnection: (socket) => {
+        preamble: (socket) => {
+          const cidrs = o.spec.proxyProtocol
+          return cidrs === undefined ? undefined : readProxyHeader(o.spec, cidrs, socket)
+        },
+        onConnection: (socket, peer, acceptedAt) => {
           const s = o.spec
           return serveConnection(socket, {
+            peer,
+            acceptedAt,
+            tls: s.tls === undefined ? undefined : tlsOf.get(s),
             listener: { name: s.name, kind: s.kind, handshakeMs: s.handshakeMs, idleMs: s.idleMs, connectMs: s.connectMs },
             view: viewFor(o as Open, store.current()),
             handlers: opts.handlers,
@@ -154,7 +201,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
             log,
           })
         },
-        onReject: (socket) => rejectConnection(o as Open, socket),
+        onReject: (socket, peer) => rejectConnection(o as Open, socket, peer),
       })
       const done: Open = Object.assign(o, { running, gate }) as Open
       open.set(spec.name, done)
@@ -201,12 +248,12 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         return { ok: false, version: store.current().version, message: r.message }
       }
       yield* reconcile(r.state)
-      watcher?.update(r.state.files)
+      watcher?.update([...r.state.files, ...tlsFiles(r.state.listeners)])
       log.info("policy reloaded", { version: r.state.version })
       return { ok: true, version: r.state.version }
     }))
     if (opts.watch !== false) {
-      watcher = PolicyStore.watchFiles(first.state.files, () => {
+      watcher = PolicyStore.watchFiles([...first.state.files, ...tlsFiles(first.state.listeners)], () => {
         log.info("rules changed on disk; reloading")
         Effect.runFork(reload())
       })

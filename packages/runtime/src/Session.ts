@@ -14,6 +14,13 @@
  * rule action bytes_up bytes_down duration_ms outcome error tags` plus the
  * handler's `note`s (a noted `outcome` replaces the runtime's). Bytes are summed
  * over every outbound socket of the connection (relayed or forwarded). Never a password (authenticate's arguments are not kept).
+ *
+ * TLS listeners: the handshake runs first, inside the handshake deadline
+ * (which counts from accept, so a PROXY header read before it is included);
+ * the handler gets the TLS socket. A failed handshake ends the connection
+ * with outcome `tls-error` and OpenSSL's reason. `src` is `env.peer` (the
+ * address a PROXY header carried, else the TCP peer); with PROXY protocol the
+ * line also has `proxy` (the load balancer's address).
  */
 import type { Socket } from "node:net"
 import { Deferred, Effect } from "effect"
@@ -28,6 +35,7 @@ import type { OutboundContext, Registry } from "./Outbound.ts"
 import { relay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
+import { handshake, type TlsContext } from "./Tls.ts"
 
 /** What a connection needs from the policy state current when it is served. */
 export interface PolicyView {
@@ -53,6 +61,12 @@ export interface ConnectionEnv {
   readonly resolver: ResolverShape
   readonly registry: Registry
   readonly log: Log
+  /** The client's address for policy, logs and limits (default: the TCP peer). */
+  readonly peer?: { readonly ip: string; readonly port: number }
+  /** When the connection was accepted (default: now); the handshake deadline counts from it. */
+  readonly acceptedAt?: number
+  /** Wrap the connection in TLS with this context before anything else. */
+  readonly tls?: TlsContext | undefined
 }
 
 let counter = 0
@@ -80,16 +94,20 @@ const closeAfterFlush = (s: Socket): void => {
 }
 
 /** Serves one accepted (paused) client socket to its end. Never fails. */
-export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effect<void> =>
+export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const started = Date.now()
+    const started = env.acceptedAt ?? Date.now()
     const id = nextId()
+    let client = raw
     const sockets = new Set<Socket>([client])
+    const srcIp = env.peer?.ip ?? client.remoteAddress ?? ""
+    const srcPort = env.peer?.port ?? client.remotePort ?? 0
     const line: Record<string, unknown> = {
       id,
       listener: env.listener.name,
-      src: hostPort(client.remoteAddress ?? "?", client.remotePort ?? 0),
+      src: hostPort(srcIp === "" ? "?" : srcIp, srcPort),
     }
+    if (srcIp !== (raw.remoteAddress ?? "") || srcPort !== (raw.remotePort ?? 0)) line["proxy"] = hostPort(raw.remoteAddress ?? "?", raw.remotePort ?? 0)
     let outcome = "ok"
     let user: string | undefined
     let groups: ReadonlyArray<string> | undefined
@@ -100,7 +118,7 @@ export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effe
     let handshakeTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
       handshakeTimer = undefined
       Deferred.doneUnsafe(expired, Effect.void)
-    }, env.listener.handshakeMs)
+    }, Math.max(0, env.listener.handshakeMs - (Date.now() - started)))
     const endHandshake = () => {
       if (handshakeTimer !== undefined) { clearTimeout(handshakeTimer); handshakeTimer = undefined }
     }
@@ -128,6 +146,17 @@ export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effe
     })
 
     const body = Effect.gen(function*() {
+      if (env.tls !== undefined) {
+        const r = yield* handshake(raw, env.tls).pipe(Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))))
+        if (r === "timeout") { outcome = "handshake-timeout"; line["error"] = "TLS handshake not completed"; return }
+        if (!r.ok) { outcome = "tls-error"; line["error"] = r.message; return }
+        client = r.socket
+        // The TLS socket owns the raw socket's handle: close through it (flushing close_notify), then the raw one.
+        sockets.delete(raw)
+        sockets.add(client)
+        client.once("close", () => raw.destroy())
+        line["tls"] = r.socket.getProtocol() ?? "tls"
+      }
       let handler: InboundHandler | undefined
       if (env.listener.kind === "mixed") {
         const protocol = yield* sniff(client).pipe(Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))))
@@ -145,8 +174,8 @@ export const serveConnection = (client: Socket, env: ConnectionEnv): Effect.Effe
       const ctx: SessionContext = {
         id,
         listener: env.listener.name,
-        srcIp: client.remoteAddress ?? "",
-        srcPort: client.remotePort ?? 0,
+        srcIp,
+        srcPort,
         localAddress: client.localAddress ?? "",
         auth: initialView.auth === undefined ? "none" : initialView.authRequired ? "required" : "optional",
         handshakeTimeoutMs: env.listener.handshakeMs,

@@ -6,7 +6,7 @@
  * reload to such a program is rejected, the old policy keeps serving). Each
  * message names the feature, where it is used and when it arrives.
  * Not enforced yet: GeoIP fields (country/ASN), `via`/`tor` actions (issue 4),
- * the `limit`/`bandwidth` modifiers, TLS listeners, inbound PROXY protocol,
+ * the `limit`/`bandwidth` modifiers,
  * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1.
  */
 import type { Ir } from "@proxyd/rules"
@@ -54,10 +54,6 @@ export const unsupported = (program: Ir.Program): Array<string> => {
         }
       }
     }
-  }
-  for (const l of program.listeners) {
-    if (l.tls !== undefined) out.push(`listener \`${l.name}\`${at(l.span)}: TLS listeners are not implemented yet`)
-    if (l.proxyProtocol !== undefined) out.push(`listener \`${l.name}\`${at(l.span)}: inbound PROXY protocol is not implemented yet`)
   }
   for (const a of program.auths.values()) {
     if (!SUPPORTED_AUTH.has(a.kind)) out.push(`auth \`${a.name}\`${at(a.span)}: auth source kind \`${a.kind}\` is not implemented yet (static and htpasswd are)`)
