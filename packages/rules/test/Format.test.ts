@@ -176,12 +176,12 @@ describe("CRLF", () => {
 
 describe("declarations kept in meaning", () => {
   it("keeps include, plugin and test blocks with all their parts", () => {
-    const src = `include   "common.rules" # shared\nplugin "./x.ts"\nplugin "pkg-name"\ntest "t" {\n  user "a b"; groups [x,y]\n  connect x.example:443\n} expect   via corp by r\ntest "u" { connect a:1 } expect block "m"\n`
+    const src = `include   "common.rules" # shared\nplugin "./x.ts"\nplugin "pkg-name"\ntest "t" {\n  user "a b"; groups [x,y]\n  connect x.example:443\n} expect   via corp by r\ntest "u" { connect a:1 } expect block "m"\ntest "v" { connect a:1 } expect redirect by legacy\n`
     const out = formatted(src)
-    expect(out).toBe(`include "common.rules" # shared\nplugin "./x.ts"\nplugin "pkg-name"\ntest "t" { user "a b"; groups [x, y]; connect x.example:443 } expect via corp by r\ntest "u" { connect a:1 } expect block "m"\n`)
+    expect(out).toBe(`include "common.rules" # shared\nplugin "./x.ts"\nplugin "pkg-name"\ntest "t" { user "a b"; groups [x, y]; connect x.example:443 } expect via corp by r\ntest "u" { connect a:1 } expect block "m"\ntest "v" { connect a:1 } expect redirect by legacy\n`)
     const items = parse(out, "t.rules").file.items
     expect(items.map((i) => (i.kind === "decl" ? `${i.keyword.text} ${i.args.map((a) => (a.kind === "string" ? a.value : "?")).join()}` : i.kind)))
-      .toEqual(["include common.rules", "plugin ./x.ts", "plugin pkg-name", "test", "test"])
+      .toEqual(["include common.rules", "plugin ./x.ts", "plugin pkg-name", "test", "test", "test"])
     expect(meaning(parse(out, "t.rules").file)).toEqual(meaning(parse(src, "t.rules").file))
   })
 })

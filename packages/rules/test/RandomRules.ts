@@ -115,7 +115,7 @@ export const validFile = (r: Rng): string => {
     return `${s}default${sp()}${action(0)}${modifiers()}${r.pick(["\n", ";", ` ${comment()}\n`, ""])}${ws()}}`
   }
   const test = () => {
-    const expect = r.pick(["allow", "block", `block ${str()}`, `redirect ${str()}`, "redirect a.example:80", "via corp", "tor", "tor onion"])
+    const expect = r.pick(["allow", "block", `block ${str()}`, "redirect", `redirect ${str()}`, "redirect a.example:80", "via corp", "tor", "tor onion"])
     return `test${sp()}${str()}${sp()}${blockBody(1)}${ws()}expect${sp()}${expect}${r.chance(0.5) ? `${sp()}by${sp()}${r.pick(NAMES)}` : ""}`
   }
   let out = r.pick(["", "\n", `${comment()}\n`, "\n\n"])

@@ -3121,12 +3121,47 @@ function peg$parse(input, options) {
           if (s2 !== peg$FAILED) {
             s3 = peg$currPos;
             s4 = peg$parse_();
-            s5 = peg$parseString();
-            if (s5 === peg$FAILED) {
-              s5 = peg$parseBare();
+            s5 = peg$currPos;
+            peg$silentFails++;
+            s6 = peg$currPos;
+            if (input.substr(peg$currPos, 2) === peg$c39) {
+              s7 = peg$c39;
+              peg$currPos += 2;
+            } else {
+              s7 = peg$FAILED;
+              if (peg$silentFails === 0) { peg$fail(peg$e53); }
+            }
+            if (s7 !== peg$FAILED) {
+              s8 = peg$parseBoundary();
+              if (s8 !== peg$FAILED) {
+                s7 = [s7, s8];
+                s6 = s7;
+              } else {
+                peg$currPos = s6;
+                s6 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s6;
+              s6 = peg$FAILED;
+            }
+            peg$silentFails--;
+            if (s6 === peg$FAILED) {
+              s5 = undefined;
+            } else {
+              peg$currPos = s5;
+              s5 = peg$FAILED;
             }
             if (s5 !== peg$FAILED) {
-              s3 = s5;
+              s6 = peg$parseString();
+              if (s6 === peg$FAILED) {
+                s6 = peg$parseBare();
+              }
+              if (s6 !== peg$FAILED) {
+                s3 = s6;
+              } else {
+                peg$currPos = s3;
+                s3 = peg$FAILED;
+              }
             } else {
               peg$currPos = s3;
               s3 = peg$FAILED;
