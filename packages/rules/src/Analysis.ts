@@ -35,7 +35,7 @@ import type { Span } from "./Ast.ts"
 import { type Diagnostic, fileSpan, type Note, warning } from "./Diagnostic.ts"
 import type { ActionIR, Field, PolicyIR, Request, RuleIR } from "./Ir.ts"
 import { evalCond, evaluateReference, type RequestView, view } from "./Reference.ts"
-import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, mayMeet, solveTerm, type Term } from "./Space.ts"
+import { ALWAYS_KNOWN, byField, flip, implies, type Lit, MAX_TERMS, mayMeet, solveTerm, type Term, truth } from "./Space.ts"
 import { dnfOf, formatRequest } from "./Witness.ts"
 
 export { findWitness, formatRequest, witness, type WitnessResult } from "./Witness.ts"
@@ -171,7 +171,7 @@ export const findings = (policy: PolicyIR): ReadonlyArray<Finding> => {
     meter.work += r.sat.length * (earlier.length + earlierTerms)
     earlierTerms += r.sat.length
     // Which earlier conditions are true on each of R's term witnesses.
-    const trueOn = r.sat.map((t) => earlier.map((e) => evalCond(e.rule.cond, t.view) === "true"))
+    const trueOn = r.sat.map((t) => earlier.map((e) => truth(e.rule.cond, t.view) === "true"))
 
     const shadow = r.unknown ? undefined : shadowedBy(r, earlier, trueOn, meter)
     if (shadow !== undefined) {

@@ -21,8 +21,8 @@
  * deciding rule.
  */
 import type { ActionIR, Decision, PolicyIR, Request, RuleIR } from "./Ir.ts"
-import { evalMatcher, evaluateReference, type RequestView, view } from "./Reference.ts"
-import { flip, type Lit, mayMeet, solveTerm, type Term } from "./Space.ts"
+import { evaluateReference, type RequestView, view } from "./Reference.ts"
+import { flip, type Lit, mayMeet, solveTerm, type Term, truth } from "./Space.ts"
 import { actionKey } from "./Analysis.ts"
 import { dnfOf, formatRequest } from "./Witness.ts"
 
@@ -60,10 +60,7 @@ const termsOf = (r: RuleIR): ReadonlyArray<Term> => {
   return d.ok ? d.terms.slice(0, MAX_TERMS_PER_RULE) : []
 }
 
-const litTrue = (l: Lit, v: RequestView): boolean => {
-  const x = evalMatcher(l.m, v)
-  return l.neg ? x === "false" : x === "true"
-}
+const litTrue = (l: Lit, v: RequestView): boolean => truth({ k: "match", m: l.m }, v) === (l.neg ? "false" : "true")
 
 /** A rule's identity for change detection: kind, name, condition and action, without source spans. */
 const ruleKey = (r: RuleIR): string =>

@@ -25,6 +25,7 @@
  */
 import type { Cond, DomainPattern, Field, Matcher, Request, StringPattern } from "./Ir.ts"
 import { solveIp, solvePort } from "./Intervals.ts"
+import { evalMatcher, type RequestView, type Truth } from "./Reference.ts"
 import { cidrContains, formatIp, type Ip, parseIp } from "./Ip.ts"
 import { domainHasSuffix, domainPatternMatches, isOnion, localTime, normalizeDomain, stringPatternMatches, timeMatches } from "./Match.ts"
 
@@ -136,6 +137,47 @@ export const holds = (m: Matcher, v: unknown): boolean => {
 }
 
 const litHolds = (l: Lit, v: unknown): boolean => holds(l.m, v) !== l.neg
+
+/**
+ * Three-valued truth of `c` on a request (`missing: "unknown"`): the reference
+ * semantics (`evalCond`), with large domain and user sets matched through the
+ * indexes above. Used to filter; every reported witness is still checked with
+ * `evaluateReference`.
+ */
+export const truth = (c: Cond, v: RequestView): Truth => {
+  switch (c.k) {
+    case "true": return "true"
+    case "match": {
+      const m = c.m
+      if (m.kind === "domain" && m.patterns.length > SMALL) return v.domain === undefined ? "unknown" : domainHolds(m, v.domain) ? "true" : "false"
+      if (m.kind === "string" && m.patterns.length > SMALL) return v.req.user === undefined ? "unknown" : holds(m, v.req.user) ? "true" : "false"
+      const x = evalMatcher(m, v)
+      return typeof x === "string" ? x : "unknown"
+    }
+    case "not": {
+      const x = truth(c.c, v)
+      return x === "true" ? "false" : x === "false" ? "true" : "unknown"
+    }
+    case "and": {
+      let unknown = false
+      for (const item of c.items) {
+        const x = truth(item, v)
+        if (x === "false") return "false"
+        if (x === "unknown") unknown = true
+      }
+      return unknown ? "unknown" : "true"
+    }
+    case "or": {
+      let unknown = false
+      for (const item of c.items) {
+        const x = truth(item, v)
+        if (x === "true") return "true"
+        if (x === "unknown") unknown = true
+      }
+      return unknown ? "unknown" : "false"
+    }
+  }
+}
 
 const search = <V>(cands: Iterable<V>, lits: ReadonlyArray<Lit>, complete: boolean, what: string, ok: (v: V) => boolean = () => true): FieldResult<V> => {
   for (const v of cands) if (ok(v) && lits.every((l) => litHolds(l, v))) return { t: "sat", v }

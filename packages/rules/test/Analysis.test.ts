@@ -5,6 +5,7 @@ import type { Cond, Matcher, PolicyIR, Request } from "../src/Ir.ts"
 import { parseCidr } from "../src/Ip.ts"
 import { randomCond, randomPolicy, randomRequest, randomFacts, rng } from "../src/Random.ts"
 import { evalCond, evaluateReference, view } from "../src/Reference.ts"
+import { truth } from "../src/Space.ts"
 
 const OPTS = { missing: "unknown" } as const
 
@@ -116,6 +117,28 @@ describe("witness", () => {
     }
     expect(found).toBeGreaterThan(1200)
     expect(none).toBeGreaterThan(5)
+  })
+})
+
+describe("truth (indexed three-valued evaluation)", () => {
+  it("agrees with the reference on random conditions and large domain/user sets", () => {
+    const r = rng(3)
+    const names = ["example.com", "www.example.com", "a.b.example.com", "tracker.net", "ads.tracker.net", "x.onion", "com", "internal.corp"]
+    const bigDomains = (): Cond => m({ kind: "domain", field: "dst.domain", patterns: Array.from({ length: 40 }, (_, i) => {
+      const d = i < names.length && r() < 0.5 ? names[i]! : `n${i}.example`
+      const k = Math.floor(r() * 4)
+      return k === 0 ? { t: "exact" as const, d } : k === 1 ? { t: "suffix" as const, d } : k === 2 ? { t: "sub" as const, d } : { t: "glob" as const, g: `*.${d}` }
+    }) })
+    const bigUsers = (): Cond => m({ kind: "string", field: "user", patterns: Array.from({ length: 30 }, (_, i) => (i === 7 ? { t: "glob" as const, g: "c*" } : { t: "exact" as const, s: i % 3 === 0 ? "alice" : `u${i}` })) })
+    let agreedTrue = 0
+    for (let i = 0; i < 3000; i++) {
+      const c = i % 3 === 0 ? randomCond(r) : i % 3 === 1 ? and(bigDomains(), not(bigUsers())) : or(not(bigDomains()), bigUsers())
+      const q = randomRequest(r, randomFacts(r), 0.6)
+      const v = view(q, OPTS)
+      expect(truth(c, v)).toBe(evalCond(c, v))
+      if (evalCond(c, v) === "true") agreedTrue++
+    }
+    expect(agreedTrue).toBeGreaterThan(300)
   })
 })
 
