@@ -123,10 +123,15 @@ export const closeWith = (socket: Socket, data?: Uint8Array | string, lingerMs =
       resume(Effect.void)
     })
     socket.on("error", () => socket.destroy())
-    if (data === undefined) socket.end()
-    else socket.end(data)
+    const flushed = () => {
+      if (socket.readableEnded) socket.destroy()
+    }
+    if (data === undefined) socket.end(flushed)
+    else socket.end(data, flushed)
+    socket.on("end", () => {
+      if (socket.writableFinished) socket.destroy()
+    })
     socket.resume()
-    if (socket.readableEnded) socket.destroy()
   })
 
 /** Waits until the socket ends or closes, discarding anything it sends (a SOCKS control connection). */

@@ -244,6 +244,14 @@ describe("HttpHandler", () => {
     expect(all.endsWith("A GET /old ")).toBe(true)
   })
 
+  it("a client that half-closes right after its request still gets the complete error response", async () => {
+    const h = await harness(httpHandler)
+    const c = await raw(h.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.socket.end()
+    const all = (await c.readToEnd()).toString()
+    expect(all).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\norigin-form request to a proxy\n$/)
+  })
+
   it("a client that sends nothing is closed after the handshake timeout", async () => {
     const h = await harness(httpHandler, { handshakeTimeoutMs: 200 })
     const c = await raw(h.port, "")

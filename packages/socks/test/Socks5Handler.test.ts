@@ -140,6 +140,14 @@ describe("Socks5Handler", () => {
     await refusal(undefined, Buffer.from([5, 1, 0, 3, 3, 0x61, 0, 0x62, 0, 80]), 0x04)
   })
 
+  it("a client that half-closes right after its request still gets the complete reply", async () => {
+    const h = await harness(socks5Handler)
+    const c = await client(h.port)
+    c.send(Buffer.concat([Buffer.from([5, 1, 0]), C.encodeRequest(1, "127.0.0.1", await closedPort())]))
+    c.socket.end()
+    expect([...await c.readToEnd()]).toEqual([5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0])
+  })
+
   it("not SOCKS5 → closed without a reply; handshake timeout → closed", async () => {
     const h = await harness(socks5Handler, { handshakeTimeoutMs: 200 })
     const c = await client(h.port)
