@@ -141,6 +141,32 @@ test "u" { connect a.example:1 } expect block
     }
   }))
 
+  it.effect("picks the policy: --policy, else --listener's, else the default; several policies need a choice", () => Effect.gen(function*() {
+    const text = `listen a = socks5 127.0.0.1:1080 policy open
+listen b = socks5 127.0.0.1:1081 policy closed
+policy open {
+  default allow
+}
+policy closed {
+  default block "closed"
+}
+test "open" { listener a; policy open; connect x.example:1 } expect allow
+test "closed" { listener b; policy closed; connect x.example:1 } expect block
+`
+    const files = { "two.rules": text }
+    const byListener = yield* run(["explain", "two.rules", "--listener", "b", "connect", "x.example:1"], files)
+    assert.include(byListener.out, '→ block "closed" by default')
+    assert.include(byListener.out, "in policy closed")
+    const byPolicy = yield* run(["explain", "two.rules", "--listener", "b", "--policy", "open", "connect", "x.example:1"], files)
+    assert.include(byPolicy.out, "→ allow by default")
+    const none = yield* run(["explain", "two.rules", "connect", "x.example:1"], files)
+    assert.strictEqual(none.code, 2)
+    assert.include(none.err, "several policies (open, closed): choose one with --policy")
+    const badListener = yield* run(["explain", "two.rules", "--listener", "c", "connect", "x.example:1"], files)
+    assert.strictEqual(badListener.code, 2)
+    assert.include(badListener.err, "no listener named `c`")
+  }))
+
   it.effect("exits 1 with the diagnostics when the file does not check", () => Effect.gen(function*() {
     const r = yield* run(["explain", "a.rules", "connect", "a:1"], { "a.rules": BROKEN })
     assert.strictEqual(r.code, 1)
