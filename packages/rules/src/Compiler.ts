@@ -166,9 +166,8 @@ class Keys {
 }
 
 interface Choice {
+  /** Their estimated candidates are the choice's cost (computed only where an `and` compares its items). */
   readonly triggers: ReadonlyArray<Matcher>
-  /** Estimated candidates (computed only where an `and` compares its items). */
-  readonly cost: () => number
   /** What is left to check once a trigger holds. */
   readonly residual: Cond
 }
@@ -180,19 +179,16 @@ const NEVER: Test = () => 0
 const choose = (c: Cond, keys: Keys): Choice | undefined => {
   switch (c.k) {
     case "true": case "not": return undefined
-    case "match": {
-      const m = c.m
-      return { triggers: [m], cost: () => keys.cost(m), residual: TRUE }
-    }
+    case "match": return { triggers: [c.m], residual: TRUE }
     case "or": {
-      if (c.items.length === 0) return { triggers: [], cost: () => 0, residual: TRUE }
+      if (c.items.length === 0) return { triggers: [], residual: TRUE }
       const parts: Choice[] = []
       for (const item of c.items) {
         const ch = choose(item, keys)
         if (ch === undefined) return undefined
         parts.push(ch)
       }
-      return { triggers: parts.flatMap((p) => p.triggers), cost: () => parts.reduce((a, p) => a + p.cost(), 0), residual: parts.every((p) => p.residual.k === "true") ? TRUE : c.items.length === 1 ? parts[0].residual : c }
+      return { triggers: parts.flatMap((p) => p.triggers), residual: parts.every((p) => p.residual.k === "true") ? TRUE : c.items.length === 1 ? parts[0].residual : c }
     }
     case "and": {
       let best: Choice | undefined
@@ -201,7 +197,8 @@ const choose = (c: Cond, keys: Keys): Choice | undefined => {
       for (let i = 0; i < c.items.length; i++) {
         const ch = choose(c.items[i], keys)
         if (ch === undefined) continue
-        const cost = ch.cost()
+        let cost = 0
+        for (const m of ch.triggers) cost += keys.cost(m)
         if (best === undefined || cost < bestCost) {
           best = ch
           bestCost = cost
@@ -211,7 +208,7 @@ const choose = (c: Cond, keys: Keys): Choice | undefined => {
       if (best === undefined) return undefined
       const rest = c.items.filter((_, i) => i !== bestAt)
       const residual: Cond = best.residual.k === "true" ? (rest.length === 0 ? TRUE : rest.length === 1 ? rest[0] : { k: "and", items: rest }) : c
-      return { triggers: best.triggers, cost: () => bestCost, residual }
+      return { triggers: best.triggers, residual }
     }
   }
 }
