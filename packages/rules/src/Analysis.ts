@@ -216,7 +216,9 @@ const toDiagnostic = (policy: PolicyIR, f: Finding): Diagnostic => {
       const shown = f.by.slice(0, MAX_CITED).map(cite)
       if (f.by.length > MAX_CITED) shown.push(`${f.by.length - MAX_CITED} more`)
       return warning("L051", `rule \`${r.name}\` is shadowed by ${listOf(shown)}: ${why}; e.g. ${formatRequest(f.request!)}`, span, {
-        hint: anyGuard ? `remove it, or narrow ${f.by.length === 1 ? `guard \`${first.name}\`` : "the guards"}` : `move it above \`${first.name}\` or remove it`,
+        hint: !anyGuard ? `move it above \`${first.name}\` or remove it`
+          : f.by.length === 1 ? `remove it, or narrow guard \`${first.name}\``
+          : "remove it, or narrow the guards and rules above that cover it",
         notes: f.by.slice(0, MAX_CITED).flatMap(hereNote),
       })
     }

@@ -217,6 +217,19 @@ describe("analyzePolicy", () => {
     }])
   })
 
+  it("L051: a guard and an earlier rule together", () => {
+    const p = policyOf([
+      `  guard low when dst.port in 1..100 -> block`,
+      `  rule high when dst.port in 101..200 -> allow`,
+      `  rule mid when dst.port in 50..150 -> block "mid"`,
+    ].join("\n"))
+    expect(brief(p)).toEqual([{
+      code: "L051", at: "4:3",
+      message: "rule `mid` is shadowed by guard `low` (line 2) and rule `high` (line 3): every request it matches is decided earlier; e.g. connect example.com:80",
+      hint: "remove it, or narrow the guards and rules above that cover it", notes: ["2: guard `low` is here", "3: rule `high` is here"],
+    }])
+  })
+
   it("three-valued covers: `not user == bob` covers a known user, not a rule without one", () => {
     const p = policyOf([
       `  rule not-bob when user != bob -> block`,
