@@ -12,10 +12,13 @@
  * handshake does. The TLS socket stays in paused mode, so sniffing, handlers'
  * `read()` loops and the relay's `pipe` work as on plain TCP.
  *
- * Gotchas: a standalone server `TLSSocket` does not enforce
- * `rejectUnauthorized` after the handshake the way `tls.Server` does, so
- * `handshake` checks `authorized` itself. Failure messages carry OpenSSL's
- * reason only (never key material).
+ * Gotchas: a standalone server `TLSSocket` neither sets `authorized` nor
+ * enforces `rejectUnauthorized` after the handshake the way `tls.Server`
+ * does (OpenSSL only refuses a missing certificate; Node's verify callback
+ * accepts any chain and records the error). So `handshake` asks the TLS
+ * handle for the recorded verification error exactly as `tls.Server` does
+ * (`_handle.verifyError()`), and fails closed if that internal is missing.
+ * Failure messages carry OpenSSL's reason only (never key material).
  */
 import { readFileSync } from "node:fs"
 import type { Socket } from "node:net"
@@ -68,6 +71,15 @@ export const pathsOf = (t: NonNullable<Ir.ListenerIR["tls"]>, resolve: (p: strin
   return { cert: cert as string, key: key as string, ...(ca === undefined ? {} : { ca: ca as string }) }
 }
 
+/** Why the client's certificate does not verify against the listener's CA, or `undefined` when it does. */
+const clientCertError = (s: tls.TLSSocket): string | undefined => {
+  const handle = (s as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null } })._handle
+  if (typeof handle?.verifyError !== "function") return "cannot verify (this Node version hides the verification result)"
+  if (Object.keys(s.getPeerCertificate()).length === 0) return "none presented"
+  const e = handle.verifyError()
+  return e === null || e === undefined ? undefined : (e.code ?? e.message)
+}
+
 export type HandshakeResult =
   | { readonly ok: true; readonly socket: tls.TLSSocket }
   | { readonly ok: false; readonly message: string }
@@ -93,9 +105,9 @@ export const handshake = (raw: Socket, ctx: TlsContext): Effect.Effect<Handshake
       resume(Effect.succeed(r))
     }
     const onSecure = () => {
-      if (ctx.requireClientCert && !s.authorized) {
-        const why = s.authorizationError
-        return finish({ ok: false, message: `client certificate rejected: ${why === undefined || why === null ? "none presented" : String(why)}` })
+      if (ctx.requireClientCert) {
+        const why = clientCertError(s)
+        if (why !== undefined) return finish({ ok: false, message: `client certificate rejected: ${why}` })
       }
       finish({ ok: true, socket: s })
     }
