@@ -122,6 +122,9 @@ const meaning = (f: FileNode): string => shape(f.items)
 /** Refused only because the input is at the parser's nesting limit (the limit depends on the stack left). */
 const tooDeep = (ds: ReadonlyArray<Diagnostic>) => ds.some((d) => d.code === "P004")
 
+/** How far inputs got: a fuzz run that never reaches the compiler proves nothing about it. */
+const reached = { formatted: 0, compiled: 0 }
+
 /** Runs the toolchain on one input; returns the first broken promise, or undefined. */
 const probe = (text: string): string | undefined => {
   try {
@@ -136,6 +139,7 @@ const probe = (text: string): string | undefined => {
       if (!formatted.ok) {
         if (!tooDeep(formatted.diagnostics)) return `format refused a file that parses: ${formatted.diagnostics[0]?.message}`
       } else {
+        reached.formatted++
         const again = format(formatted.text, FILE)
         if (again.ok ? again.text !== formatted.text : !tooDeep(again.diagnostics)) return "format is not idempotent"
         const reparsed = parse(formatted.text, FILE)
@@ -155,6 +159,7 @@ const probe = (text: string): string | undefined => {
         let compiled
         try {
           compiled = compile(policy)
+          reached.compiled++
         } catch (e) {
           return `compile(${name}) threw: ${String(e)}`
         }
@@ -193,6 +198,8 @@ function* generate(count: number, salt: number, make: (r: Rng) => string): Gener
 describe(`fuzz (FUZZ_SEED=${SEED})`, () => {
   console.log(`fuzz: FUZZ_SEED=${SEED} (set FUZZ_SEED to replay, FUZZ_SEED=random for a new run)`)
 
+  it("handles the seed files themselves", () => expectRobust("seed file", SEEDS))
+
   it("survives random characters", () => expectRobust("random text", generate(500, 1, randomText)))
 
   it("survives token soups", () => expectRobust("token soup", generate(500, 2, tokenSoup)))
@@ -207,7 +214,12 @@ describe(`fuzz (FUZZ_SEED=${SEED})`, () => {
 
   it("survives mutations of the fixtures and rulesets", () => {
     expect(SEEDS.length).toBeGreaterThan(0)
+    const before = { ...reached }
     expectRobust("mutant of a seed file", generate(500, 4, mutants(() => (r) => r.pick(SEEDS))))
+    // Many mutants still parse, and some still check clean and reach the compiler.
+    expect(reached.formatted - before.formatted).toBeGreaterThan(50)
+    expect(reached.compiled - before.compiled).toBeGreaterThan(10)
+    console.log(`fuzz: of 500 mutants, ${reached.formatted - before.formatted} parsed and ${reached.compiled - before.compiled} policies compiled`)
   })
 
   it("survives mutations of random valid files", () => expectRobust("mutant of a random file", generate(500, 5, mutants(() => validFile))))
