@@ -2,23 +2,25 @@
  * `proxyd diff OLD NEW`: concrete requests whose outcome changes between two
  * versions of a policy.
  *
- * Details: candidates come from a guided search per DNF term of every changed
- * rule (added, removed, modified or moved; guards too) and of the default, in
- * both versions: solve the term, evaluate the
- * request on both versions with the reference interpreter, and while the
- * request is taken by an earlier rule of its own version (or, once the rule
- * decides, by some rule of the other version), add the negation of one literal
- * of the rule that took it and solve again (a small depth-first search). That finds added, removed and modified rules,
- * widened/narrowed sets and a changed default. For reordered or modified
- * rules the search also starts from the conjunction of the changed rule's
- * term with each term of every other rule, which finds the requests two rules
- * both match (where order decides). Every entry is a request actually
- * evaluated on both versions: nothing is inferred.
+ * Details: a rule is *changed* when no rule of the other version has its
+ * kind, name, condition and action, or when the set of rules before it differs
+ * (moved). Only changed rules and the defaults can start a difference. From
+ * each DNF term of each added/removed/modified rule and of each default, a
+ * small depth-first search solves the term, evaluates the request on both
+ * versions with the reference interpreter, and while the request is taken by
+ * another rule (an earlier one of its own version, or, once the rule decides,
+ * the other version's decider) adds the negation of one literal of that rule
+ * (or makes the destination an IP address, so that a domain test is unknown)
+ * and solves again. That finds added, removed and modified rules,
+ * widened/narrowed sets and changed defaults. For every changed rule the
+ * search also starts from its terms conjoined with each term of every other
+ * rule (when they may meet), which finds the requests two reordered rules
+ * both match. Every entry is a request evaluated on both versions.
  *
  * Gotchas: results are deterministic (fixed search order) and bounded: at most
- * `limit` entries, one per (rule before, rule after) pair, a fixed budget of
- * solver calls and of rule pairs. Modifiers are not compared, only the action and the
- * deciding rule.
+ * `limit` entries, one per (rule before, rule after) pair, a budget of solver
+ * calls and of rule pairs. Modifiers are not compared, only the action and
+ * the deciding rule. No entries means none was found, not a proof.
  */
 import type { ActionIR, Decision, PolicyIR, Request, RuleIR } from "./Ir.ts"
 import { evaluateReference, type RequestView, view } from "./Reference.ts"
