@@ -141,7 +141,8 @@ const tooDeepNode = (root: unknown): Span | undefined => {
 /** Parses one file's text. Never throws. */
 export const parse = (source: string, file: string): ParseResult => {
   const diagnostics: Diagnostic[] = []
-  let text = source
+  // A byte-order mark (Windows editors) reads as a space: offsets and columns stay exact.
+  let text = source.charCodeAt(0) === 0xfeff ? ` ${source.slice(1)}` : source
   let lastRegion = ""
   for (let attempt = 0; attempt <= MAX_ERRORS; attempt++) {
     try {

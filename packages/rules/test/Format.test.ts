@@ -172,6 +172,12 @@ describe("CRLF", () => {
     expect(commentTexts(b.file)).toEqual(commentTexts(a.file))
     expect(formatted(crlf, f)).toBe(formatted(lf, f))
   })
+
+  it("reads a file with a byte-order mark like one without", () => {
+    const src = "# c\r\nlisten a 1:1\r\n"
+    expect(parse(`\uFEFF${src}`, "t.rules").diagnostics).toEqual([])
+    expect(formatted(`\uFEFF${src}`)).toBe("# c\nlisten a 1:1\n")
+  })
 })
 
 describe("declarations kept in meaning", () => {
