@@ -124,7 +124,9 @@ export const describeOutcome = (a: ActionIR): string => {
 const fallbackSpan = (policy: PolicyIR): Span => policy.span ?? fileSpan("<policy>")
 const ruleSpan = (policy: PolicyIR, r: RuleIR): Span => r.span ?? fallbackSpan(policy)
 const kindName = (r: RuleIR): string => (r.kind === "guard" ? "guard" : "rule")
-const cite = (r: RuleIR): string => `${kindName(r)} \`${r.name}\`${r.span === undefined ? "" : ` (line ${r.span.start.line})`}`
+/** "rule `web` (line 12)", or "(other.rules:12)" when it is in another file than `from`. */
+const cite = (from: RuleIR) => (r: RuleIR): string =>
+  `${kindName(r)} \`${r.name}\`${r.span === undefined ? "" : r.span.file === from.span?.file ? ` (line ${r.span.start.line})` : ` (${r.span.file}:${r.span.start.line})`}`
 const listOf = (xs: ReadonlyArray<string>): string => (xs.length <= 1 ? xs.join("") : `${xs.slice(0, -1).join(", ")} and ${xs[xs.length - 1]}`)
 const hereNote = (r: RuleIR): ReadonlyArray<Note> => (r.span === undefined ? [] : [{ message: `${kindName(r)} \`${r.name}\` is here`, span: r.span }])
 
@@ -213,7 +215,7 @@ const toDiagnostic = (policy: PolicyIR, f: Finding): Diagnostic => {
       const anyGuard = f.by.some((e) => e.kind === "guard")
       const first = f.by[0]!
       const why = anyGuard && f.by.length === 1 ? "the guard blocks every request it matches" : "every request it matches is decided earlier"
-      const shown = f.by.slice(0, MAX_CITED).map(cite)
+      const shown = f.by.slice(0, MAX_CITED).map(cite(r))
       if (f.by.length > MAX_CITED) shown.push(`${f.by.length - MAX_CITED} more`)
       return warning("L051", `rule \`${r.name}\` is shadowed by ${listOf(shown)}: ${why}; e.g. ${formatRequest(f.request!)}`, span, {
         hint: !anyGuard ? `move it above \`${first.name}\` or remove it`
@@ -224,7 +226,7 @@ const toDiagnostic = (policy: PolicyIR, f: Finding): Diagnostic => {
     }
     case "L052": {
       const e = f.by[0]!
-      return warning("L052", `rule \`${r.name}\` overlaps ${cite(e)}, which comes first and decides differently; e.g. ${formatRequest(f.request!)}: ${describeOutcome(e.action)} by \`${e.name}\`, would be ${describeOutcome(r.action)} by \`${r.name}\``, span, {
+      return warning("L052", `rule \`${r.name}\` overlaps ${cite(r)(e)}, which comes first and decides differently; e.g. ${formatRequest(f.request!)}: ${describeOutcome(e.action)} by \`${e.name}\`, would be ${describeOutcome(r.action)} by \`${r.name}\``, span, {
         hint: `order decides these requests: move \`${r.name}\` above \`${e.name}\` if it should win, or narrow one of the conditions`,
         notes: hereNote(e),
       })
