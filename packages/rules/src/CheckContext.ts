@@ -79,6 +79,15 @@ export class Ctx {
     return [...(this.symbols.get(ns)?.keys() ?? [])]
   }
 
+  /** A path written in `from`, resolved against that file's directory (absolute paths stay). */
+  resolvePath(from: string, rel: string): string {
+    try {
+      return this.reader.resolve(from, rel)
+    } catch {
+      return rel
+    }
+  }
+
   /** T010 with a did-you-mean; the suggested name counts as used (it is probably the one meant). */
   undefinedName(ns: Namespace, name: string, span: Span, what: string): void {
     const close = suggest(name, this.names(ns))

@@ -13,7 +13,6 @@ import { checkCidr, collectSettings, one, type Setting } from "./CheckSettings.t
 import type { Cidr, GroupStrategy, ListenerKind, ProbeIR, SecretRef, SetType, TorIsolation, UpstreamKind } from "./Ir.ts"
 import { parseIp } from "./Ip.ts"
 import * as L from "./Literal.ts"
-import { readRelative } from "./Loader.ts"
 import { didYouMean } from "./Suggest.ts"
 import { AUTH_KINDS, declarations, GROUP_STRATEGIES, LISTENER_KINDS, POLICY_ONLY, SET_TYPES, type SettingSpec, UPSTREAM_SCHEMES } from "./Vocabulary.ts"
 
@@ -261,8 +260,14 @@ const checkSet = (ctx: Ctx, d: DeclNode): void => {
       ctx.brokenSets.add(name)
       return
     }
-    const rel = f.values[0]!.value as string
-    const { path, text } = readRelative(ctx.reader, ctx.sources, d.span.file, rel)
+    const path = ctx.resolvePath(d.span.file, f.values[0]!.value as string)
+    let text: string | undefined
+    try {
+      text = ctx.reader.read(path)
+    } catch {
+      text = undefined
+    }
+    if (text !== undefined) ctx.sources.set(path, text)
     if (text === undefined) {
       ctx.err("T014", `cannot read set file \`${path}\``, f.values[0]!.token.span)
       ctx.brokenSets.add(name)
@@ -383,12 +388,12 @@ const checkChain = (ctx: Ctx, d: DeclNode): void => {
     }
     i++
   }
-  settingsOf(ctx, d, d.args.slice(i))
+  const settings = settingsOf(ctx, d, d.args.slice(i))
   if (ok && hops.length < 2) {
     ctx.err("T004", "a chain needs at least two hops", d.args[0]?.span ?? d.name!.span, { hint: `write \`chain ${name} = a -> b\` (for one hop use the upstream directly)` })
     return
   }
-  if (ok) ctx.chains.set(name, { name, hops, span: d.span })
+  if (ok) ctx.chains.set(name, { name, hops, settings: settingRecord(settings, []), span: d.span })
 }
 
 const checkGroup = (ctx: Ctx, d: DeclNode): void => {

@@ -7,6 +7,11 @@
  * bad value is reported at its token and the setting is dropped. Unknown
  * setting names get a did-you-mean (T002); missing values T003; extra tokens
  * T004; a literal secret T040; a setting given twice T006.
+ *
+ * Gotchas: paths (`PATH`, `file("...")` secrets, htpasswd files) are kept as
+ * written; consumers resolve a relative one against the directory of the
+ * declaring file (`span.file`). Only set files, which the checker reads, are
+ * stored resolved.
  */
 import type { Span, Token } from "./Ast.ts"
 import { type Ctx, describeToken, joinSpans } from "./CheckContext.ts"

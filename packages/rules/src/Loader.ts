@@ -5,7 +5,7 @@
  * including file) splices the included file's items in place, so the checker
  * sees one flat item list in file order. Every text read is kept in `sources`
  * for code frames. Set files (`set x = domains file "..."`) are read later by
- * the checker through `readRelative`, which records them too.
+ * the checker, which records them in `sources` too.
  *
  * Gotchas: an include cycle is reported once (T015) at the `include` that
  * closes it; an unreadable include is T014. A file included twice (diamond)
@@ -94,16 +94,4 @@ export const load = (entry: string, reader: SourceReader): Loaded => {
   }
   const readable = visit(entry, [], undefined)
   return { items, files, sources, asts, diagnostics, readable }
-}
-
-/** Reads a file named relative to `from` (set files, htpasswd). Records it in `sources`. */
-export const readRelative = (reader: SourceReader, sources: Map<string, string>, from: string, rel: string): { readonly path: string; readonly text: string | undefined } => {
-  try {
-    const path = reader.resolve(from, rel)
-    const text = reader.read(path)
-    if (text !== undefined) sources.set(path, text)
-    return { path, text }
-  } catch {
-    return { path: rel, text: undefined }
-  }
 }

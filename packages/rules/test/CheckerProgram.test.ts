@@ -68,6 +68,17 @@ describe("Check entry points", () => {
     expect(r.program).toBeUndefined()
   })
 
+  it("reads set files relative to their declaring file, and keeps other paths as written", () => {
+    const r = checkSource('include "conf/up.rules"\npolicy p {\n  default via u\n}\n', "etc/main.rules", {
+      "etc/conf/up.rules": 'upstream u = socks5://u.example:1080 tls-ca "ca.pem" auth env(U) file("secrets/pass")\nlisten socks5 127.0.0.1:1 { tls cert file("/abs/c.pem") key "k.pem" }\nset s = users file "users.txt"\n',
+      "etc/conf/users.txt": "alice\n",
+    })
+    expect(r.diagnostics.map((d) => d.code)).toEqual(["L001"])
+    expect([r.program?.upstreams.get("u")?.settings["tls-ca"], r.program?.upstreams.get("u")?.auth?.pass, r.program?.listeners[0]?.tls, r.program?.sets.get("s")?.file?.path]).toEqual([
+      "ca.pem", { from: "file", path: "secrets/pass" }, { cert: { from: "file", path: "/abs/c.pem" }, key: { from: "file", path: "k.pem" } }, "etc/conf/users.txt",
+    ])
+  })
+
   it("returns the program with warnings but not with errors", () => {
     expect(checkSource("set s = users [a]\npolicy p {\n  default block\n}\n").program?.policies.has("p")).toBe(true)
     expect(checkSource("policy p {\n  default via nowhere\n}\n").program).toBeUndefined()
