@@ -100,6 +100,29 @@ describe("witness", () => {
     }
   })
 
+  it("solves port tests exactly (interval arithmetic against brute force over every port)", () => {
+    const r = rng(9)
+    let sat = 0
+    for (let i = 0; i < 80; i++) {
+      const lits = Array.from({ length: 1 + Math.floor(r() * 3) }, () => {
+        const ranges = Array.from({ length: 1 + Math.floor(r() * 4) }, (): readonly [number, number] => {
+          const a = Math.floor(r() * 70000) % 65536
+          const b = Math.min(65535, a + Math.floor(r() * (r() < 0.5 ? 10 : 30000)))
+          return [a, b]
+        })
+        return r() < 0.5 ? m({ kind: "port", field: "dst.port", ranges }) : not(m({ kind: "port", field: "dst.port", ranges }))
+      })
+      const c = and(...lits)
+      const res = findWitness(c)
+      let exists = false
+      for (let p = 0; p <= 65535 && !exists; p++) exists = isTrue(c, { command: "connect", dstHost: "example.com", dstPort: p })
+      expect(res.t).toBe(exists ? "found" : "none")
+      if (res.t === "found") { sat++; expect(isTrue(c, res.request)).toBe(true) }
+    }
+    expect(sat).toBeGreaterThan(15)
+    expect(sat).toBeLessThan(80)
+  })
+
   it("is verified: on 1,500 random conditions every witness makes the condition true, and `none` is never contradicted", () => {
     const r = rng(7)
     let found = 0
