@@ -1,0 +1,161 @@
+/**
+ * Real clients through TLS and PROXY protocol listeners: curl to an HTTPS proxy (insecure, verified
+ * with a CA, mTLS), a Node TLS SOCKS5 client, and HAProxy in front with send-proxy-v2 / send-proxy.
+ * curl, openssl and haproxy are required under CI=true; otherwise missing ones skip the test.
+ */
+import { copyFileSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import { afterEach, describe, expect, it } from "vitest"
+import { issue, makeCa, requireTool } from "../pki.ts"
+import { curl, httpOrigin, startHaproxy, startProxyd, until } from "./Harness.ts"
+import { mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+
+const cleanups: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
+const later = <A extends { stop?: () => Promise<void>; close?: () => Promise<void> }>(x: A): A => {
+  cleanups.push(() => (x.stop ?? x.close)!.call(x))
+  return x
+}
+
+/** A temp dir with a CA, a server certificate for 127.0.0.1 and a client certificate, copied under fixed names. */
+const setup = () => {
+  const dir = mkdtempSync(join(tmpdir(), "proxyd-tls-e2e-"))
+  const ca = makeCa(dir, "ca")
+  const server = issue(dir, ca, "server", "server")
+  const client = issue(dir, ca, "client", "client")
+  const other = makeCa(dir, "other-ca")
+  copyFileSync(ca.cert, join(dir, "clients-ca.pem"))
+  return { dir, ca, server, client, other }
+}
+
+const POLICY = `
+policy default {
+  rule deny3 when src.ip == 127.0.0.3 -> block "carried address blocked"
+  default allow
+}
+`
+
+describe("HTTPS proxy and SOCKS over TLS", () => {
+  it("curl --proxy https:// with --proxy-insecure, with --proxy-cacert (forwarding and CONNECT); a wrong CA fails", async (ctx) => {
+    if (!requireTool("openssl", ctx, ["version"]) || !requireTool("curl", ctx)) return
+    const pki = setup()
+    const origin = later(await httpOrigin())
+    const p = later(await startProxyd(pki.dir, `listen web = http 127.0.0.1:0 { tls cert "server.pem" key "server.key" }\n${POLICY}`))
+    const proxy = `https://127.0.0.1:${p.port("web")}`
+    const url = `http://127.0.0.1:${origin.port}/page`
+    const insecure = await curl(["--proxy", proxy, "--proxy-insecure", url])
+    expect(insecure).toMatchObject({ code: 0, stdout: "origin: GET /page" })
+    const verified = await curl(["--proxy", proxy, "--proxy-cacert", pki.ca.cert, url])
+    expect(verified).toMatchObject({ code: 0, stdout: "origin: GET /page" })
+    const tunnel = await curl(["--proxy", proxy, "--proxy-cacert", pki.ca.cert, "--proxytunnel", url])
+    expect(tunnel).toMatchObject({ code: 0, stdout: "origin: GET /page" })
+    const wrongCa = await curl(["--proxy", proxy, "--proxy-cacert", pki.other.cert, url])
+    expect(wrongCa.code).toBe(60) // peer certificate cannot be authenticated
+    expect(await until(() => p.connections().filter((l) => l["outcome"] === "ok").length >= 3)).toBe(true)
+    const ok = p.connections().filter((l) => l["outcome"] === "ok")
+    for (const l of ok) expect(l).toMatchObject({ protocol: "http", tls: "TLSv1.3" })
+  })
+
+  it("mTLS: curl without a client certificate fails, with one it fetches the page", async (ctx) => {
+    if (!requireTool("openssl", ctx, ["version"]) || !requireTool("curl", ctx)) return
+    const pki = setup()
+    const origin = later(await httpOrigin())
+    const p = later(await startProxyd(pki.dir, `listen web = http 127.0.0.1:0 { tls cert "server.pem" key "server.key" ca "clients-ca.pem" }\n${POLICY}`))
+    const proxy = `https://127.0.0.1:${p.port("web")}`
+    const url = `http://127.0.0.1:${origin.port}/m`
+    const without = await curl(["--proxy", proxy, "--proxy-cacert", pki.ca.cert, url])
+    expect(without.code).not.toBe(0)
+    expect(without.stdout).toBe("")
+    const withCert = await curl(["--proxy", proxy, "--proxy-cacert", pki.ca.cert, "--proxy-cert", pki.client.cert, "--proxy-key", pki.client.key, url])
+    expect(withCert).toMatchObject({ code: 0, stdout: "origin: GET /m" })
+    expect(await until(() => p.connections().some((l) => l["outcome"] === "tls-error"))).toBe(true)
+  })
+
+  it("a Node TLS client speaks SOCKS5 to a mixed TLS listener: CONNECT and relay", async (ctx) => {
+    if (!requireTool("openssl", ctx, ["version"])) return
+    const pki = setup()
+    const echo = net.createServer((s) => { s.on("error", () => {}); s.pipe(s) })
+    await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r))
+    cleanups.push(() => new Promise<void>((r) => echo.close(() => r())))
+    const echoPort = (echo.address() as net.AddressInfo).port
+    const p = later(await startProxyd(pki.dir, `listen m = mixed 127.0.0.1:0 { tls cert "server.pem" key "server.key" }\n${POLICY}`))
+    const s = tls.connect({ host: "127.0.0.1", port: p.port("m"), ca: readFileSync(pki.ca.cert), servername: "localhost" })
+    cleanups.push(() => { s.destroy() })
+    s.on("error", () => {})
+    let got = Buffer.alloc(0)
+    s.on("data", (d: Buffer) => { got = Buffer.concat([got, d]) })
+    await new Promise<void>((r) => s.once("secureConnect", () => r()))
+    s.write(Buffer.from([0x05, 0x01, 0x00]))
+    expect(await until(() => got.length >= 2)).toBe(true)
+    expect([...got.subarray(0, 2)]).toEqual([0x05, 0x00])
+    const req = Buffer.from([0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, echoPort >> 8, echoPort & 0xff])
+    s.write(req)
+    expect(await until(() => got.length >= 12)).toBe(true)
+    expect(got[3]).toBe(0x00) // REP succeeded
+    const payload = Buffer.alloc(100_000, 7)
+    s.write(payload)
+    expect(await until(() => got.length >= 12 + payload.length)).toBe(true)
+    expect(got.subarray(12).equals(payload)).toBe(true)
+    s.end()
+    expect(await until(() => p.connections().some((l) => l["protocol"] === "socks5" && l["outcome"] === "ok"))).toBe(true)
+  })
+})
+
+describe("HAProxy in front (PROXY protocol)", () => {
+  for (const variant of ["send-proxy-v2", "send-proxy"]) {
+    it(`${variant}: the address HAProxy saw is src for the log and the policy`, async (ctx) => {
+      if (!requireTool("haproxy", ctx, ["-v"]) || !requireTool("curl", ctx)) return
+      const dir = mkdtempSync(join(tmpdir(), "proxyd-pp-e2e-"))
+      const origin = later(await httpOrigin())
+      const p = later(await startProxyd(dir, `listen lb = http 127.0.0.1:0 { proxy-protocol from [127.0.0.1] }\n${POLICY}`))
+      const ha = later(await startHaproxy(dir, p.port("lb"), variant))
+      const url = `http://127.0.0.1:${origin.port}/via-haproxy`
+      const two = await curl(["--interface", "127.0.0.2", "-x", `http://127.0.0.1:${ha.port}`, url])
+      expect(two).toMatchObject({ code: 0, stdout: "origin: GET /via-haproxy" })
+      const three = await curl(["--interface", "127.0.0.3", "-x", `http://127.0.0.1:${ha.port}`, "-w", "%{http_code}", "-o", "/dev/null", url])
+      expect(three.stdout).toBe("403")
+      expect(await until(() => p.connections().length >= 2)).toBe(true)
+      const lines = p.connections()
+      const fromTwo = lines.find((l) => String(l["src"]).startsWith("127.0.0.2:"))
+      const fromThree = lines.find((l) => String(l["src"]).startsWith("127.0.0.3:"))
+      expect(fromTwo, JSON.stringify(lines)).toMatchObject({ outcome: "ok", protocol: "http", action: "allow" })
+      expect(String(fromTwo!["proxy"])).toMatch(/^127\.0\.0\.1:\d+$/)
+      expect(fromThree, JSON.stringify(lines)).toMatchObject({ rule: "deny3", action: "block" })
+      // No request was attributed to HAProxy's own address (the harness's readiness probe, from 127.0.0.1, made none).
+      const requests = lines.filter((l) => l["dst"] !== undefined)
+      expect(requests).toHaveLength(2)
+      expect(requests.filter((l) => String(l["src"]).startsWith("127.0.0.1:"))).toEqual([])
+    })
+  }
+
+  it("send-proxy-v2 in front of a TLS listener: PROXY header first, then TLS (curl --proxy https://)", async (ctx) => {
+    if (!requireTool("haproxy", ctx, ["-v"]) || !requireTool("curl", ctx) || !requireTool("openssl", ctx, ["version"])) return
+    const pki = setup()
+    const origin = later(await httpOrigin())
+    const p = later(await startProxyd(pki.dir, `listen lb = http 127.0.0.1:0 { tls cert "server.pem" key "server.key" proxy-protocol from [127.0.0.1] }\n${POLICY}`))
+    const ha = later(await startHaproxy(pki.dir, p.port("lb"), "send-proxy-v2"))
+    const r = await curl(["--interface", "127.0.0.2", "--proxy", `https://127.0.0.1:${ha.port}`, "--proxy-cacert", pki.ca.cert, `http://127.0.0.1:${origin.port}/tls`])
+    expect(r).toMatchObject({ code: 0, stdout: "origin: GET /tls" })
+    expect(await until(() => p.connections().length >= 1)).toBe(true)
+    expect(p.connections()[0]).toMatchObject({ outcome: "ok", tls: "TLSv1.3" })
+    expect(String(p.connections()[0]!["src"])).toMatch(/^127\.0\.0\.2:\d+$/)
+  })
+
+  it("HAProxy is refused when the listener does not trust its address", async (ctx) => {
+    if (!requireTool("haproxy", ctx, ["-v"]) || !requireTool("curl", ctx)) return
+    const dir = mkdtempSync(join(tmpdir(), "proxyd-pp-e2e-"))
+    const origin = later(await httpOrigin())
+    const p = later(await startProxyd(dir, `listen lb = http 127.0.0.1:0 { proxy-protocol from [192.0.2.0/24] }\n${POLICY}`))
+    const ha = later(await startHaproxy(dir, p.port("lb"), "send-proxy-v2"))
+    const r = await curl(["--interface", "127.0.0.2", "-x", `http://127.0.0.1:${ha.port}`, `http://127.0.0.1:${origin.port}/no`])
+    expect(r.code).not.toBe(0)
+    expect(r.stdout).not.toContain("origin")
+    expect(await until(() => p.connections().length >= 1)).toBe(true)
+    expect(p.connections()[0]).toMatchObject({ outcome: "proxy-untrusted" })
+  })
+})
