@@ -221,7 +221,13 @@ export interface UpstreamIR {
   readonly span: Span
 }
 
-export interface ChainIR { readonly name: string; readonly hops: ReadonlyArray<string>; readonly span: Span }
+export interface ChainIR {
+  readonly name: string
+  readonly hops: ReadonlyArray<string>
+  /** `connect-timeout` (per hop) and `timeout` (overall), in ms, when written. */
+  readonly settings?: Readonly<Record<string, unknown>>
+  readonly span: Span
+}
 
 export type GroupStrategy = "failover" | "fastest" | "round-robin" | "hash"
 

@@ -9,7 +9,8 @@ export type OutboundReason =
   | { readonly _tag: "Refused" }
   | { readonly _tag: "HostUnreachable" }
   | { readonly _tag: "NetworkUnreachable" }
-  | { readonly _tag: "Timeout" }
+  /** `hop` names the upstream that did not answer in time, when it was one. */
+  | { readonly _tag: "Timeout"; readonly hop?: string }
   | { readonly _tag: "DnsFailed"; readonly host: string }
   | { readonly _tag: "CommandNotSupported" }
   | { readonly _tag: "AddressNotSupported" }
@@ -39,6 +40,7 @@ export const httpStatus = (r: OutboundReason): number => {
   switch (r._tag) {
     case "Blocked": return 403
     case "Timeout": return 504
+    case "UpstreamFailed": return r.httpStatus === 504 || r.socksCode === 0x06 ? 504 : 502
     case "CommandNotSupported": case "AddressNotSupported": return 400
     default: return 502
   }

@@ -9,9 +9,10 @@
  * rewritten host:port the same way. The redirect target is the operator's
  * choice: it is NOT evaluated against the policy again (it would be a loop of
  * the operator's own making), but `.onion` is still never resolved. `via` and
- * `tor` fail with `General` until issue 4 registers their kinds
- * (`Support.ts` refuses to start programs that use them). Issue 4 adds
- * upstream/chain/group/tor by registering connectors; protocol code never changes.
+ * `tor` fail with `General` unless an `OutboundProvider` (`@proxyd/upstream`
+ * for `via`) registers them through `startServer({ outbounds })`
+ * (`Support.ts` refuses programs that use a kind nobody provides); protocol
+ * code never changes.
  *
  * Gotchas: the connect timeout (default 10 s) covers lookup + all attempts.
  * Every outbound socket is `allowHalfOpen` and keeps a no-op `error` listener
@@ -24,17 +25,42 @@ import { Effect } from "effect"
 import type { Ir } from "@proxyd/rules"
 import { OutboundError, type OutboundReason } from "./Errors.ts"
 import type { Decided } from "./Inbound.ts"
+import type { Log } from "./Log.ts"
 import { isOnion, type ResolverShape } from "./Resolver.ts"
 
 export interface OutboundContext {
   readonly resolver: ResolverShape
   readonly connectTimeoutMs: number
+  /** Adds fields to the connection's close log line (never secrets); absent outside a connection. */
+  readonly note?: (fields: Readonly<Record<string, unknown>>) => void
 }
 
 /** Opens the connection a decision asks for. */
 export type Connector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<net.Socket, OutboundError>
 
 export type Registry = ReadonlyMap<Ir.ActionIR["k"], Connector>
+
+/** What a provider gets when its program becomes current. */
+export interface OutboundEnv {
+  readonly log: Log
+  readonly resolver: ResolverShape
+}
+
+/**
+ * Outbound kinds from another package (issue 4: `@proxyd/upstream` for `via`),
+ * passed to `startServer` as `outbounds` like the protocol handlers.
+ * `prepare` runs at every load (start and reload) and returns problems that
+ * refuse the program (e.g. a missing credential); `activate` is called once
+ * that program is current; `connectors` receives the server's full registry
+ * (for fallbacks such as `via g else allow`); `close` stops timers at shutdown.
+ */
+export interface OutboundProvider {
+  readonly kinds: ReadonlyArray<Ir.ActionIR["k"]>
+  prepare(program: Ir.Program): ReadonlyArray<string>
+  activate(program: Ir.Program, env: OutboundEnv): void
+  connectors(all: () => Registry): ReadonlyMap<Ir.ActionIR["k"], Connector>
+  close(): void
+}
 
 const fail = (reason: OutboundReason) => Effect.fail(new OutboundError({ reason }))
 const noop = (): void => {}

@@ -42,6 +42,8 @@ export interface LoadOptions {
   readonly overrides?: ReadonlyArray<ListenOverride> | undefined
   /** Further refusals (e.g. a listener kind without a protocol handler). */
   readonly extraCheck?: (program: Ir.Program, listeners: ReadonlyArray<ListenerSpec>) => Array<string>
+  /** Action kinds an outbound provider handles (`via`, `tor`): not refused by `Support.unsupported`. */
+  readonly provided?: ReadonlySet<string>
 }
 
 const htpasswdPath = (a: Ir.AuthIR): string | undefined => {
@@ -58,7 +60,7 @@ export const load = (opts: LoadOptions, version: number): LoadResult => {
   }
   const warnings = checked.diagnostics.length > 0 ? Render.renderHuman(checked.diagnostics, checked.sources) : undefined
   const listeners = listenerSpecs(program, opts.overrides)
-  const problems = [...unsupported(program), ...(opts.extraCheck?.(program, listeners) ?? [])]
+  const problems = [...unsupported(program, opts.provided), ...(opts.extraCheck?.(program, listeners) ?? [])]
   if (listeners.length === 0) problems.push("no listener: declare one (`listen mixed 127.0.0.1:1080`) or pass --listen")
   const auths = new Map<string, Auth.AuthSource>()
   const files = new Set(checked.sources.keys())

@@ -24,7 +24,8 @@
  * without a protocol reply (answering would take a TLS handshake).
  *
  * Gotchas: the runtime never imports protocol packages; the CLI passes the
- * handlers. A listener kind without its handler refuses to start (mixed needs
+ * handlers, and outbound providers (`outbounds`: upstreams for `via`) the same
+ * way; a provider's `prepare` refuses a program like any other check. A listener kind without its handler refuses to start (mixed needs
  * socks5, socks4 and http).
  */
 import type { Socket } from "node:net"
@@ -34,7 +35,7 @@ import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts
 import type { InboundHandler, ProtocolName } from "./Inbound.ts"
 import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./Listener.ts"
 import * as Log from "./Log.ts"
-import { defaultRegistry, type Registry } from "./Outbound.ts"
+import { defaultRegistry, type Connector, type OutboundProvider, type Registry } from "./Outbound.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
 import { serveConnection, type PolicyView } from "./Session.ts"
@@ -55,6 +56,8 @@ export interface ServerOptions {
   readonly log?: Log.Log
   readonly resolver?: Resolver.ResolverShape
   readonly registry?: Registry
+  /** Outbound kinds from other packages (`@proxyd/upstream` for `via`), passed in like the handlers. */
+  readonly outbounds?: ReadonlyArray<OutboundProvider>
   /** Watch the rules files for changes (default true). */
   readonly watch?: boolean
 }
@@ -96,8 +99,9 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     // Secure contexts are built with each load, keyed by the listener spec they belong to.
     const tlsOf = new WeakMap<ListenerSpec, TlsContext>()
     const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> => {
-      const out = ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
-        .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`))
+      const out = (opts.outbounds ?? []).flatMap((p) => [...p.prepare(_p)])
+      out.push(...ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
+        .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`)))
       for (const l of ls) {
         if (l.tls === undefined) continue
         const c = typeof l.tls === "string" ? l.tls : loadContext(l.tls)
@@ -108,13 +112,21 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
     const tlsFiles = (ls: ReadonlyArray<ListenerSpec>): Array<string> =>
       ls.flatMap((l) => (l.tls === undefined || typeof l.tls === "string" ? [] : [l.tls.cert, l.tls.key, ...(l.tls.ca === undefined ? [] : [l.tls.ca])]))
-    const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck }
+    const outbounds = opts.outbounds ?? []
+    const provided = new Set<string>(outbounds.flatMap((p) => p.kinds))
+    const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck, provided }
     const first = PolicyStore.load(loadOpts, 1)
     if (!first.ok) return yield* new StartError({ message: first.message })
     if (first.warnings !== undefined) log.warn("rules file has warnings", { diagnostics: first.warnings })
     const store = PolicyStore.make(loadOpts, first.state)
     const resolver = opts.resolver ?? Resolver.make()
-    const registry = opts.registry ?? defaultRegistry
+    let registry: Registry = opts.registry ?? defaultRegistry
+    if (outbounds.length > 0) {
+      const all = new Map<Ir.ActionIR["k"], Connector>(registry)
+      for (const p of outbounds) for (const [k, c] of p.connectors(() => registry)) all.set(k, c)
+      registry = all
+    }
+    for (const p of outbounds) p.activate(first.state.program, { log, resolver })
     const lock = yield* Semaphore.make(1)
     const globalGate = makeGate(() => {
       const g = store.current().global
@@ -236,6 +248,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       const r = yield* Effect.result(openListener(spec))
       if (r._tag === "Failure") {
         for (const o of open.values()) { o.running.stop(); yield* o.running.close(0) }
+        for (const p of outbounds) p.close()
         return yield* new StartError({ message: r.failure.message })
       }
     }
@@ -247,6 +260,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         log.error("reload failed; the current policy keeps serving", { diagnostics: r.message })
         return { ok: false, version: store.current().version, message: r.message }
       }
+      for (const p of outbounds) p.activate(r.state.program, { log, resolver })
       yield* reconcile(r.state)
       watcher?.update([...r.state.files, ...tlsFiles(r.state.listeners)])
       log.info("policy reloaded", { version: r.state.version })
@@ -272,6 +286,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       yield* Effect.forEach(all, (o) => o.running.close(deadline), { concurrency: "unbounded", discard: true })
       yield* Effect.forEach([...draining], (f) => Fiber.join(f), { discard: true })
       open.clear()
+      for (const p of outbounds) p.close()
       log.info("stopped")
     })
 

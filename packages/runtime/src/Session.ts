@@ -76,6 +76,11 @@ const hostPort = (h: string, p: number): string => (h.includes(":") ? `[${h}]:${
 
 const reasonText = (e: OutboundError): string => {
   const r = e.reason
+  if (r._tag === "UpstreamFailed") {
+    const code = r.socksCode !== undefined ? ` socks 0x${r.socksCode.toString(16).padStart(2, "0")}` : r.httpStatus !== undefined ? ` http ${r.httpStatus}` : ""
+    return `UpstreamFailed${r.hop === undefined ? "" : `: hop ${r.hop}`}${code}`
+  }
+  if (r._tag === "Timeout" && r.hop !== undefined) return `Timeout: hop ${r.hop}`
   return r._tag === "General" ? `General: ${r.message}` : r._tag === "DnsFailed" ? `DnsFailed: ${r.host}` : r._tag
 }
 
@@ -218,7 +223,7 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
           })))
         },
         connect: (decided: Decided) => {
-          const octx: OutboundContext = { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs }
+          const octx: OutboundContext = { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) }
           const connector = env.registry.get(decided.decision.action.k)
           const attempt = connector === undefined
             ? Effect.fail(new OutboundError({ reason: { _tag: "General", message: `no outbound for ${decided.decision.action.k}` } }))

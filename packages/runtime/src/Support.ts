@@ -5,7 +5,8 @@
  * that uses a feature the runtime cannot enforce yet refuses to start (and a
  * reload to such a program is rejected, the old policy keeps serving). Each
  * message names the feature, where it is used and when it arrives.
- * Not enforced yet: GeoIP fields (country/ASN), `via`/`tor` actions (issue 4),
+ * Not enforced yet: GeoIP fields (country/ASN), `via`/`tor` actions unless an
+ * outbound provider (`provided`, from `startServer({ outbounds })`) handles them,
  * the `limit`/`bandwidth` modifiers,
  * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1.
  */
@@ -23,11 +24,11 @@ const condMatchers = (c: Ir.Cond, out: Array<Ir.Cond & { k: "match" }>): void =>
   }
 }
 
-const actionProblems = (a: Ir.ActionIR, where: string, out: Array<string>): void => {
+const actionProblems = (a: Ir.ActionIR, where: string, out: Array<string>, provided: ReadonlySet<string>): void => {
   if (a.k === "via") {
-    out.push(`\`via ${a.target}\`${where}: upstream proxies, chains and groups arrive with issue 4; the runtime cannot enforce this rule yet`)
-    if (a.else !== undefined) actionProblems(a.else, where, out)
-  } else if (a.k === "tor") {
+    if (!provided.has("via")) out.push(`\`via ${a.target}\`${where}: upstream proxies, chains and groups need the upstream outbound (\`@proxyd/upstream\`, issue 4), which this server was started without`)
+    if (a.else !== undefined) actionProblems(a.else, where, out, provided)
+  } else if (a.k === "tor" && !provided.has("tor")) {
     out.push(`\`tor\`${where}: Tor arrives with issue 4; the runtime cannot enforce this rule yet`)
   }
 }
@@ -35,7 +36,7 @@ const actionProblems = (a: Ir.ActionIR, where: string, out: Array<string>): void
 export const SUPPORTED_AUTH = new Set(["static", "htpasswd"])
 
 /** Messages for every feature the program uses that the runtime does not enforce; empty when it can serve it. */
-export const unsupported = (program: Ir.Program): Array<string> => {
+export const unsupported = (program: Ir.Program, provided: ReadonlySet<string> = new Set()): Array<string> => {
   const out: Array<string> = []
   for (const policy of program.policies.values()) {
     for (const rule of [...policy.guards, ...policy.rules, policy.default]) {
@@ -47,7 +48,7 @@ export const unsupported = (program: Ir.Program): Array<string> => {
           out.push(`\`${m.m.field}\`${where}: GeoIP lookups are not implemented in the runtime yet, so this condition cannot be enforced`)
         }
       }
-      actionProblems(rule.action, where, out)
+      actionProblems(rule.action, where, out, provided)
       for (const mod of rule.modifiers) {
         if (mod.k === "rate" || mod.k === "conns" || mod.k === "bandwidth") {
           out.push(`\`${mod.k === "bandwidth" ? "bandwidth" : "limit"}\`${where}: per-rule limits are not enforced by the runtime yet`)
