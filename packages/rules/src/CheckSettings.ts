@@ -34,9 +34,10 @@ export interface Setting {
 export type Settings = ReadonlyMap<string, ReadonlyArray<Setting>>
 
 /** Parses one typed value, reporting errors. `undefined` when the token is not of this type at all (no report). */
-const parseValue = (ctx: Ctx, type: string, t: Token): { matched: boolean; value?: unknown } => {
+const parseValue = (ctx: Ctx, type: string, t: Token, setting: string): { matched: boolean; value?: unknown } => {
   const report = (code: string, r: { message: string; hint?: string }) => {
-    ctx.err(code, r.message, t.span, { hint: r.hint })
+    const message = r.message.startsWith("expected ") ? `\`${setting}\` expects ${r.message.slice(9)}` : r.message
+    ctx.err(code, message, t.span, { hint: r.hint })
     return { matched: true }
   }
   const bareNum = <A>(code: string, f: (s: string) => L.Parsed<A>) => {
@@ -125,7 +126,7 @@ const describeNode = (n: PatternNode): string =>
   n.t === "type" ? (TYPE_NAMES[n.type] ?? n.type) : n.t === "word" ? n.words.map((w) => `\`${w}\``).join(", ").replace(/, ([^,]*)$/, " or $1") : describeNode(n.items[0]!)
 
 /** Matches `args` against one pattern alternative; returns the result or the failure (index + message). */
-const matchAlt = (ctx: Ctx, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray<Token>):
+const matchAlt = (ctx: Ctx, setting: string, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray<Token>):
   { ok: true; values: Value[]; words: Set<string>; used: number } | { ok: false; at: number; expected: string } => {
   const values: Value[] = []
   const words = new Set<string>()
@@ -142,7 +143,7 @@ const matchAlt = (ctx: Ctx, alt: ReadonlyArray<PatternNode>, args: ReadonlyArray
     }
     if (n.t === "type") {
       if (t === undefined) return "fail"
-      const r = parseValue(ctx, n.type, t)
+      const r = parseValue(ctx, n.type, t, setting)
       if (!r.matched) return "fail"
       if ("value" in r) values.push({ type: n.type, token: t, value: r.value })
       i++
@@ -180,7 +181,7 @@ const checkSetting = (ctx: Ctx, name: string, nameSpan: Span, spec: SettingSpec,
     }
   }
   const before = ctx.diagnostics.length
-  const r = matchAlt(ctx, chosen, args)
+  const r = matchAlt(ctx, name, chosen, args)
   if (!r.ok) {
     const t = args[r.at]
     if (t === undefined) ctx.err("T003", `\`${name}\` needs ${r.expected}`, args.length > 0 ? joinSpans(nameSpan, args[args.length - 1]!.span) : nameSpan, { hint: `write \`${name} ${spec.pattern.replace(/\s*\|\|.*$/, "")}\`` })

@@ -38,9 +38,9 @@ describe("Checker: test blocks", () => {
 
   it("reports bad request values at their token", () => {
     expect(diags(BASE + 'test "t" { connect a.example; src 10.0.0.300; at yesterday; protocol sock5; frob 1 } expect block\n')).toEqual([
-      "10:20 T030 expected host:port, found `a.example`",
-      "10:35 T030 expected an IP address or IP:PORT, found `10.0.0.300`",
-      "10:50 T004 expected an ISO 8601 time with a zone like `2026-03-01T23:00Z`, found `yesterday`",
+      "10:20 T030 `connect` expects host:port, found `a.example`",
+      "10:35 T030 `src` expects an IP address or IP:PORT, found `10.0.0.300`",
+      "10:50 T004 `at` expects an ISO 8601 time with a zone like `2026-03-01T23:00Z`, found `yesterday`",
       "10:70 T004 `protocol` expects `socks4`, `socks5` or `http`, found `sock5`",
       "10:77 T002 unknown setting `frob` for a test request",
     ])

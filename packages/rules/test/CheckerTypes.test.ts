@@ -47,7 +47,7 @@ describe("Checker: types and ranges", () => {
   it("reports bad durations, sizes and rates", () => {
     expect(diags("options { connect-timeout 10 }\noptions { idle-timeout 5w }\npolicy p {\n  rule r -> allow limit 5/w bandwidth 3XB/s\n  default block\n}\n")).toEqual([
       "1:27 T025 duration `10` has no unit",
-      "2:24 T025 expected a duration (`500ms`, `10s`, `5m`, `2h`, `1d`), found `5w`",
+      "2:24 T025 `idle-timeout` expects a duration (`500ms`, `10s`, `5m`, `2h`, `1d`), found `5w`",
       "4:25 T058 unknown rate period `/w`",
     ])
   })
@@ -63,7 +63,7 @@ describe("Checker: types and ranges", () => {
   })
 
   it("reports a value of the wrong type", () => {
-    expect(only(["T004"], "listen socks5 127.0.0.1:1080 max-connections many\n" + POLICY)).toEqual(["1:46 T004 expected a whole number, found `many`"])
+    expect(only(["T004"], "listen socks5 127.0.0.1:1080 max-connections many\n" + POLICY)).toEqual(["1:46 T004 `max-connections` expects a whole number, found `many`"])
   })
 
   it("requires env() or file() for secrets", () => {
