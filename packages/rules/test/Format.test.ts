@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import type { FileNode } from "../src/Ast.ts"
+import { checkSource } from "../src/Check.ts"
 import { format } from "../src/Format.ts"
 import { parse } from "../src/Parser.ts"
 import { rng, validFile } from "./RandomRules.ts"
@@ -59,7 +60,14 @@ describe("properties", () => {
   it.each(inputs)("hold for fixture %s", (f) => assertProperties(read(join(FIXTURES, f)), f))
 
   // One test per file present (none is fine: the directory is written by another module).
-  for (const f of rulesets) it(`hold for rulesets/${f}`, () => assertProperties(read(join(RULESETS, f)), f))
+  for (const f of rulesets) {
+    it(`hold for rulesets/${f}, and the checker says the same of the formatted file`, () => {
+      const source = read(join(RULESETS, f))
+      assertProperties(source, f)
+      const said = (text: string) => checkSource(text, f).diagnostics.map((d) => `${d.code} ${d.message}`).sort()
+      expect(said(formatted(source, f))).toEqual(said(source))
+    })
+  }
 
   it("hold for 400 random files in random layouts", () => {
     const seed = Number(process.env["FUZZ_SEED"] ?? 20261122)
