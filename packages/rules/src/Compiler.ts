@@ -56,7 +56,8 @@ export interface CompiledPolicy {
   readonly factsNeeded: ReadonlyArray<FactName>
   /** Guards then rules, by position. */
   readonly plans: ReadonlyArray<RulePlan>
-  readonly tests: ReadonlyArray<Test>
+  /** Closures by position, compiled on first use (see `testAt`): a rule that is never a candidate costs no closure. */
+  readonly tests: Array<Test | undefined>
   /** Decisions by position, made on first use (see `outcomeAt`). */
   readonly outcomes: Array<Outcome | undefined>
   readonly defaultOutcome: Outcome
@@ -355,6 +356,10 @@ const portHull = (c: Cond): readonly [number, number] => {
   return [-Infinity, Infinity]
 }
 
+/** The closure of the rule at `pos` (compiled once, on first use). */
+export const testAt = (c: CompiledPolicy, pos: number): Test =>
+  (c.tests[pos] ??= c.plans[pos].shadowedBy === undefined ? compileCond(c.plans[pos].rule.cond) : NEVER)
+
 /** The decision of the rule at `pos` (made once, then shared). */
 export const outcomeAt = (c: CompiledPolicy, pos: number): Outcome => (c.outcomes[pos] ??= decide(c.plans[pos].rule))
 
@@ -399,7 +404,7 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
     needs,
     factsNeeded: FACTS.filter((f) => union.has(f)),
     plans,
-    tests: ordered.map((r, i) => (plans[i].shadowedBy === undefined ? compileCond(r.cond) : NEVER)),
+    tests: new Array<Test | undefined>(ordered.length),
     outcomes: new Array<Outcome | undefined>(ordered.length),
     defaultOutcome: decide(policy.default),
     portLo,

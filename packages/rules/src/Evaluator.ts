@@ -16,7 +16,7 @@
  * candidate rule before the decision needs it.
  */
 import { push, type Sink } from "./Candidates.ts"
-import { type CompiledPolicy, type Indexed, outcomeAt } from "./Compiler.ts"
+import { type CompiledPolicy, type Indexed, outcomeAt, testAt } from "./Compiler.ts"
 import { collectDomain } from "./DomainIndex.ts"
 import { newBox, parseInto } from "./FastIp.ts"
 import type { EvalOptions, FactName, Outcome, Request } from "./Ir.ts"
@@ -148,7 +148,7 @@ const run = (c: CompiledPolicy, s: State): Outcome => {
       // The same rule heads several lists: step past it everywhere, then check it.
       for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] === min) at[i]++
       if (!(port < portLo[min] || port > portHi[min])) {
-        const x = tests[min](s)
+        const x = (tests[min] ?? testAt(c, min))(s)
         if (x === T) return outcomeAt(c, min)
         if (x >= PENDING) return NEEDS[x - PENDING]
       }
@@ -160,7 +160,7 @@ const run = (c: CompiledPolicy, s: State): Outcome => {
       const pos = data[k]
       if (pos >= second) break
       if (port < portLo[pos] || port > portHi[pos]) continue
-      const x = tests[pos](s)
+      const x = (tests[pos] ?? testAt(c, pos))(s)
       if (x === T) return outcomeAt(c, pos)
       if (x >= PENDING) return NEEDS[x - PENDING]
     }
