@@ -9,9 +9,9 @@
 import type { DeclNode, Span, Token } from "./Ast.ts"
 import { type Ctx, describeToken, kindLabel, type Namespace, withArticle } from "./CheckContext.ts"
 import { checkSetEntries } from "./CheckSets.ts"
-import { checkCidr, collectSettings, one, type Setting } from "./CheckSettings.ts"
+import { checkCidr, type CidrsValue, collectSettings, one, type Setting } from "./CheckSettings.ts"
 import type { Cidr, GroupStrategy, ListenerKind, ProbeIR, SecretRef, SetType, TorIsolation, UpstreamKind } from "./Ir.ts"
-import { parseIp } from "./Ip.ts"
+import { parseCidr, parseIp } from "./Ip.ts"
 import * as L from "./Literal.ts"
 import { didYouMean } from "./Suggest.ts"
 import { AUTH_KINDS, declarations, GROUP_STRATEGIES, LISTENER_KINDS, POLICY_ONLY, SET_TYPES, type SettingSpec, UPSTREAM_SCHEMES } from "./Vocabulary.ts"
@@ -108,29 +108,23 @@ export interface Pending { readonly policySetting: Setting | undefined; readonly
 
 const LOOPBACK = (host: string): boolean => host === "localhost" || host.startsWith("127.") || host === "::1"
 
-/** Resolves a `proxy-protocol from` value (CIDR list or `cidrs` set name). */
+/** Resolves a `proxy-protocol from` value: inline CIDRs plus the entries of `cidrs` sets. */
 const cidrsValue = (ctx: Ctx, v: unknown): Cidr[] => {
-  const x = v as { cidrs?: Cidr[]; setName?: string; span?: Span }
-  if (x.cidrs !== undefined) return x.cidrs
-  const name = x.setName!
-  const set = ctx.sets.get(name)
-  const sym = ctx.lookup("set", name)
-  if (sym === undefined) {
-    ctx.undefinedName("set", name, x.span!, "set")
-    return []
+  const x = v as CidrsValue
+  const out = [...x.cidrs]
+  for (const { name, span } of x.sets) {
+    if (!resolve(ctx, "set", name, span, "set")) continue
+    const set = ctx.sets.get(name)
+    if (set !== undefined && set.type !== "cidrs") {
+      ctx.err("T012", `set \`${name}\` holds ${set.type}, expected cidrs`, span, { notes: [{ message: `\`${name}\` is declared here`, span: ctx.lookup("set", name)!.span }] })
+      continue
+    }
+    for (const e of set?.entries ?? []) {
+      const r = parseCidr(e)
+      if (r.ok) out.push(r.cidr)
+    }
   }
-  ctx.use("set", name)
-  if (set !== undefined && set.type !== "cidrs") {
-    ctx.err("T012", `set \`${name}\` holds ${set.type}, expected cidrs`, x.span!, { notes: [{ message: `\`${name}\` is declared here`, span: sym.span }] })
-    return []
-  }
-  return (set?.entries ?? []).flatMap((e) => { const c = checkCidrQuiet(e); return c === undefined ? [] : [c] })
-}
-
-const checkCidrQuiet = (text: string): Cidr | undefined => {
-  const ip = parseIp(text.split("/")[0] ?? "")
-  if (ip === undefined) return undefined
-  return { family: ip.family, addr: ip.value, prefix: text.includes("/") ? Number(text.split("/")[1]) : ip.family === 4 ? 32 : 128 }
+  return out
 }
 
 export const checkListen = (ctx: Ctx, d: DeclNode): Pending | undefined => {

@@ -21,6 +21,9 @@ import * as L from "./Literal.ts"
 import { didYouMean } from "./Suggest.ts"
 import { parsePattern, type PatternNode, type SettingSpec } from "./Vocabulary.ts"
 
+/** The value of a `CIDRS` setting: CIDRs written inline plus `cidrs` set names to resolve. */
+export interface CidrsValue { readonly cidrs: ReadonlyArray<Cidr>; readonly sets: ReadonlyArray<{ readonly name: string; readonly span: Span }> }
+
 export interface Value { readonly type: string; readonly token: Token; readonly value: unknown }
 
 export interface Setting {
@@ -83,15 +86,20 @@ const parseValue = (ctx: Ctx, type: string, t: Token, setting: string): { matche
       return { matched: false }
     }
     case "CIDRS": {
-      if (t.kind === "bare" && L.isName(t.text) && parseIp(t.text) === undefined) return { matched: true, value: { setName: t.text, span: t.span } }
+      // A `cidrs` set name, or a list of CIDRs and set names.
+      const isSet = (x: Token): x is Token & { kind: "bare" } => x.kind === "bare" && L.isName(x.text) && parseIp(x.text) === undefined && !x.text.includes("/")
+      if (isSet(t)) return { matched: true, value: { cidrs: [], sets: [{ name: t.text, span: t.span }] } satisfies CidrsValue }
       if (t.kind !== "list") return { matched: false }
-      const cidrs: Cidr[] = []
+      const value: { cidrs: Cidr[]; sets: Array<{ name: string; span: Span }> } = { cidrs: [], sets: [] }
       for (const item of t.items) {
-        const c = item.kind === "bare" ? checkCidr(ctx, item.text, item.span) : undefined
-        if (item.kind !== "bare") ctx.err("T004", `expected a CIDR, found ${describeToken(item)}`, item.span)
-        if (c !== undefined) cidrs.push(c)
+        if (isSet(item)) value.sets.push({ name: item.text, span: item.span })
+        else if (item.kind !== "bare") ctx.err("T004", `expected a CIDR or a \`cidrs\` set name, found ${describeToken(item)}`, item.span)
+        else {
+          const c = checkCidr(ctx, item.text, item.span)
+          if (c !== undefined) value.cidrs.push(c)
+        }
       }
-      return { matched: true, value: { cidrs } }
+      return { matched: true, value: value satisfies CidrsValue }
     }
     default: return { matched: false }
   }

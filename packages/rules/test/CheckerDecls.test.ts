@@ -21,6 +21,15 @@ describe("Checker: declarations into the Program", () => {
     expect(p.listeners.map((l) => [l.name, l.auth, l.proxyProtocol?.length])).toEqual([["a", { source: "staff", required: false }, 1], ["b", { source: "hook", required: true }, undefined]])
   })
 
+  it("takes proxy-protocol sources as CIDRs and `cidrs` set names, also mixed in one list", () => {
+    const r = check("set lbs = cidrs [10.1.0.0/16, fd00::/8]\nset names = domains [a.example]\nlisten a = socks5 127.0.0.1:1 proxy-protocol from [192.168.0.0/24, lbs]\nlisten b = http 127.0.0.1:2 proxy-protocol from [names, nope]\n" + POLICY)
+    expect(r.diagnostics.map((d) => `${d.span.start.line}:${d.span.start.column} ${d.code} ${d.message}`)).toEqual([
+      "4:50 T012 set `names` holds domains, expected cidrs",
+      "4:57 T010 undefined set `nope`",
+    ])
+    expect(check("set lbs = cidrs [10.1.0.0/16, fd00::/8]\nlisten a = socks5 127.0.0.1:1 proxy-protocol from [192.168.0.0/24, lbs]\n" + POLICY).program?.listeners[0]?.proxyProtocol?.map((c) => c.prefix)).toEqual([24, 16, 8])
+  })
+
   it("fills group settings and rejects `by` on a non-hash group", () => {
     const r = check("upstream a = socks5://a:1\nupstream b = socks5://b:1\ngroup h = hash(a, b) by user tries 3 probe tcp 1.1.1.1:53 every 10s down-after 5 up-after 1\ngroup f = failover(a, b) by dst\npolicy p {\n  rule r -> via h\n  default via f\n}\n")
     expect(r.diagnostics.map((d) => `${d.span.start.line}:${d.span.start.column} ${d.code} ${d.message}`)).toEqual(["4:26 T004 `by` only applies to `hash` groups"])
