@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest"
 import * as L from "../src/Literal.ts"
+import { checkRegex } from "../src/Regex.ts"
 
 const value = <A>(r: L.Parsed<A>): A => {
   if (!r.ok) throw new Error(r.message)
@@ -100,5 +101,19 @@ describe("Literal time", () => {
     expect(value(L.parseTimestamp("2026-03-01T23:00:00+01:00"))).toBe(Date.UTC(2026, 2, 1, 22, 0))
     expect(message(L.parseTimestamp("2026-02-30T10:00Z"))).toBe("`2026-02-30` is not a valid date")
     expect(message(L.parseTimestamp("2026-03-01 10:00"))).toBe("expected an ISO 8601 time with a zone like `2026-03-01T23:00Z`, found `2026-03-01 10:00`")
+  })
+})
+
+describe("Regex safety", () => {
+  it("accepts linear patterns, including alternation that is not repeated and adjacent quantifiers", () => {
+    expect(["^(com|net)$", "^[a-z0-9-]+\\.example$", "a.*b.*c", "[(]+x", "(ab){2}", "(a+)?"].map((r) => [r, checkRegex(r).ok])).toEqual(
+      ["^(com|net)$", "^[a-z0-9-]+\\.example$", "a.*b.*c", "[(]+x", "(ab){2}", "(a+)?"].map((r) => [r, true]))
+  })
+
+  it("rejects nested repetition, repeated alternation, backreferences and lookaround (T033) and bad syntax (T032)", () => {
+    expect(["(a+)+", "(a*)*", "(a|ab)*", "((a)+b)+", "(x+){2,}", "(a)\\1", "(?<n>a)\\k<n>", "a(?=b)", "(?<!x)y", "(", "[z-a]"].map((r) => {
+      const c = checkRegex(r)
+      return c.ok ? "ok" : c.code
+    })).toEqual(["T033", "T033", "T033", "T033", "T033", "T033", "T033", "T033", "T033", "T032", "T032"])
   })
 })
