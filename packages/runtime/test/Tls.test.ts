@@ -4,6 +4,7 @@
  */
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
+import { Duplex } from "node:stream"
 import * as tls from "node:tls"
 import { join } from "node:path"
 import { Effect } from "effect"
@@ -224,5 +225,34 @@ describe("TLS listeners", () => {
     expect(a).toMatchObject({ outcome: "ok", tls: "TLSv1.3" })
     expect(String(a!["proxy"])).toMatch(/^127\.0\.0\.1:\d+$/)
     expect(b).toMatchObject({ rule: "carried", action: "block" })
+  })
+
+  it("TLS + PROXY protocol: a header and the ClientHello in one segment", async (ctx) => {
+    if (!requireTool("openssl", ctx, ["version"])) return
+    const p = pki()
+    const echo = track(await localServer())
+    const s = track(await start(tlsRules(p, "proxy-protocol from [127.0.0.1]")))
+    const raw = net.connect(s.port, "127.0.0.1")
+    await new Promise<void>((r) => raw.once("connect", () => r()))
+    // A JS duplex in front of the raw socket: its first write (the ClientHello) goes out glued to the header.
+    let first = true
+    const glue = new Duplex({
+      write(chunk: Buffer, _enc, cb) {
+        raw.write(first ? Buffer.concat([Buffer.from("PROXY TCP4 198.51.100.30 127.0.0.1 7777 443\r\n"), chunk]) : chunk, cb)
+        first = false
+      },
+      read() { raw.resume() },
+      final(cb) { raw.end(cb) },
+    })
+    raw.on("data", (d: Buffer) => { if (!glue.push(d)) raw.pause() })
+    raw.on("end", () => glue.push(null))
+    raw.on("error", () => {})
+    cleanups.push(() => { raw.destroy() })
+    const c = await dialTls(0, { socket: glue })
+    expect(c.error).toBeUndefined()
+    c.socket.write(`CONNECT 127.0.0.1 ${echo.port}\nglued\n`)
+    expect(await c.waitText("glued\n")).toBe(true)
+    c.socket.end()
+    expect(await until(() => s.connections().some((l) => l["src"] === "198.51.100.30:7777" && l["outcome"] === "ok"))).toBe(true)
   })
 })
