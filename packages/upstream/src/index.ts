@@ -1,0 +1,8 @@
+export * as Chain from "./Chain.ts"
+export * as Group from "./Group.ts"
+export * as Hop from "./Hop.ts"
+export * as HttpConnect from "./HttpConnect.ts"
+export * as Secrets from "./Secrets.ts"
+export * as SocksClient from "./SocksClient.ts"
+export * as Upstreams from "./Upstreams.ts"
+export { makeUpstreams } from "./Upstreams.ts"
