@@ -10,7 +10,9 @@
  * candidate"). Triggers are entered in per-field indexes (domain trie, IP and
  * port range forests, hash maps for users, groups, enums, countries, ASNs).
  * At run time the indexes give the rules whose trigger can be true; the
- * evaluator checks those, in position order, with the rule's closure.
+ * evaluator checks those, in position order, with the rule's closure
+ * (`Verify.ts`, compiled the first time the rule is a candidate), after a flat
+ * check of the rule's destination-port hull.
  *
  * A rule whose condition is the same as an earlier rule's (structurally) can
  * never decide: it is left out of every index ("shadowed").
