@@ -324,14 +324,15 @@ class Builders {
   }
 }
 
-const decide = (rule: RuleIR): Outcome => ({
+/** A rule's outcome, frozen: the evaluator hands the same object to every caller. */
+const decide = (rule: RuleIR): Outcome => Object.freeze({
   type: "decision",
-  decision: {
-    action: rule.kind === "guard" ? { k: "block", ...(rule.action.k === "block" && rule.action.message !== undefined ? { message: rule.action.message } : {}) } : rule.action,
+  decision: Object.freeze({
+    action: rule.kind === "guard" ? Object.freeze({ k: "block", ...(rule.action.k === "block" && rule.action.message !== undefined ? { message: rule.action.message } : {}) }) : rule.action,
     rule: rule.name,
     ruleKind: rule.kind,
     modifiers: rule.modifiers,
-  },
+  }),
 })
 
 /** [lo, hi]: when the destination port is outside, the condition cannot be true. */

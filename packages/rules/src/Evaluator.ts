@@ -10,7 +10,8 @@
  * are not candidates cannot be true, so first-match order is exact.
  *
  * Gotchas: not re-entrant (module-level scratch, one reused `State`), which is
- * fine for plain synchronous use; an evaluation allocates almost nothing. In
+ * fine for plain synchronous use; an evaluation allocates almost nothing, and
+ * the outcomes it returns are shared, frozen objects. In
  * `need` mode the evaluator may ask for fewer facts than the reference (it
  * never looks at rules that cannot fire); it asks for `dst.ip` only when a
  * candidate rule before the decision needs it.
@@ -26,7 +27,7 @@ import { collectPort } from "./PortIndex.ts"
 import { FACTS, PENDING, type State, T } from "./Verify.ts"
 
 const NEED: EvalOptions = { missing: "need" }
-const NEEDS: ReadonlyArray<Outcome> = FACTS.map((fact) => ({ type: "need", fact }))
+const NEEDS: ReadonlyArray<Outcome> = FACTS.map((fact) => Object.freeze({ type: "need", fact }))
 
 const state: State = { req: { command: "connect", dstHost: "", dstPort: 0 }, need: true, domain: undefined, onion: false, dst: newBox(), dstPending: false, src: newBox(), tz: undefined, day: 0, minute: 0 }
 
