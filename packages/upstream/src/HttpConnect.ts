@@ -4,8 +4,8 @@
  * Details: sends `CONNECT host:port HTTP/1.1`, `Host` and, with credentials,
  * `Proxy-Authorization: Basic`. Reads the response head in paused mode with
  * bounds (16 KiB, 100 header lines), parses the status line strictly; a 2xx
- * is success, anything else is `UpstreamFailed { httpStatus, hop }` (407:
- * the upstream refused the credentials). A 2xx response to CONNECT has no
+ * is success, anything else is `UpstreamFailed { httpStatus, hop }` (407,
+ * or 401 from tinyproxy: the upstream refused the credentials). A 2xx response to CONNECT has no
  * body (RFC 9110 §9.3.6), so every byte after the blank line is the far
  * side's early data: it is unshifted back into the socket.
  * `https` upstreams first get TLS to the proxy: SNI (the `sni` setting, else
@@ -89,7 +89,8 @@ export const httpHop = async (socket: net.Socket, hop: Hop, target: Target, time
   const h = await readHead(socket, timeoutMs, hop.name)
   if (h.status >= 200 && h.status < 300) return socket
   socket.destroy()
-  if (h.status === 407) throw failed(hop.name, "the upstream refused the credentials (407)", { httpStatus: 407 })
+  // 407 is the standard answer; tinyproxy answers 401.
+  if (h.status === 407 || h.status === 401) throw failed(hop.name, `the upstream refused the credentials (${h.status})`, { httpStatus: h.status })
   const codes = { httpStatus: h.status, socksCode: h.status === 504 ? 0x06 : h.status === 403 ? 0x02 : 0x01 }
   throw failed(hop.name, `the upstream answered CONNECT with ${h.status}`, codes, last && (h.status === 502 || h.status === 504 || h.status === 403))
 }
