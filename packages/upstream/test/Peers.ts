@@ -238,3 +238,6 @@ export const hashBytes = (s: Socket, total: number): Promise<{ hash: string; byt
     s.once("close", () => { if (bytes < total) reject(new Error(`closed after ${bytes} of ${total} bytes`)) })
     s.once("error", reject)
   })
+
+/** A loopback port nothing listens on (bound, then closed). */
+export const closedPortOf = (): Promise<number> => freePort()
