@@ -101,6 +101,7 @@ export const tlsToProxy = (socket: net.Socket, hop: Hop, timeoutMs: number): Pro
     const servername = hop.tls?.sni ?? (/^[\d.]+$|:/.test(hop.host) ? undefined : hop.host)
     const t = tls.connect({
       socket,
+      host: hop.host, // only for the certificate check (the socket is already connected)
       ...(servername === undefined ? {} : { servername }),
       ...(hop.tls?.ca === undefined ? {} : { ca: hop.tls.ca }),
       rejectUnauthorized: hop.tls?.insecure !== true,
