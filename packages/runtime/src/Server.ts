@@ -201,10 +201,18 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         },
         onConnection: (socket, peer, acceptedAt) => {
           const s = o.spec
+          const secure = s.tls === undefined ? undefined : tlsOf.get(s)
+          if (s.tls !== undefined && secure === undefined) {
+            // Never serve a TLS listener in plain text (a spec without its loaded context).
+            return Effect.sync(() => {
+              log.error("connection", { listener: s.name, outcome: "tls-error", error: "no TLS context for this listener" })
+              socket.destroy()
+            })
+          }
           return serveConnection(socket, {
             peer,
             acceptedAt,
-            tls: s.tls === undefined ? undefined : tlsOf.get(s),
+            tls: secure,
             listener: { name: s.name, kind: s.kind, handshakeMs: s.handshakeMs, idleMs: s.idleMs, connectMs: s.connectMs },
             view: viewFor(o as Open, store.current()),
             handlers: opts.handlers,
