@@ -194,6 +194,30 @@ describe("TLS listeners", () => {
     expect(await cn()).toBe("server-two")
   })
 
+  it("a reload that adds tls to a running listener serves new connections over TLS only", async (ctx) => {
+    if (!requireTool("openssl", ctx, ["version"])) return
+    const p = pki()
+    const echo = track(await localServer())
+    const file = tlsRules(p, "")
+    const plainRules = readText(file).replace(/\{ tls cert file\("tls\/cert.pem"\) key "tls\/key.pem"  \}/, "")
+    expect(plainRules).not.toContain("tls")
+    writeFileSync(file, plainRules)
+    const s = track(await start(file))
+    const before = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\nplain\n`)
+    expect(await before.waitText("plain\n")).toBe(true)
+    tlsRules(p, "")
+    expect((await run(s.handle.reload())).ok).toBe(true)
+    const after = await dial(s.port, `CONNECT 127.0.0.1 ${echo.port}\nplain\n`)
+    expect(await until(() => after.closed())).toBe(true)
+    expect(after.text()).not.toContain("OK")
+    const c = await dialTls(s.port)
+    c.socket.write(`CONNECT 127.0.0.1 ${echo.port}\nsecure\n`)
+    expect(await c.waitText("secure\n")).toBe(true)
+    // The connection accepted before the reload is untouched.
+    before.socket.write("again\n")
+    expect(await before.waitText("again\n")).toBe(true)
+  })
+
   it("a broken certificate refuses to start, naming the listener and the file", async (ctx) => {
     if (!requireTool("openssl", ctx, ["version"])) return
     const p = pki()
