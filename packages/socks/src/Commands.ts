@@ -68,6 +68,9 @@ export const serveBind = (
     const decided = yield* ctx.decide(input)
     const block = blocked(decided)
     if (block !== undefined) return yield* refuse(client, ctx, replies, block)
+    // BIND through an upstream or Tor is not implemented: binding here instead would bypass the rule's route.
+    const k = decided.decision.action.k
+    if (k === "via" || k === "tor") return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
     const expected = yield* Bind.expectedPeers(input.dstHost, decided.resolved)
     if (expected !== "any" && expected.size === 0) return yield* refuse(client, ctx, replies, { _tag: "DnsFailed", host: input.dstHost })
     const l = yield* Bind.listen(ctx.localAddress)

@@ -119,6 +119,29 @@ describe("SOCKS5 hop", () => {
   })
 })
 
+describe("commands other than CONNECT", () => {
+  it("BIND under a via rule is refused with REP 0x07 (never bound locally)", async () => {
+    const f = await fakeSocks5(0, "")
+    const p = await startProxyd(rules(`upstream f = socks5://127.0.0.1:${f.port}`, "command bind"))
+    stops.push(p.stop)
+    const { connect } = await import("node:net")
+    const rep = await new Promise<number>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port: p.port })
+      let buf = Buffer.alloc(0)
+      let sent = false
+      s.on("error", reject)
+      s.write(Buffer.from([5, 1, 0]))
+      s.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d])
+        if (!sent && buf.length >= 2) { sent = true; buf = buf.subarray(2); s.write(Buffer.from([5, 2, 0, 1, 127, 0, 0, 1, 0, 80])) }
+        if (sent && buf.length >= 2) { s.destroy(); resolve(buf[1]!) }
+      })
+    })
+    expect(rep).toBe(0x07)
+    expect(f.requests).toEqual([])
+  })
+})
+
 describe("HTTP CONNECT hop", () => {
   it("sends CONNECT with Host and Basic credentials; early data after the head reaches the client", async () => {
     const f = await fakeHttp("HTTP/1.1 200 Connection established\r\nVia: test\r\n\r\n", "early!")
