@@ -178,6 +178,29 @@ describe("HTTP CONNECT hop", () => {
   })
 })
 
+describe("reload", () => {
+  it("re-reads secrets; a missing one rejects the reload and the running policy keeps its credentials", async () => {
+    const f = await fakeHttp("HTTP/1.1 200 OK\r\n\r\n", "")
+    process.env["PROXYD_TEST_R_USER"] = "u1"
+    process.env["PROXYD_TEST_R_PASS"] = "p1"
+    const p = await startProxyd(rules(`upstream f = http://127.0.0.1:${f.port} auth env(PROXYD_TEST_R_USER) env(PROXYD_TEST_R_PASS)`))
+    stops.push(p.stop)
+    const basic = (u: string, pw: string) => `Proxy-Authorization: Basic ${Buffer.from(`${u}:${pw}`).toString("base64")}`
+    ;(await through(p.port, "a.example", 443)).destroy()
+    expect(f.seen[0]).toContain(basic("u1", "p1"))
+    process.env["PROXYD_TEST_R_PASS"] = "p2"
+    expect((await Effect.runPromise(p.handle.reload())).ok).toBe(true)
+    ;(await through(p.port, "a.example", 443)).destroy()
+    expect(f.seen[1]).toContain(basic("u1", "p2"))
+    delete process.env["PROXYD_TEST_R_PASS"]
+    const r = await Effect.runPromise(p.handle.reload())
+    expect(r.ok).toBe(false)
+    expect(r.message).toMatch(/upstream `f`.*PROXYD_TEST_R_PASS/)
+    ;(await through(p.port, "a.example", 443)).destroy()
+    expect(f.seen[2]).toContain(basic("u1", "p2"))
+  })
+})
+
 describe("pure parts", () => {
   it("SOCKS handshake lengths and REP", () => {
     expect(handshakeLength(Buffer.from([5, 0, 5, 0, 0, 1, 1, 2, 3, 4, 0, 80, 9, 9]), 5)).toBe(12)
