@@ -13,7 +13,8 @@
  * socket, before anyone listens). So this module taps every byte of the
  * handshake itself, swallows the library's `resume()` (the socket stays
  * paused), and unshifts whatever followed the reply. Early data from the far
- * side is never lost.
+ * side is never lost. The next hop resumes the socket itself: a `data`
+ * listener alone does not resume an explicitly paused stream.
  */
 import type * as net from "node:net"
 import { SocksClient } from "socks"
@@ -98,4 +99,6 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
       reject(mapError(hop, e.message, Buffer.concat(seen), last))
     })
     client.connect(socket)
+    // A socket handed over by a previous SOCKS hop is explicitly paused; adding a `data` listener does not resume it.
+    socket.resume()
   })

@@ -138,6 +138,28 @@ chain c = m -> t -> d`, "c")))
   }, 120_000)
 })
 
+describe("chains of the same kind", () => {
+  it("SOCKS5 → SOCKS5 → SOCKS4 and HTTP → HTTP → SOCKS5 deliver early data and echo", async (ctx) => {
+    if (!need(ctx, "microsocks", "microsocks") || !need(ctx, "tinyproxy", "tinyproxy") || !need(ctx, "danted", "dante-server")) return
+    const g = keep(await greetServer())
+    const m1 = keep(await startMicrosocks())
+    const m2 = keep(await startMicrosocks())
+    const t1 = keep(await startTinyproxy())
+    const t2 = keep(await startTinyproxy())
+    const d = keep(await startDante(false))
+    await roundTrip(`
+upstream m1 = socks5://127.0.0.1:${m1.port}
+upstream m2 = socks5://127.0.0.1:${m2.port}
+upstream d = socks4://127.0.0.1:${d.port}
+chain c = m1 -> m2 -> d`, "c", g.port)
+    await roundTrip(`
+upstream t1 = http://127.0.0.1:${t1.port}
+upstream t2 = http://127.0.0.1:${t2.port}
+upstream m1 = socks5://127.0.0.1:${m1.port}
+chain c = t1 -> t2 -> m1`, "c", g.port)
+  }, 30_000)
+})
+
 describe("failures", () => {
   it("wrong credentials: the client gets a clean SOCKS failure and the log names the hop", async (ctx) => {
     if (!need(ctx, "microsocks", "microsocks") || !need(ctx, "tinyproxy", "tinyproxy")) return
