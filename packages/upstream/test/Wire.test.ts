@@ -11,7 +11,9 @@ import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Log, Server as ProxydServer } from "@proxyd/runtime"
 import { makeHttpHandler } from "@proxyd/http"
+import { Check } from "@proxyd/rules"
 import { makeGroup } from "../src/Group.ts"
+import { prepareProgram } from "../src/Upstreams.ts"
 import { connectRequest, parseHead } from "../src/HttpConnect.ts"
 import { readSecret } from "../src/Secrets.ts"
 import { handshakeLength, socks5Rep } from "../src/SocksClient.ts"
@@ -202,6 +204,34 @@ describe("reload", () => {
 })
 
 describe("pure parts", () => {
+  it("prepares routes from the checked program: timeouts in ms, chains of chains flattened, https settings", () => {
+    const dir = mkdtempSync(join(tmpdir(), "proxyd-prep-"))
+    writeFileSync(join(dir, "ca.pem"), "not really a CA")
+    writeFileSync(join(dir, "t.rules"), `
+listen s = socks5 127.0.0.1:0
+upstream a = socks5://127.0.0.1:1 connect-timeout 3s
+upstream b = http://127.0.0.1:2
+upstream c = https://proxy.example tls-ca "ca.pem" sni "other.example" insecure
+chain ab = a -> b connect-timeout 2s timeout 9s
+chain abc = ab -> c
+policy default {
+  rule r when dst.port == 1 -> via abc
+  default via ab
+}
+`)
+    const checked = Check.checkFiles([join(dir, "t.rules")], Check.nodeReader)
+    expect(checked.program).toBeDefined()
+    const { prepared, problems } = prepareProgram(checked.program!)
+    expect(problems).toEqual([])
+    const ab = prepared.routes.get("ab")!
+    expect(ab).toMatchObject({ perHopMs: 2_000, overallMs: 9_000 })
+    expect(ab.hops.map((h) => [h.name, h.connectTimeoutMs])).toEqual([["a", 3_000], ["b", undefined]])
+    const abc = prepared.routes.get("abc")!
+    expect(abc.hops.map((h) => h.name)).toEqual(["a", "b", "c"])
+    expect(abc.hops[2]).toMatchObject({ port: 443, tls: { sni: "other.example", insecure: true } })
+    expect(abc.hops[2]!.tls!.ca!.toString()).toBe("not really a CA")
+  })
+
   it("SOCKS handshake lengths and REP", () => {
     expect(handshakeLength(Buffer.from([5, 0, 5, 0, 0, 1, 1, 2, 3, 4, 0, 80, 9, 9]), 5)).toBe(12)
     expect(handshakeLength(Buffer.from([5, 2, 1, 0, 5, 0, 0, 3, 3, 97, 98, 99, 0, 80]), 5)).toBe(14)
