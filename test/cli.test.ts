@@ -77,13 +77,6 @@ test "other" { connect example.com:443 } expect allow by default
     expect(d.out).toMatch(/^connect \S+: block .* by \S+ → allow by this-machine$/m)
   })
 
-  it("--rules: checks, lists the listeners, exits 3 (serving not implemented yet)", () => {
-    const r = proxyd(["--rules", "rulesets/default.rules"])
-    expect(r.code).toBe(3)
-    expect(r.out).toContain("would listen: mixed 127.0.0.1:1080")
-    expect(r.err).toContain("serving is not implemented yet")
-  })
-
   it("--version and usage errors", () => {
     expect(proxyd(["--version"]).out).toMatch(/^proxyd \d+\.\d+\.\d+\n$/)
     const u = proxyd(["explain"])

@@ -5,7 +5,7 @@
  * Details: `cli(argv)` is an `Effect<number, never, Io>`; usage errors print
  * `proxyd: <message>` plus a pointer to `--help` on stderr and give 2. Exit
  * statuses: 0 ok, 1 errors in the rules (or failing tests, or changes under
- * `fmt --check`), 2 usage or I/O errors, 3 not yet implemented (`run`).
+ * `fmt --check`, or a rules file `run` cannot serve), 2 usage or I/O errors.
  */
 import * as Effect from "effect/Effect"
 import { bool, type FlagSpec, parseArgs, type Parsed, suggest, UsageError } from "./Args.ts"
@@ -31,7 +31,7 @@ const COMMANDS: Readonly<Record<string, CommandDef>> = {
   fmt: { flags: fmtFlags, help: fmtHelp, run: runFmt, summary: "format rules files in the canonical layout" },
   graph: { flags: graphFlags, help: graphHelp, run: runGraph, summary: "print a policy's decision graph as Graphviz DOT" },
   diff: { flags: diffFlags, help: diffHelp, run: runDiff, summary: "requests whose outcome differs between two rules files" },
-  run: { flags: runFlags, help: runHelp, run: runRun, summary: "serve a rules file (not yet implemented: checks it, exits 3)" },
+  run: { flags: runFlags, help: runHelp, run: runRun, summary: "serve a rules file (SOCKS5, SOCKS4/4a, HTTP, mixed listeners)" },
 }
 
 export const mainHelp = `proxyd ${VERSION}: a policy-driven SOCKS/HTTP proxy and its .rules toolchain.
@@ -46,8 +46,7 @@ Options:
   -h, --help     show help (also: proxyd COMMAND --help)
   -V, --version  print the version
 
-Exit status: 0 ok, 1 errors in the rules or failing tests, 2 usage or I/O errors,
-3 not yet implemented.
+Exit status: 0 ok, 1 errors in the rules or failing tests, 2 usage or I/O errors.
 Docs: docs/cli.md, docs/language.md
 `
 

@@ -1,30 +1,36 @@
 /**
  * `proxyd run --rules FILE` (also `proxyd --rules FILE`): serve the rules.
  *
- * Details: the serving runtime does not exist yet. For now this checks the
- * file exactly like `proxyd check` (tests included); when it does not check,
- * prints the diagnostics and exits 1; when it does, prints the listeners it
- * would open and exits 3 ("not yet implemented"). It never pretends to serve.
+ * Details: a file that does not check (errors or failing tests) refuses to
+ * start, printing the same diagnostics as `proxyd check`. Otherwise the
+ * runtime (`@proxyd/runtime`) opens the file's listeners (or the `--listen`
+ * overrides) with the SOCKS and HTTP handlers, reloads on SIGHUP and on file
+ * changes, and drains on SIGTERM/SIGINT (exit 0; a second signal exits at
+ * once). A feature the language accepts but the runtime cannot enforce yet
+ * refuses to start with a message naming it (exit 1).
  */
 import * as Effect from "effect/Effect"
-import { bool, type FlagSpec, helpText, type Parsed, str, UsageError } from "./Args.ts"
+import { Server } from "@proxyd/runtime"
+import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
+import { httpHandler } from "@proxyd/http"
+import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
 import { checkEntry, exitCode, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"
 
 export const runFlags = {
   rules: { kind: "string", value: "FILE", description: "the rules file to serve" },
+  listen: { kind: "string", value: "[PROTO://]HOST:PORT", multiple: true, description: "listen here instead of the file's listeners (repeatable; PROTO: socks5, socks4, http, mixed; default mixed)" },
+  "log-level": { kind: "string", value: "LEVEL", choices: ["debug", "info", "warn", "error"], description: "least severe level logged (default info)" },
+  "log-format": { kind: "string", value: "FORMAT", choices: ["json", "pretty"], description: "log line format (default json)" },
   "no-color": { kind: "boolean", description: "no ANSI colours in diagnostics" },
 } as const satisfies Record<string, FlagSpec>
 
 export const runHelp = helpText(
-  "proxyd run --rules FILE   (or: proxyd --rules FILE)",
-  "Serves a rules file. NOT YET IMPLEMENTED: the serving runtime is a separate piece of work.\nFor now: checks the file, lists the listeners it would open, and exits 3.",
+  "proxyd run --rules FILE [--listen [PROTO://]HOST:PORT]... [--log-level L] [--log-format json|pretty]\n       proxyd --rules FILE ...",
+  "Serves a rules file: SOCKS5, SOCKS4/4a, HTTP and mixed listeners as the file declares.\nReloads on SIGHUP and when the file (or an included or set file) changes; a file that\nfails to check keeps the old policy running. SIGTERM/SIGINT drain open connections\n(drain-timeout, default 30 s) and exit 0; a second signal exits at once.",
   runFlags,
-  "Exit status: 1 the file has errors or failing tests, 2 usage or I/O errors, 3 serving not yet implemented.",
+  "Exit status: 0 after a graceful shutdown, 1 the file has errors, failing tests or uses\nsomething the runtime cannot enforce yet, 2 usage or I/O errors.",
 )
-
-/** Exit status of `run` when the file checks: serving is not implemented yet. */
-export const NOT_IMPLEMENTED = 3
 
 export const runRun = (args: Parsed) => Effect.gen(function*() {
   const io = yield* Io
@@ -40,12 +46,25 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
     return code === 0 ? 1 : code
   }
   io.err(renderDiagnostics(report, color))
-  io.out(`${summaryLine(report)}\n`)
-  for (const l of report.program.listeners) {
-    const addr = l.host.includes(":") ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`
-    const auth = l.auth === undefined ? "no auth" : `auth ${l.auth.source}${l.auth.required ? "" : " (optional)"}`
-    io.out(`would listen: ${l.kind} ${addr} (listener ${l.name}, policy ${l.policy}, ${auth}${l.tls === undefined ? "" : ", tls"})\n`)
-  }
-  io.err("proxyd: serving is not implemented yet: it arrives with the runtime. The rules file checks; nothing is listening.\n")
-  return NOT_IMPLEMENTED
+  const maxUdp = report.program.options["max-udp-associations-per-ip"]
+  const logFormat = str(args, "log-format")
+  const logLevel = str(args, "log-level")
+  const started = yield* Server.runServer({
+    rulesFile: file,
+    listen: strs(args, "listen"),
+    ...(logLevel === undefined ? {} : { logLevel }),
+    ...(logFormat === "pretty" || logFormat === "json" ? { logFormat } : {}),
+    handlers: {
+      socks5: makeSocks5Handler(typeof maxUdp === "number" ? { maxUdpAssociationsPerIp: () => maxUdp } : {}),
+      socks4: makeSocks4Handler({}),
+      http: httpHandler,
+    },
+  }).pipe(
+    Effect.as(0),
+    Effect.catchTag("StartError", (e) => Effect.sync(() => {
+      io.err(`${e.message.endsWith("\n") ? e.message : `${e.message}\n`}proxyd: not started\n`)
+      return 1
+    })),
+  )
+  return started
 })

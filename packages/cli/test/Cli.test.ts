@@ -210,13 +210,10 @@ describe("proxyd fmt, graph, diff, run", () => {
     assert.strictEqual(doc.differences[0].after.rule, "default")
   }))
 
-  it.effect("run checks the file, lists the listeners and exits 3 (not yet implemented)", () => Effect.gen(function*() {
-    const r = yield* run(["--rules", "a.rules"], { "a.rules": GOOD })
-    assert.strictEqual(r.code, 3)
-    assert.include(r.out, "would listen: socks5 127.0.0.1:1080 (listener socks5, policy main, no auth)")
-    assert.include(r.err, "serving is not implemented yet")
+  it.effect("run refuses a file that does not check (1) and needs --rules (2)", () => Effect.gen(function*() {
     const bad = yield* run(["run", "--rules", "a.rules"], { "a.rules": BROKEN })
     assert.strictEqual(bad.code, 1)
+    assert.include(bad.err, "a.rules:")
     const none = yield* run(["run"])
     assert.strictEqual(none.code, 2)
   }))
