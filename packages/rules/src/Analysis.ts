@@ -208,7 +208,7 @@ const toDiagnostic = (policy: PolicyIR, f: Finding): Diagnostic => {
     case "L050": {
       const fields = (f.fields ?? []).map((x) => `\`${x}\``)
       return warning("L050", `${kindName(r)} \`${r.name}\` can never match: its condition is never true`, span, {
-        hint: fields.length === 0 ? "fix the condition or remove the rule" : `the tests on ${listOf(fields)} contradict each other; fix the condition or remove the rule`,
+        hint: fields.length === 0 ? "fix the condition or remove the rule" : `no value of ${listOf(fields)} satisfies its tests (they contradict each other, or test an empty set); fix the condition or remove the rule`,
       })
     }
     case "L051": {

@@ -170,7 +170,7 @@ describe("analyzePolicy", () => {
     const p = policyOf(`  rule never when dst.port == 80 and dst.port == 443 -> block`)
     expect(brief(p)).toEqual([{
       code: "L050", at: "2:3", message: "rule `never` can never match: its condition is never true",
-      hint: "the tests on `dst.port` contradict each other; fix the condition or remove the rule", notes: [],
+      hint: "no value of `dst.port` satisfies its tests (they contradict each other, or test an empty set); fix the condition or remove the rule", notes: [],
     }])
   })
 
