@@ -29,6 +29,12 @@ describe("rulesets/", () => {
     })
   }
 
+  it("every ruleset is in canonical layout (proxyd fmt --check)", () => {
+    const r = proxyd(["fmt", "--check", ...files.map((f) => `rulesets/${f}`)])
+    expect(r.out).toBe("")
+    expect(r.code).toBe(0)
+  })
+
   it("default.rules: human summary line", () => {
     const r = proxyd(["check", "rulesets/default.rules"])
     expect(r.code).toBe(0)
