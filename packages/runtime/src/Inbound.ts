@@ -52,6 +52,18 @@ export interface Connected {
 
 export interface RelayStats { readonly bytesUp: number; readonly bytesDown: number }
 
+/** A UDP path through an outbound (SOCKS5 UDP ASSOCIATE through an upstream proxy). */
+export interface UdpChannel {
+  /** Sends one datagram to host:port (a name travels as a name). */
+  send(host: string, port: number, data: Buffer): void
+  /** Datagrams from the far side, with the address the upstream says they came from. */
+  onMessage(cb: (host: string, port: number, data: Buffer) => void): void
+  /** Called once when the path ends (the upstream closed its control connection). */
+  onClose(cb: () => void): void
+  /** Ends the path; idempotent. */
+  close(): void
+}
+
 export interface SessionContext {
   readonly id: string
   readonly listener: string
@@ -69,6 +81,13 @@ export interface SessionContext {
   decide(input: RequestInput): Effect.Effect<Decided>
   /** Opens the outbound connection the decision asks for (allow, redirect, via, tor). Fails for block. */
   connect(decided: Decided): Effect.Effect<Connected, OutboundError>
+  /**
+   * For `command udp` decisions an outbound provider carries (`via` a SOCKS5
+   * upstream): a UDP path. Fails with `CommandNotSupported` when none does.
+   * The handler closes the channel when the association ends. Optional for
+   * test doubles; the runtime always provides it.
+   */
+  connectUdp?(decided: Decided): Effect.Effect<UdpChannel, OutboundError>
   /** Pipes both ways until both directions end; applies the idle timeout; returns byte counts. */
   relay(client: Socket, upstream: Socket): Effect.Effect<RelayStats>
   /** Adds fields to the connection's close log line (never secrets). */

@@ -24,7 +24,7 @@ import * as net from "node:net"
 import { Effect } from "effect"
 import type { Ir } from "@proxyd/rules"
 import { OutboundError, type OutboundReason } from "./Errors.ts"
-import type { Decided } from "./Inbound.ts"
+import type { Decided, UdpChannel } from "./Inbound.ts"
 import type { Log } from "./Log.ts"
 import { isOnion, type ResolverShape } from "./Resolver.ts"
 
@@ -39,6 +39,11 @@ export interface OutboundContext {
 export type Connector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<net.Socket, OutboundError>
 
 export type Registry = ReadonlyMap<Ir.ActionIR["k"], Connector>
+
+/** Opens a UDP path for a `command udp` decision (SOCKS5 UDP ASSOCIATE through an upstream). */
+export type UdpConnector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<UdpChannel, OutboundError>
+
+export type UdpRegistry = ReadonlyMap<Ir.ActionIR["k"], UdpConnector>
 
 /** What a provider gets when its program becomes current. */
 export interface OutboundEnv {
@@ -59,6 +64,8 @@ export interface OutboundProvider {
   prepare(program: Ir.Program): ReadonlyArray<string>
   activate(program: Ir.Program, env: OutboundEnv): void
   connectors(all: () => Registry): ReadonlyMap<Ir.ActionIR["k"], Connector>
+  /** Optional UDP paths for the same kinds (`via` a SOCKS5 upstream). */
+  udpConnectors?(): UdpRegistry
   close(): void
 }
 

@@ -35,7 +35,7 @@ import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts
 import type { InboundHandler, ProtocolName } from "./Inbound.ts"
 import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./Listener.ts"
 import * as Log from "./Log.ts"
-import { defaultRegistry, type Connector, type OutboundProvider, type Registry } from "./Outbound.ts"
+import { defaultRegistry, type Connector, type OutboundProvider, type Registry, type UdpConnector } from "./Outbound.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
 import { serveConnection, type PolicyView } from "./Session.ts"
@@ -126,6 +126,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       for (const p of outbounds) for (const [k, c] of p.connectors(() => registry)) all.set(k, c)
       registry = all
     }
+    const udpRegistry = new Map<Ir.ActionIR["k"], UdpConnector>()
+    for (const p of outbounds) for (const [k, c] of p.udpConnectors?.() ?? []) udpRegistry.set(k, c)
     for (const p of outbounds) p.activate(first.state.program, { log, resolver })
     const lock = yield* Semaphore.make(1)
     const globalGate = makeGate(() => {
@@ -218,6 +220,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
             handlers: opts.handlers,
             resolver,
             registry,
+            udpRegistry,
             log,
           })
         },

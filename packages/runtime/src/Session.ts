@@ -31,7 +31,7 @@ import type { Compiled } from "./Engine.ts"
 import { OutboundError } from "./Errors.ts"
 import type { Connected, Decided, InboundHandler, ProtocolName, RequestInput, SessionContext } from "./Inbound.ts"
 import type { Log } from "./Log.ts"
-import type { OutboundContext, Registry } from "./Outbound.ts"
+import type { OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
 import { relay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
@@ -60,6 +60,8 @@ export interface ConnectionEnv {
   readonly handlers: Partial<Record<ProtocolName, InboundHandler>>
   readonly resolver: ResolverShape
   readonly registry: Registry
+  /** UDP paths by action kind (from outbound providers); absent: none. */
+  readonly udpRegistry?: UdpRegistry
   readonly log: Log
   /** The client's address for policy, logs and limits (default: the TCP peer). */
   readonly peer?: { readonly ip: string; readonly port: number }
@@ -238,6 +240,11 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
               if (e.reason._tag !== "Blocked") { outcome = "error"; line["error"] = reasonText(e) }
             })),
           )
+        },
+        connectUdp: (decided: Decided) => {
+          const c = env.udpRegistry?.get(decided.decision.action.k)
+          if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
+          return c(decided, { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) })
         },
         relay: (c: Socket, upstream: Socket) => {
           endHandshake()

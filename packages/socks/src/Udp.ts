@@ -7,8 +7,10 @@
  * FRAG ≠ 0 and malformed datagrams are dropped. Each destination is decided by
  * the policy (`command udp`) once per association (cached); `allow` sends to
  * the address the policy resolved (else the literal, else one `dns.lookup`),
- * `redirect` to its target; `block`, `via` and `tor` drop (no UDP through
- * upstreams). Outbound datagrams leave from separate unbound sockets (one per
+ * `redirect` to its target; `via` goes through the outbound's UDP path
+ * (`ctx.connectUdp`: SOCKS5 UDP ASSOCIATE through a socks5 upstream, one per
+ * route, opened on first use, replies wrapped with the address the upstream
+ * reports); `block`, and `via`/`tor` without a UDP path, drop. Outbound datagrams leave from separate unbound sockets (one per
  * family); only replies from a destination we sent to come back, wrapped in
  * the header naming the destination as the client asked for it.
  *
@@ -31,7 +33,10 @@ export const associations = (ip: string): number => perIp.get(normalizeIp(ip) ??
 
 const MAX_CACHED_DESTINATIONS = 4096
 
-interface Target { readonly ip: string; readonly port: number }
+type Target =
+  | { readonly ip: string; readonly port: number }
+  /** Through an outbound's UDP path (`via` a SOCKS5 upstream): sent to host:port as asked. */
+  | { readonly channel: Inbound.UdpChannel; readonly host: string; readonly port: number }
 
 const bindUdp = (host: string): Effect.Effect<UdpSocket | Error> =>
   Effect.callback<UdpSocket | Error>((resume) => {
@@ -81,10 +86,34 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
     let up = 0
     let down = 0
     let closed = false
+    // UDP paths through outbound providers, one per route (action target), opened on first use.
+    const channels = new Map<string, Promise<Inbound.UdpChannel | undefined>>()
     const closeAll = () => {
       closed = true
       relay.close()
       for (const s of outs.values()) s.close()
+      for (const c of channels.values()) void c.then((ch) => ch?.close())
+    }
+    const channelFor = (d: Inbound.Decided): Promise<Inbound.UdpChannel | undefined> => {
+      const a = d.decision.action
+      const key = a.k === "via" || a.k === "tor" ? `${a.k}:${a.target}` : a.k
+      let c = channels.get(key)
+      if (c === undefined) {
+        const open = ctx.connectUdp
+        c = open === undefined ? Promise.resolve(undefined) : run(open(d)).then((ch) => {
+          if (closed) { ch.close(); return undefined }
+          ch.onMessage((h, p, data) => {
+            if (closed || replyPort === 0) return
+            down += data.length
+            relay.send(encodeUdp(h, p, data), replyPort, srcIp)
+          })
+          // When the upstream ends the path, forget it (and the decisions that use it): the next datagram reopens.
+          ch.onClose(() => { channels.delete(key); decisions.clear() })
+          return ch
+        }, () => { channels.delete(key); return undefined })
+        channels.set(key, c)
+      }
+      return c
     }
 
     const out = (family: 4 | 6): UdpSocket => {
@@ -105,6 +134,10 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
     const target = (host: string, port: number): Promise<Target | undefined> =>
       run(ctx.decide({ command: "udp", dstHost: host, dstPort: port, protocol: "socks5" })).then(async (d) => {
         const a = d.decision.action
+        if (a.k === "via" || a.k === "tor") {
+          const channel = await channelFor(d)
+          return channel === undefined ? undefined : { channel, host: d.resolved ?? host, port }
+        }
         const [h, p] = a.k === "allow" ? [d.resolved ?? host, port] : a.k === "redirect" ? [a.host, a.port] : [undefined, 0]
         if (h === undefined) return undefined
         const ip = normalizeIp(h) ?? (await lookup(h).then((x) => x.address, () => undefined))
@@ -129,6 +162,7 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
       void t.then((to) => {
         if (to === undefined || closed) return
         up += data.length
+        if ("channel" in to) return to.channel.send(to.host, to.port, data)
         if (sentTo.size >= MAX_CACHED_DESTINATIONS) sentTo.clear()
         sentTo.set(`${to.ip}|${to.port}`, { host, port })
         try {

@@ -7,8 +7,9 @@
  * message naming the upstream and the variable or file. `activate` swaps in
  * the prepared state and (re)starts group probes; a group whose definition
  * did not change keeps its members' health across a reload.
- * The connector: CONNECT only (BIND and UDP through an upstream answer
- * `CommandNotSupported`); the destination is the name as requested, or the
+ * The connector: CONNECT (BIND through an upstream is refused by the SOCKS
+ * handler); the UDP connector opens a SOCKS5 UDP ASSOCIATE through a single
+ * socks5 upstream (`UdpRelay.ts`), other routes answer `CommandNotSupported`; the destination is the name as requested, or the
  * address the policy resolved. A group tries its candidates in strategy order,
  * at most `tries`; a destination failure reported by the last hop is final
  * (another member would fail the same way). With no healthy member, the
@@ -23,11 +24,12 @@
 import type * as net from "node:net"
 import { Effect } from "effect"
 import type { Ir } from "@proxyd/rules"
-import { Errors, type Outbound } from "@proxyd/runtime"
+import { Errors, type Inbound, type Outbound } from "@proxyd/runtime"
 import { openRoute, type Route } from "./Chain.ts"
 import { type GroupRuntime, type GroupStatus, makeGroup, probeTarget } from "./Group.ts"
 import { failed, type Hop, HopFailure, type Target } from "./Hop.ts"
 import { readPlain, readSecret } from "./Secrets.ts"
+import { openUdp } from "./UdpRelay.ts"
 
 interface Prepared {
   readonly routes: ReadonlyMap<string, Route>
@@ -141,6 +143,39 @@ export const makeUpstreams = (): UpstreamOutbound => {
     })
   }
 
+  /** A UDP path: the target's route (a group: its candidates in order, bounded by `tries`). */
+  const openUdpPath = (state: Active, name: string, key: { user?: string; dst: string; src: string }, ctx: Outbound.OutboundContext, depth: number): Effect.Effect<{ channel: Inbound.UdpChannel; member: string }, HopFailure> => {
+    const route = state.routes.get(name)
+    if (route !== undefined) return openUdp(route, ctx).pipe(Effect.map((channel) => ({ channel, member: name })))
+    const g = state.groups.get(name)
+    if (g === undefined || depth > 8) return Effect.fail(failed(name, `\`${name}\` is not declared in the current rules`))
+    return Effect.gen(function*() {
+      const cands = g.candidates(key)
+      if (cands.length === 0) return yield* Effect.fail(new NoHealthy({ _tag: "UpstreamFailed", hop: name }, false, `group ${name} has no healthy member`))
+      let last: HopFailure | undefined
+      for (const c of cands.slice(0, Math.max(1, g.ir.tries))) {
+        const r = yield* Effect.result(openUdpPath(state, c, key, ctx, depth + 1))
+        if (r._tag === "Success") return r.success
+        last = r.failure
+      }
+      return yield* Effect.fail(last!)
+    })
+  }
+
+  const udpVia: Outbound.UdpConnector = (decided, ctx) => {
+    const a = decided.decision.action
+    if (a.k !== "via") return Effect.fail(new Errors.OutboundError({ reason: { _tag: "CommandNotSupported" } }))
+    const req = decided.request
+    const key = { ...(req.user === undefined ? {} : { user: req.user }), dst: req.dstHost, src: req.srcIp ?? "" }
+    return openUdpPath(active, a.target, key, ctx, 0).pipe(
+      Effect.map((r) => { ctx.note?.({ upstream_udp: r.member }); return r.channel }),
+      Effect.mapError((e) => {
+        ctx.note?.({ upstream_udp_error: e.message })
+        return new Errors.OutboundError({ reason: e.reason })
+      }),
+    )
+  }
+
   const startGroups = (state: Active, env: Outbound.OutboundEnv): void => {
     const probeCtx: Outbound.OutboundContext = { resolver: env.resolver, connectTimeoutMs: 10_000 }
     const member = (m: string, t: Target) => open(state, m, t, { dst: t.host, src: "" }, probeCtx, 1, { n: 0 }).pipe(Effect.map((x) => x.socket))
@@ -194,6 +229,7 @@ export const makeUpstreams = (): UpstreamOutbound => {
       startGroups(active, env)
     },
     connectors: (all) => new Map([["via", via(all)]]),
+    udpConnectors: () => new Map([["via", udpVia]]),
     close: () => { for (const g of active.groups.values()) g.stop() },
     status: () => [...active.groups.values()].map((g) => g.status()),
   }

@@ -136,7 +136,7 @@ export const startDante = async (withAuth: boolean): Promise<Peer> => {
     `socksmethod: ${withAuth ? "username" : "none"}`,
     ...(root ? ["user.privileged: root", "user.unprivileged: nobody"] : []),
     "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }",
-    "socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }",
+    "socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 }",
     "",
   ].join("\n"))
   return run(BIN.danted!, ["-f", conf, "-p", join(dir, "sockd.pid")], port, dir)
