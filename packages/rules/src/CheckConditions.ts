@@ -3,7 +3,8 @@
  * values; set references inlined (with `setRef`); `!=`/`not in` as `not`.
  *
  * Details: every leaf is a membership matcher. Port comparisons become
- * ranges. Country fields need `geoip` (T060), ASN fields `geoip asn`. A
+ * ranges. ASN fields need `geoip asn "file"` (T060); country fields do not
+ * (the runtime has a built-in CC0 country database; `geoip "file"` replaces it). A
  * `not` over a field that can be unknown gets lint L005 (three-valued logic).
  * A broken leaf becomes `undefined` and the whole rule is dropped from the IR
  * (the errors are reported).
@@ -178,10 +179,6 @@ export class CondChecker {
     }
     if (!OPS[type].includes(op.text)) {
       this.ctx.err("T062", `operator \`${op.text}\` does not apply to \`${field}\``, op.span, { hint: `\`${field}\` takes ${OPS[type].map((o) => `\`${o}\``).join(", ")}` })
-      return undefined
-    }
-    if (type === "country" && this.ctx.geoip?.country === undefined) {
-      this.ctx.err("T060", `\`${field}\` needs a GeoIP country database`, fieldSpan, { hint: 'declare `geoip "GeoLite2-Country.mmdb"`' })
       return undefined
     }
     if (type === "asn" && this.ctx.geoip?.asn === undefined) {

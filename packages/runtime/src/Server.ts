@@ -23,6 +23,11 @@
  * are applied. A connection refused by a limit on a TLS listener is closed
  * without a protocol reply (answering would take a TLS handshake).
  *
+ * GeoIP, observers and sessions (optional, passed in like the handlers):
+ * `geoip` answers country/ASN facts (its `prepare` runs with each load and
+ * may refuse it); `observers` hear every connection's steps and each reload;
+ * `handle.sessions` lists open connections and closes one on demand.
+ *
  * Gotchas: the runtime never imports protocol packages; the CLI passes the
  * handlers, and outbound providers (`outbounds`: upstreams for `via`) the same
  * way; a provider's `prepare` refuses a program like any other check. A listener kind without its handler refuses to start (mixed needs
@@ -35,6 +40,8 @@ import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts
 import type { InboundHandler, ProtocolName } from "./Inbound.ts"
 import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./Listener.ts"
 import * as Log from "./Log.ts"
+import type { GeoProvider } from "./Geo.ts"
+import { makeSessions, notify, type Observer, type Sessions } from "./Observe.ts"
 import { defaultRegistry, type Connector, type OutboundProvider, type Registry, type UdpConnector } from "./Outbound.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
@@ -60,6 +67,10 @@ export interface ServerOptions {
   readonly outbounds?: ReadonlyArray<OutboundProvider>
   /** Watch the rules files for changes (default true). */
   readonly watch?: boolean
+  /** Country/ASN lookups (`@proxyd/geoip`); without it, policies using those fields refuse to start. */
+  readonly geoip?: GeoProvider
+  /** Hear connection steps and reloads (metrics, admin). */
+  readonly observers?: ReadonlyArray<Observer>
 }
 
 export class StartError extends Data.TaggedError("StartError")<{ readonly message: string }> {}
@@ -75,6 +86,8 @@ export interface ServerHandle {
   /** Graceful shutdown: stop accepting, drain up to the deadline (default: the file's `drain-timeout`), close the rest. */
   shutdown(drainMs?: number): Effect.Effect<void>
   readonly store: PolicyStore.PolicyStore
+  /** Connections open now. */
+  readonly sessions: Sessions
 }
 
 const NEEDS: Readonly<Record<Ir.ListenerKind, ReadonlyArray<ProtocolName>>> = {
@@ -100,6 +113,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const tlsOf = new WeakMap<ListenerSpec, TlsContext>()
     const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> => {
       const out = (opts.outbounds ?? []).flatMap((p) => [...p.prepare(_p)])
+      if (opts.geoip !== undefined) out.push(...opts.geoip.prepare(_p, opts.rulesFile))
       out.push(...ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
         .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`)))
       for (const l of ls) {
@@ -114,6 +128,9 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       ls.flatMap((l) => (l.tls === undefined || typeof l.tls === "string" ? [] : [l.tls.cert, l.tls.key, ...(l.tls.ca === undefined ? [] : [l.tls.ca])]))
     const outbounds = opts.outbounds ?? []
     const provided = new Set<string>(outbounds.flatMap((p) => p.kinds))
+    if (opts.geoip !== undefined) provided.add("geoip")
+    const observers = opts.observers ?? []
+    const sessions = makeSessions()
     const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck, provided }
     const first = PolicyStore.load(loadOpts, 1)
     if (!first.ok) return yield* new StartError({ message: first.message })
@@ -129,6 +146,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const udpRegistry = new Map<Ir.ActionIR["k"], UdpConnector>()
     for (const p of outbounds) for (const [k, c] of p.udpConnectors?.() ?? []) udpRegistry.set(k, c)
     for (const p of outbounds) p.activate(first.state.program, { log, resolver })
+    opts.geoip?.activate(first.state.program, opts.rulesFile)
     const lock = yield* Semaphore.make(1)
     const globalGate = makeGate(() => {
       const g = store.current().global
@@ -151,6 +169,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         usergroups: s.program.usergroups,
         auth: spec.auth === undefined ? undefined : s.auths.get(spec.auth.source),
         authRequired: spec.auth?.required ?? false,
+        policy: spec.policy,
       }
     }
 
@@ -222,6 +241,9 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
             registry,
             udpRegistry,
             log,
+            geo: opts.geoip,
+            observers,
+            sessions,
           })
         },
         onReject: (socket, peer) => rejectConnection(o as Open, socket, peer),
@@ -269,9 +291,12 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       const r = yield* store.reload()
       if (!r.ok) {
         log.error("reload failed; the current policy keeps serving", { diagnostics: r.message })
+        notify(observers, "reloaded", { ok: false, version: store.current().version })
         return { ok: false, version: store.current().version, message: r.message }
       }
       for (const p of outbounds) p.activate(r.state.program, { log, resolver })
+      opts.geoip?.activate(r.state.program, opts.rulesFile)
+      notify(observers, "reloaded", { ok: true, version: r.state.version })
       yield* reconcile(r.state)
       watcher?.update([...r.state.files, ...tlsFiles(r.state.listeners)])
       log.info("policy reloaded", { version: r.state.version })
@@ -303,6 +328,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
 
     return {
       store,
+      sessions,
       addresses: () => [...open.values()].map((o) => ({ listener: o.spec.name, kind: o.spec.kind, host: o.running.host, port: o.running.port })),
       reload,
       shutdown,

@@ -21,6 +21,12 @@
  * with outcome `tls-error` and OpenSSL's reason. `src` is `env.peer` (the
  * address a PROXY header carried, else the TCP peer); with PROXY protocol the
  * line also has `proxy` (the load balancer's address).
+ *
+ * Observers and sessions (`Observe.ts`, optional): each connection is listed
+ * in `env.sessions` while open (a `kill` destroys its sockets: outcome
+ * `killed`) and reported to `env.observers` (accepted, authenticated, decided,
+ * connected, closed) for metrics and the admin API. `env.geo` answers the
+ * country/ASN facts of `decide`.
  */
 import type { Socket } from "node:net"
 import { Deferred, Effect } from "effect"
@@ -30,7 +36,9 @@ import { decide } from "./Decide.ts"
 import type { Compiled } from "./Engine.ts"
 import { OutboundError } from "./Errors.ts"
 import type { Connected, Decided, InboundHandler, ProtocolName, RequestInput, SessionContext } from "./Inbound.ts"
+import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
+import { notify, type Observer, type Sessions } from "./Observe.ts"
 import type { OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
 import { relay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
@@ -43,6 +51,8 @@ export interface PolicyView {
   readonly usergroups: ReadonlyMap<string, ReadonlyArray<string>>
   readonly auth: AuthSource | undefined
   readonly authRequired: boolean
+  /** The policy's name (for observers); absent in views built by hand. */
+  readonly policy?: string
 }
 
 export interface ListenerView {
@@ -69,6 +79,12 @@ export interface ConnectionEnv {
   readonly acceptedAt?: number
   /** Wrap the connection in TLS with this context before anything else. */
   readonly tls?: TlsContext | undefined
+  /** Country/ASN facts for `decide` (absent: unknown). */
+  readonly geo?: GeoLookup | undefined
+  /** Told about the connection's steps (metrics, admin counters). */
+  readonly observers?: ReadonlyArray<Observer>
+  /** Lists the connection while it is open (admin API). */
+  readonly sessions?: Sessions | undefined
 }
 
 let counter = 0
@@ -130,6 +146,26 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
       if (handshakeTimer !== undefined) { clearTimeout(handshakeTimer); handshakeTimer = undefined }
     }
     let lastDecided: Decided | undefined
+    const observers = env.observers ?? []
+    let handshakeMs: number | undefined
+    let killed = false
+    notify(observers, "accepted", { listener: env.listener.name })
+    env.sessions?.add(id, {
+      info: () => {
+        let up = 0, down = 0
+        for (const s of sockets) if (s !== client) { up += s.bytesWritten; down += s.bytesRead }
+        const str = (k: string): Record<string, string> => (typeof line[k] === "string" ? { [k]: line[k] } : {})
+        return {
+          id, listener: env.listener.name, src: line["src"] as string, startedAt: new Date(started).toISOString(),
+          ...str("protocol"), ...(user === undefined ? {} : { user }), ...str("dst"), ...str("rule"), ...str("action"),
+          bytesUp: up, bytesDown: down,
+        }
+      },
+      kill: () => {
+        killed = true
+        for (const s of sockets) s.destroy()
+      },
+    })
 
     const finish = Effect.sync(() => {
       endHandshake()
@@ -141,6 +177,15 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         if (s === client && outcome !== "shutdown" && !s.destroyed && s.writableLength > 0) closeAfterFlush(s)
         else s.destroy()
       }
+      env.sessions?.remove(id)
+      if (killed) outcome = "killed"
+      notify(observers, "closed", {
+        listener: env.listener.name,
+        protocol: typeof line["protocol"] === "string" ? line["protocol"] : undefined,
+        action: typeof line["action"] === "string" ? line["action"] : undefined,
+        rule: typeof line["rule"] === "string" ? line["rule"] : undefined,
+        outcome, bytesUp, bytesDown, durationMs: Date.now() - started, handshakeMs,
+      })
       env.log.info("connection", {
         ...line,
         user,
@@ -190,8 +235,10 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
           const v = env.view()
           if (v.auth === undefined) return Effect.succeed({ ok: false })
           const source = v.auth
-          return Effect.promise(() => source.verify(u, p)).pipe(Effect.map((r) =>
-            r.ok ? { ok: true, user: u, groups: unionGroups(u, r.groups, v.usergroups) } : { ok: false }))
+          return Effect.promise(() => source.verify(u, p)).pipe(Effect.map((r) => {
+            notify(observers, "authenticated", { listener: env.listener.name, ok: r.ok })
+            return r.ok ? { ok: true, user: u, groups: unionGroups(u, r.groups, v.usergroups) } : { ok: false }
+          }))
         },
         setUser: (u, gs) => {
           user = u
@@ -200,6 +247,8 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         },
         decide: (input: RequestInput) => {
           endHandshake()
+          handshakeMs ??= Date.now() - started
+          const decideStart = performance.now()
           const v = env.view()
           const req: Ir.Request = {
             command: input.command,
@@ -215,8 +264,12 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
             ...(groups !== undefined ? { groups } : {}),
           }
           line["dst"] = hostPort(input.dstHost, input.dstPort)
-          return decide(v.compiled, req, env.resolver).pipe(Effect.tap((d) => Effect.sync(() => {
+          return decide(v.compiled, req, env.resolver, env.geo).pipe(Effect.tap((d) => Effect.sync(() => {
             lastDecided = d
+            notify(observers, "decided", {
+              listener: env.listener.name, protocol, policy: v.policy ?? "", rule: d.decision.rule, action: d.decision.action.k,
+              durationMs: performance.now() - decideStart,
+            })
             line["rule"] = d.decision.rule
             line["action"] = d.decision.action.k
             if (d.resolved !== undefined) line["dst_ip"] = d.resolved
@@ -227,16 +280,20 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         connect: (decided: Decided) => {
           const octx: OutboundContext = { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) }
           const connector = env.registry.get(decided.decision.action.k)
+          const connectStart = performance.now()
+          const connected = (ok: boolean) => notify(observers, "connected", { listener: env.listener.name, action: decided.decision.action.k, ok, durationMs: performance.now() - connectStart })
           const attempt = connector === undefined
             ? Effect.fail(new OutboundError({ reason: { _tag: "General", message: `no outbound for ${decided.decision.action.k}` } }))
             : connector(decided, octx)
           return attempt.pipe(
             Effect.map((s): Connected => {
               sockets.add(s)
+              connected(true)
               line["dst_connected"] = hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
               return { socket: s, localAddress: s.localAddress ?? "", localPort: s.localPort ?? 0, remoteAddress: s.remoteAddress ?? "", remotePort: s.remotePort ?? 0 }
             }),
             Effect.tapError((e) => Effect.sync(() => {
+              if (e.reason._tag !== "Blocked") connected(false)
               if (e.reason._tag !== "Blocked") { outcome = "error"; line["error"] = reasonText(e) }
             })),
           )

@@ -5,7 +5,8 @@
  * that uses a feature the runtime cannot enforce yet refuses to start (and a
  * reload to such a program is rejected, the old policy keeps serving). Each
  * message names the feature, where it is used and when it arrives.
- * Not enforced yet: GeoIP fields (country/ASN), `via`/`tor` actions unless an
+ * Not enforced yet: GeoIP fields (country/ASN) unless a GeoIP provider is
+ * given (`provided` has "geoip"), `via`/`tor` actions unless an
  * outbound provider (`provided`, from `startServer({ outbounds })`) handles them,
  * the `limit`/`bandwidth` modifiers,
  * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1.
@@ -44,7 +45,7 @@ export const unsupported = (program: Ir.Program, provided: ReadonlySet<string> =
       const ms: Array<Ir.Cond & { k: "match" }> = []
       condMatchers(rule.cond, ms)
       for (const m of ms) {
-        if (m.m.kind === "country" || m.m.kind === "asn") {
+        if ((m.m.kind === "country" || m.m.kind === "asn") && !provided.has("geoip")) {
           out.push(`\`${m.m.field}\`${where}: GeoIP lookups are not implemented in the runtime yet, so this condition cannot be enforced`)
         }
       }

@@ -116,6 +116,25 @@ describe("groups", () => {
     for (let i = 0; i < 8; i++) expect(await viaMember(p, g.port)).toBe(first)
   }, 30_000)
 
+  it("http probes: GET through the member, the expected status keeps it up, another one takes it down", async (ctx) => {
+    if (!need(ctx, "microsocks", "microsocks")) return
+    const { createServer } = await import("node:http")
+    const paths: Array<string> = []
+    const web = createServer((req, res) => { paths.push(req.url ?? ""); res.writeHead(req.url === "/health" ? 204 : 500); res.end() })
+    await new Promise<void>((r) => web.listen(0, "127.0.0.1", () => r()))
+    stops.push(() => new Promise((r) => { web.closeAllConnections(); web.close(() => r()) }))
+    const webPort = (web.address() as { port: number }).port
+    const a = keep(await startMicrosocks())
+    const good = keep(await startProxyd(groupRules([["a", a.port]], `group g = failover(a) probe http "http://127.0.0.1:${webPort}/health" expect 204 every 100ms down-after 1`)))
+    const bad = keep(await startProxyd(groupRules([["a", a.port]], `group g = failover(a) probe http "http://127.0.0.1:${webPort}/other" every 100ms down-after 1`)))
+    expect(await waitFor(() => good.upstreams.status()[0]!.members[0]!.latencyMs !== undefined, 3_000)).toBe(true)
+    expect(good.upstreams.status()[0]!.members[0]!.up).toBe(true)
+    expect(await waitFor(() => bad.upstreams.status()[0]!.members[0]!.up === false, 3_000)).toBe(true)
+    expect(bad.upstreams.status()[0]!.members[0]!.lastError).toBe("probe answered 500")
+    expect(paths).toContain("/health")
+    expect(paths).toContain("/other")
+  }, 30_000)
+
   it("no healthy member: the rule's else action runs; without else the client gets a clean failure", async (ctx) => {
     if (!need(ctx, "microsocks", "microsocks")) return
     const g = keep(await greetServer())

@@ -10,11 +10,14 @@ import { join } from "node:path"
 import { Effect } from "effect"
 import { SocksClient } from "socks"
 import { Log, Server } from "@proxyd/runtime"
+import { makeHttpHandler } from "@proxyd/http"
 import { makeSocks5Handler } from "@proxyd/socks"
 import { makeUpstreams, type Upstreams } from "../src/index.ts"
 
 export interface Proxyd {
   readonly port: number
+  /** The port of a named listener. */
+  portOf(listener: string): number
   readonly log: { readonly lines: Array<string> }
   readonly upstreams: Upstreams.UpstreamOutbound
   readonly handle: Server.ServerHandle
@@ -30,9 +33,10 @@ export const startProxyd = async (rules: string): Promise<Proxyd> => {
   writeFileSync(file, rules)
   const log = Log.memory("debug")
   const upstreams = makeUpstreams()
-  const handle = await Effect.runPromise(Server.startServer({ rulesFile: file, handlers: { socks5: makeSocks5Handler() }, outbounds: [upstreams], log, watch: false }))
+  const handle = await Effect.runPromise(Server.startServer({ rulesFile: file, handlers: { socks5: makeSocks5Handler(), http: makeHttpHandler() }, outbounds: [upstreams], log, watch: false }))
   return {
     port: handle.addresses()[0]!.port,
+    portOf: (name) => handle.addresses().find((a) => a.listener === name)!.port,
     log,
     upstreams,
     handle,
@@ -83,6 +87,21 @@ export const repOf = (proxyPort: number, host: string, port: number): Promise<nu
       if (sent && buf.length >= 2) { s.destroy(); resolve(buf[1]!) }
     })
     s.on("close", () => reject(new Error("closed without a reply")))
+  }))
+
+/** Sends raw `CONNECT host:port` to an HTTP listener; resolves with the status line of the answer. */
+export const httpConnectStatus = (proxyPort: number, hostPort: string): Promise<string> =>
+  import("node:net").then((net) => new Promise<string>((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port: proxyPort })
+    let buf = ""
+    s.on("error", reject)
+    s.write(`CONNECT ${hostPort} HTTP/1.1\r\nHost: ${hostPort}\r\n\r\n`)
+    s.on("data", (d: Buffer) => {
+      buf += d.toString("latin1")
+      const i = buf.indexOf("\r\n")
+      if (i >= 0) { s.destroy(); resolve(buf.slice(0, i)) }
+    })
+    s.on("close", () => reject(new Error(`closed: ${JSON.stringify(buf)}`)))
   }))
 
 /** Reads exactly `n` bytes (or until end) from a socket. */

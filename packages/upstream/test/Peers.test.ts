@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, it } from "vitest"
 import { DANTE_PASS, DANTE_USER, ensureDanteUser, greetServer, hashBytes, hashServer, need, type Peer, sendRandom, startDante, startMicrosocks, startTinyproxy } from "./Peers.ts"
-import { readN, refusal, repOf, startProxyd, through } from "./Harness.ts"
+import { httpConnectStatus, readN, refusal, repOf, startProxyd, through } from "./Harness.ts"
 
 const stops: Array<() => Promise<void>> = []
 afterAll(async () => { for (const s of stops.reverse()) await s() })
@@ -187,6 +187,41 @@ chain c = o -> t`, "c", "t", /refused the credentials \(40[17]\)/],
       } finally {
         await p.stop()
       }
+    }
+  }, 30_000)
+
+  it("an HTTP client gets 502 for refused upstream credentials and 504 for an upstream that does not answer", async (ctx) => {
+    if (!need(ctx, "tinyproxy", "tinyproxy")) return
+    const g = keep(await greetServer())
+    const ta = keep(await startTinyproxy({ user: "bob", pass: "pa55" }))
+    const held = new Set<import("node:net").Socket>()
+    const silent = await import("node:net").then((net) => net.createServer((c) => { held.add(c); c.resume(); c.on("close", () => held.delete(c)) }))
+    await new Promise<void>((r) => silent.listen({ host: "127.0.0.1", port: 0 }, () => r()))
+    stops.push(() => new Promise((r) => { for (const c of held) c.destroy(); silent.close(() => r()) }))
+    const silentPort = (silent.address() as { port: number }).port
+    process.env["PROXYD_TEST_X_USER"] = "bob"
+    process.env["PROXYD_TEST_X_PASS"] = "wrong"
+    const p = await startProxyd(`
+listen h = http 127.0.0.1:0
+upstream t = http://127.0.0.1:${ta.port} auth env(PROXYD_TEST_X_USER) env(PROXYD_TEST_X_PASS)
+upstream s = socks5://127.0.0.1:${silentPort} connect-timeout 300ms
+policy default {
+  rule a when dst.port == ${g.port} -> via t
+  rule b when command connect -> via s
+  default block
+}
+`)
+    try {
+      expect(await httpConnectStatus(p.portOf("h"), `127.0.0.1:${g.port}`)).toMatch(/^HTTP\/1\.1 502/)
+      expect(await httpConnectStatus(p.portOf("h"), "127.0.0.1:9")).toMatch(/^HTTP\/1\.1 504/)
+      expect(await waitFor(() => p.lines().filter((l) => l["msg"] === "connection").length >= 2, 2_000)).toBe(true)
+      const lines = p.lines().filter((l) => l["msg"] === "connection")
+      expect(lines.map((l) => l["upstream_hop"]).sort()).toEqual(["s", "t"])
+      expect(JSON.stringify(p.log.lines)).not.toContain("wrong")
+      // The timed-out hop's socket is closed, not leaked.
+      expect(await waitFor(() => held.size === 0, 2_000)).toBe(true)
+    } finally {
+      await p.stop()
     }
   }, 30_000)
 
