@@ -84,6 +84,12 @@ describe("Checker: conditions to Cond", () => {
     ])
   })
 
+  it("accepts country fields with no geoip declaration (built-in database) but not ASN fields", () => {
+    expect(diags("policy p {\n  rule a when dst.country in [KP, IR] -> block\n  rule b when src.asn == 1 -> allow\n  default allow\n}\n")).toEqual([
+      "3:15 T060 `src.asn` needs a GeoIP ASN database",
+    ])
+  })
+
   it("asks for `in` when `==` is given a list", () => {
     expect(diags("policy p {\n  rule a when dst.port == [80, 443] -> allow\n  default block\n}\n")).toEqual(["2:24 T004 `==` compares with one value; use `in` for a list"])
   })

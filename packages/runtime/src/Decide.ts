@@ -5,16 +5,21 @@
  * address is the one evaluated and the one connected to, recorded as
  * `request.facts["dst.ip"]` and `Decided.resolved`). A failed lookup records
  * `null` (the matcher is unknown); the outbound then refuses to connect
- * (`DnsFailed`) instead of resolving a second time. Countries and ASNs are
- * `null` (GeoIP arrives later; `Support.ts` refuses programs that use them).
- * `.onion` names are never resolved. The loop is bounded: a policy that keeps
+ * (`DnsFailed`) instead of resolving a second time. Countries and ASNs come
+ * from the `GeoLookup` (`geo`; absent: `null`, and `Support.ts` refuses
+ * programs that use them): `src.*` for the client's address, `dst.*` for
+ * `dst.ip` (resolved first when the policy has not asked for it yet; a name
+ * that does not resolve has no country). `.onion` names are never resolved
+ * and have no country or ASN. The loop is bounded: a policy that keeps
  * asking yields a block decision (a runtime bug, never an allow).
  */
+import { isIP } from "node:net"
 import { Effect } from "effect"
 import type { Ir } from "@proxyd/rules"
 import type { Decided } from "./Inbound.ts"
 import type { Compiled } from "./Engine.ts"
 import { evaluate } from "./Engine.ts"
+import type { GeoLookup } from "./Geo.ts"
 import { isOnion, type ResolverShape } from "./Resolver.ts"
 
 const MAX_ROUNDS = 8
@@ -26,7 +31,12 @@ const stuck = (fact: string): Ir.Decision => ({
   modifiers: [],
 })
 
-export const decide = (compiled: Compiled, request: Ir.Request, resolver: ResolverShape): Effect.Effect<Decided> =>
+const isIpLiteral = (h: string): boolean => isIP(h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h) !== 0
+
+const geoFact = (geo: GeoLookup | undefined, fact: string, ip: string | null): string | number | null =>
+  geo === undefined || ip === null ? null : fact.endsWith(".country") ? geo.country(ip) : geo.asn(ip)
+
+export const decide = (compiled: Compiled, request: Ir.Request, resolver: ResolverShape, geo?: GeoLookup): Effect.Effect<Decided> =>
   Effect.gen(function*() {
     let req = request
     let last = "?"
@@ -38,9 +48,16 @@ export const decide = (compiled: Compiled, request: Ir.Request, resolver: Resolv
       }
       last = out.fact
       let value: string | number | null = null
-      if (out.fact === "dst.ip" && !isOnion(req.dstHost)) {
-        const addrs = yield* resolver.resolve(req.dstHost).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<string>))
-        value = addrs[0] ?? null
+      if ((out.fact === "dst.ip" || out.fact === "dst.country" || out.fact === "dst.asn") && !isOnion(req.dstHost)) {
+        let ip = req.facts?.["dst.ip"]
+        if (ip === undefined) {
+          const addrs = isIpLiteral(req.dstHost) ? [req.dstHost.replace(/^\[|\]$/g, "")] : yield* resolver.resolve(req.dstHost).pipe(Effect.orElseSucceed(() => [] as ReadonlyArray<string>))
+          ip = addrs[0] ?? null
+          if (out.fact !== "dst.ip") req = { ...req, facts: { ...req.facts, "dst.ip": ip } }
+        }
+        value = out.fact === "dst.ip" ? ip : geoFact(geo, out.fact, ip)
+      } else if (out.fact === "src.country" || out.fact === "src.asn") {
+        value = geoFact(geo, out.fact, req.srcIp ?? null)
       }
       req = { ...req, facts: { ...req.facts, [out.fact]: value } }
     }
