@@ -1,0 +1,5 @@
+export * as Control from "./Control.ts"
+export * as Isolation from "./Isolation.ts"
+export * as TorSocks from "./TorSocks.ts"
+export * as TorOutbound from "./TorOutbound.ts"
+export { makeTor } from "./TorOutbound.ts"
