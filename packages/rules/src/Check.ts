@@ -13,6 +13,7 @@ import { readFileSync } from "node:fs"
 import type { FileNode } from "./Ast.ts"
 import { type Diagnostic, error, fileSpan, hasErrors } from "./Diagnostic.ts"
 import type { Program } from "./Ir.ts"
+import type { CheckOptions } from "./Extension.ts"
 import { load, type SourceReader } from "./Loader.ts"
 import { checkLoaded } from "./Checker.ts"
 
@@ -32,13 +33,13 @@ export const compareDiagnostics = (a: Diagnostic, b: Diagnostic): number =>
   a.span.file < b.span.file ? -1 : a.span.file > b.span.file ? 1
     : a.span.start.line - b.span.start.line || a.span.start.column - b.span.start.column || (a.code < b.code ? -1 : a.code > b.code ? 1 : 0)
 
-const checkOne = (entry: string, reader: SourceReader): CheckResult => {
+const checkOne = (entry: string, reader: SourceReader, options: CheckOptions): CheckResult => {
   const loaded = load(entry, reader)
   const diagnostics: Diagnostic[] = [...loaded.diagnostics]
   let program: Program | undefined
   if (loaded.readable) {
     try {
-      const r = checkLoaded(loaded, reader)
+      const r = checkLoaded(loaded, reader, options)
       diagnostics.push(...r.diagnostics)
       program = r.program
     } catch (e) {
@@ -49,13 +50,14 @@ const checkOne = (entry: string, reader: SourceReader): CheckResult => {
   return { program: hasErrors(diagnostics) ? undefined : program, diagnostics, sources: loaded.sources, asts: loaded.asts }
 }
 
-export const checkFiles = (entries: ReadonlyArray<string>, reader: SourceReader): CheckResult => {
-  if (entries.length === 1) return checkOne(entries[0]!, reader)
+/** `options.plugins`: vocabularies of the plugins the files name (see `Extension.ts`). */
+export const checkFiles = (entries: ReadonlyArray<string>, reader: SourceReader, options: CheckOptions = {}): CheckResult => {
+  if (entries.length === 1) return checkOne(entries[0]!, reader, options)
   const diagnostics: Diagnostic[] = []
   const sources = new Map<string, string>()
   const asts = new Map<string, FileNode>()
   for (const entry of entries) {
-    const r = checkOne(entry, reader)
+    const r = checkOne(entry, reader, options)
     diagnostics.push(...r.diagnostics)
     for (const [k, v] of r.sources) sources.set(k, v)
     for (const [k, v] of r.asts) asts.set(k, v)
@@ -73,8 +75,8 @@ export const memoryReader = (files: Readonly<Record<string, string>>): SourceRea
   resolve: (from, rel) => join(from, rel, posix),
 })
 
-export const checkSource = (text: string, file = "input.rules", extraFiles: Record<string, string> = {}): CheckResult =>
-  checkFiles([file], memoryReader({ ...extraFiles, [file]: text }))
+export const checkSource = (text: string, file = "input.rules", extraFiles: Record<string, string> = {}, options: CheckOptions = {}): CheckResult =>
+  checkFiles([file], memoryReader({ ...extraFiles, [file]: text }), options)
 
 /** Reads from the file system; paths resolve against the including file's directory. */
 export const nodeReader: SourceReader = {

@@ -119,7 +119,7 @@ export class CondChecker {
   }
 
   private lintField(field: string, span: Span, what: string): void {
-    const why = MAYBE_UNKNOWN[field]
+    const why = MAYBE_UNKNOWN[field] ?? this.ctx.ext.fields.get(field)?.spec.unknownWhen
     if (why === undefined || this.warned.has(field)) return
     this.warned.add(field)
     this.ctx.warn("L005", `${what} over \`${field}\`, which can be unknown: then the negation is unknown too and the rule does not fire`, span, {
@@ -166,7 +166,9 @@ export class CondChecker {
   private cmp(field: string, fieldSpan: Span, op: OperatorNode, value: Token): Cond | undefined {
     const type = FIELDS[field]
     if (type === undefined) {
-      this.ctx.err("T061", `unknown field \`${field}\``, fieldSpan, { hint: didYouMean(field, Object.keys(FIELDS)) ?? `fields: ${Object.keys(FIELDS).join(", ")}` })
+      if (this.ctx.ext.fields.has(field)) return this.pluginCmp(field, fieldSpan, op, value)
+      const all = [...Object.keys(FIELDS), ...this.ctx.ext.fields.keys()]
+      this.ctx.err("T061", `unknown field \`${field}\``, fieldSpan, { hint: didYouMean(field, all) ?? `fields: ${all.join(", ")}` })
       return undefined
     }
     if (type === "time") {
@@ -220,6 +222,44 @@ export class CondChecker {
     }
     const m = entries !== undefined ? this.fromEntries(field, type, entries) : this.fromLeaves(field, type, leaves)
     return m === undefined ? undefined : match(m, value.span, setRef)
+  }
+
+  /** A condition on a plugin field: `==`/`!=` one value, `in`/`not in` a list; enum values checked. */
+  private pluginCmp(field: string, fieldSpan: Span, op: OperatorNode, value: Token): Cond | undefined {
+    const { plugin, spec } = this.ctx.ext.fields.get(field)!
+    const ops = ["==", "!=", "in", "not in"]
+    if (op.implicit === true) {
+      this.ctx.err("T062", `\`${field}\` needs an operator`, fieldSpan, { hint: `write \`${field} == ${value.kind === "bare" ? value.text : "VALUE"}\`` })
+      return undefined
+    }
+    if (!ops.includes(op.text)) {
+      this.ctx.err("T062", `operator \`${op.text}\` does not apply to \`${field}\``, op.span, { hint: `\`${field}\` (from plugin \`${plugin}\`) takes ${ops.map((o) => `\`${o}\``).join(", ")}` })
+      return undefined
+    }
+    const isIn = op.text === "in" || op.text === "not in"
+    if (!isIn && value.kind === "list") {
+      this.ctx.err("T004", `\`${op.text}\` compares with one value; use \`${op.text === "==" ? "in" : "not in"}\` for a list`, op.span)
+      return undefined
+    }
+    if (isIn && value.kind !== "list") {
+      this.ctx.err("T004", `\`${op.text}\` on a plugin field takes a list of values`, value.span, { hint: `write \`${field} ${op.text} [a, b]\`` })
+      return undefined
+    }
+    const items = value.kind === "list" ? value.items : [value]
+    const values: string[] = []
+    let ok = true
+    for (const item of items) {
+      const l = leafOf(item)
+      if (l === undefined) {
+        this.ctx.err("T004", `expected a value for \`${field}\`, found ${describeToken(item)}`, item.span)
+        ok = false
+      } else if (spec.type === "enum" && !(spec.values ?? []).includes(l.text)) {
+        const allowed = spec.values ?? []
+        this.ctx.err("T063", `\`${l.text}\` is not a ${field}`, l.span, { hint: didYouMean(l.text, allowed) ?? `\`${field}\` is one of ${allowed.join(", ")}` })
+        ok = false
+      } else values.push(l.text)
+    }
+    return ok ? match({ kind: "plugin", field: "plugin", name: field, values }, value.span) : undefined
   }
 
   /** A bare word after `in` is a set reference unless it is clearly a literal of the field. */

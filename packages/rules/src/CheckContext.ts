@@ -7,7 +7,8 @@
  */
 import type { Span, Token } from "./Ast.ts"
 import { type Diagnostic, error, type Note, warning } from "./Diagnostic.ts"
-import type { AuthIR, ChainIR, GroupIR, ListenerIR, SetIR, TorIR, UpstreamIR } from "./Ir.ts"
+import type { AuthIR, ChainIR, GroupIR, ListenerIR, PluginDeclIR, SetIR, TorIR, UpstreamIR } from "./Ir.ts"
+import { EMPTY, type Extensions } from "./Extension.ts"
 import type { SourceReader } from "./Loader.ts"
 import { suggest } from "./Suggest.ts"
 
@@ -35,15 +36,22 @@ export class Ctx {
   readonly chains = new Map<string, ChainIR>()
   readonly groups = new Map<string, GroupIR>()
   readonly tors = new Map<string, TorIR>()
+  readonly pluginDecls: PluginDeclIR[] = []
   /** Names of sets whose entries failed to check: references to them stay silent. */
   readonly brokenSets = new Set<string>()
   geoip: { country?: string; asn?: string } | undefined
   readonly reader: SourceReader
   readonly sources: Map<string, string>
+  /** Plugin vocabularies (keywords, fields, auth kinds). */
+  readonly ext: Extensions
+  /** Plugin load failures by spec (T080 at the `plugin` declaration). */
+  readonly pluginErrors: ReadonlyMap<string, string>
 
-  constructor(reader: SourceReader, sources: Map<string, string>) {
+  constructor(reader: SourceReader, sources: Map<string, string>, ext: Extensions = EMPTY, pluginErrors: ReadonlyMap<string, string> = new Map()) {
     this.reader = reader
     this.sources = sources
+    this.ext = ext
+    this.pluginErrors = pluginErrors
   }
 
   err(code: string, message: string, span: Span, extra: Extra = {}): void {

@@ -33,13 +33,14 @@ export const listenerName = (d: DeclNode): { name: string; span: Span } | undefi
 /** Reports structural problems (unknown keyword, name rules); returns false when the declaration cannot be checked further. */
 const structureOk = (ctx: Ctx, d: DeclNode): boolean => {
   const kw = d.keyword.text
-  const spec = declarations.get(kw)
+  const spec = declarations.get(kw) ?? ctx.ext.declarations.get(kw)?.spec
   if (spec === undefined) {
     if (POLICY_ONLY.has(kw)) {
       ctx.err("T055", `\`${kw}\` is only allowed inside a policy`, d.keyword.span, { hint: `put it inside \`policy NAME { ... }\`` })
     } else {
+      const all = [...declarations.keys(), ...ctx.ext.declarations.keys(), "policy", "test"]
       ctx.err("T001", `unknown declaration \`${kw}\``, d.keyword.span, {
-        hint: didYouMean(kw, [...declarations.keys(), "policy", "test"]) ?? `declarations: ${[...declarations.keys(), "policy", "test"].join(", ")}`,
+        hint: didYouMean(kw, all) ?? `declarations: ${all.join(", ")}`,
       })
     }
     return false
@@ -72,7 +73,7 @@ export const declareAll = (ctx: Ctx, decls: ReadonlyArray<DeclNode>): DeclNode[]
 }
 
 /** Settings from `tokens` (inline, after the positional part) and every block line. */
-const settingsOf = (ctx: Ctx, d: DeclNode, tokens: ReadonlyArray<Token>, specs: Readonly<Record<string, SettingSpec>> = declarations.get(d.keyword.text)!.settings): Map<string, Setting[]> => {
+const settingsOf = (ctx: Ctx, d: DeclNode, tokens: ReadonlyArray<Token>, specs: Readonly<Record<string, SettingSpec>> = (declarations.get(d.keyword.text) ?? ctx.ext.declarations.get(d.keyword.text)!.spec).settings): Map<string, Setting[]> => {
   const into = new Map<string, Setting[]>()
   collectSettings(ctx, tokens, specs, `\`${d.keyword.text}\``, into)
   for (const line of d.block ?? []) collectSettings(ctx, line.tokens, specs, `\`${d.keyword.text}\``, into)
@@ -217,8 +218,11 @@ const checkAuth = (ctx: Ctx, d: DeclNode): void => {
       settings.url = u.value
     }
     Object.assign(settings, settingRecord(settingsOf(ctx, d, d.args.slice(2)), []))
+  } else if (ctx.ext.authKinds.has(kind)) {
+    Object.assign(settings, settingRecord(settingsOf(ctx, d, d.args.slice(1), ctx.ext.authKinds.get(kind)!.settings), []))
   } else {
-    ctx.err("T004", `unknown auth kind \`${kind}\``, kindTok.span, { hint: didYouMean(kind, AUTH_KINDS) ?? `auth kinds: ${AUTH_KINDS.join(", ")}` })
+    const kinds = [...AUTH_KINDS, ...ctx.ext.authKinds.keys()]
+    ctx.err("T004", `unknown auth kind \`${kind}\``, kindTok.span, { hint: didYouMean(kind, kinds) ?? `auth kinds: ${kinds.join(", ")}` })
     return
   }
   ctx.auths.set(d.name!.text, { name: d.name!.text, kind, settings, span: d.span })
@@ -492,13 +496,23 @@ export const checkDecl = (ctx: Ctx, d: DeclNode, globals: Globals): Pending | un
     case "plugin": {
       const a = d.args[0]
       if (a?.kind !== "string" || d.args.length !== 1) ctx.err("T004", "`plugin` takes one string: a path or package name", a?.span ?? d.keyword.span, { hint: 'write `plugin "./my-plugin.ts"`' })
-      else globals.plugins.push({ spec: a.value, span: a.span })
+      else {
+        globals.plugins.push({ spec: a.value, span: a.span })
+        const why = ctx.pluginErrors.get(a.value)
+        if (why !== undefined) ctx.err("T080", `cannot load plugin \`${a.value}\`: ${why}`, a.span, { hint: "a plugin is a module whose default export is `Plugin.make({ id, vocabulary, layer })`" })
+      }
       return undefined
     }
     case "options":
       Object.assign(globals.options, settingRecord(settingsOf(ctx, d, d.args), []))
       return undefined
-    default: return undefined
+    default: {
+      const owner = ctx.ext.declarations.get(d.keyword.text)
+      if (owner === undefined) return undefined
+      const settings = settingsOf(ctx, d, d.args, owner.spec.settings)
+      ctx.pluginDecls.push({ plugin: owner.plugin, keyword: d.keyword.text, ...(d.name === undefined ? {} : { name: d.name.text }), settings: settingRecord(settings, []), span: d.span })
+      return undefined
+    }
   }
 }
 

@@ -12,7 +12,11 @@ import { Ctx } from "./CheckContext.ts"
 import { checkDecl, declareAll, type Globals, type Pending, resolve } from "./CheckDecls.ts"
 import { checkPolicy } from "./CheckPolicies.ts"
 import { checkTest, type TestEnv } from "./CheckTests.ts"
+import { FIELDS } from "./CheckConditions.ts"
 import type { Diagnostic } from "./Diagnostic.ts"
+import { type CheckOptions, mergeExtensions } from "./Extension.ts"
+import { fileSpan } from "./Diagnostic.ts"
+import { AUTH_KINDS, declarations } from "./Vocabulary.ts"
 import type { PolicyIR, Program, TestIR } from "./Ir.ts"
 import type { Loaded, SourceReader } from "./Loader.ts"
 
@@ -56,9 +60,14 @@ const unusedLints = (ctx: Ctx): void => {
   }
 }
 
-export const checkLoaded = (loaded: Loaded, reader: SourceReader): { readonly program: Program | undefined; readonly diagnostics: ReadonlyArray<Diagnostic> } => {
-  const ctx = new Ctx(reader, loaded.sources)
+export const checkLoaded = (loaded: Loaded, reader: SourceReader, options: CheckOptions = {}): { readonly program: Program | undefined; readonly diagnostics: ReadonlyArray<Diagnostic> } => {
+  const ext = mergeExtensions(options.plugins ?? [], { keywords: [...declarations.keys()], fields: Object.keys(FIELDS), authKinds: AUTH_KINDS })
+  const ctx = new Ctx(reader, loaded.sources, ext, new Map((options.pluginErrors ?? []).map((e) => [e.spec, e.message])))
   const decls = loaded.items.filter((i): i is DeclNode => i.kind === "decl")
+  if (ext.conflicts.length > 0) {
+    const at = decls.find((d) => d.keyword.text === "plugin")?.span ?? fileSpan(loaded.files[0] ?? "")
+    for (const c of ext.conflicts) ctx.err("T081", c, at, { hint: "plugin keywords, fields and auth kinds must be unique; remove one of the plugins or rename" })
+  }
   const policyNodes = loaded.items.filter((i): i is PolicyNode => i.kind === "policy")
   const testNodes = loaded.items.filter((i): i is TestNode => i.kind === "test")
 
@@ -142,6 +151,7 @@ export const checkLoaded = (loaded: Loaded, reader: SourceReader): { readonly pr
     tors: ctx.tors,
     ...(ctx.geoip === undefined ? {} : { geoip: ctx.geoip }),
     plugins: globals.plugins,
+    pluginDecls: ctx.pluginDecls,
     options: globals.options,
     policies,
     ...(defaultPolicy === undefined ? {} : { defaultPolicy }),

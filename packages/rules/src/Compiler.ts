@@ -133,11 +133,12 @@ const valueKeys = (m: Matcher): ReadonlyArray<string> => {
     case "group": case "enum": case "country": return m.values
     case "asn": return m.values.map(String)
     case "time": return [`t:${m.days}:${m.windows.join(";")}:${m.tz}`]
+    case "plugin": return m.values.map((v) => `p:${m.name}:${v}`)
   }
 }
 
 const indexable = (m: Matcher, key: string): boolean =>
-  m.kind === "time" ? false : m.kind === "domain" || m.kind === "string" ? !(key.startsWith("g:") || key.startsWith("r:")) : true
+  m.kind === "time" || m.kind === "plugin" ? false : m.kind === "domain" || m.kind === "string" ? !(key.startsWith("g:") || key.startsWith("r:")) : true
 
 const ANY_COST = 1e6
 const FIELD_FACTOR: Partial<Record<Field, number>> = { "dst.ip": 4, "src.country": 8, "dst.country": 8, "src.asn": 8, "dst.asn": 8 }
@@ -182,7 +183,8 @@ const NEVER: Test = () => 0
 const choose = (c: Cond, keys: Keys): Choice | undefined => {
   switch (c.k) {
     case "true": case "not": return undefined
-    case "match": return { triggers: [c.m], residual: TRUE }
+    // Plugin fields are not indexed: a rule they trigger alone is always a candidate.
+    case "match": return c.m.kind === "plugin" ? undefined : { triggers: [c.m], residual: TRUE }
     case "or": {
       if (c.items.length === 0) return { triggers: [], residual: TRUE }
       const parts: Choice[] = []

@@ -37,6 +37,7 @@ const matcher = (m: Matcher): void => {
     case "group": case "enum": case "country": for (const v of m.values) str(v); break
     case "asn": for (const v of m.values) num(v); break
     case "time": num(m.days); str(m.tz); for (const [a, b] of m.windows) { num(a); num(b) } break
+    case "plugin": str(m.name); for (const v of m.values) str(v); break
   }
   num(-1)
 }
@@ -78,6 +79,7 @@ const sameMatcher = (a: Matcher, b: Matcher): boolean => {
       const t = b as typeof a
       return a.days === t.days && a.tz === t.tz && sameArray(a.windows, t.windows, samePair)
     }
+    case "plugin": return a.name === (b as typeof a).name && sameArray<string>(a.values, (b as typeof a).values, same)
   }
 }
 

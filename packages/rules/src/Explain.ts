@@ -72,7 +72,8 @@ const matcherValues = (m: Matcher): ReadonlyArray<string> => {
     case "string": return m.patterns.map((p) => (p.t === "exact" ? p.s : p.t === "glob" ? `matches "${p.g}"` : `regex "${p.r}"`))
     case "group":
     case "enum":
-    case "country": return m.values
+    case "country":
+    case "plugin": return m.values
     case "asn": return m.values.map(String)
     case "time": return []
   }
@@ -85,6 +86,7 @@ export const matcherText = (m: Matcher, setRef?: string): string => {
     const allDay = windows.length === 1 && windows[0] === "00:00-24:00"
     return ["time", dayText(m.days), allDay ? "" : windows.join(" "), `tz "${m.tz}"`].filter((x) => x !== "").join(" ")
   }
+  if (m.kind === "plugin") return m.values.length === 1 ? `${m.name} == ${m.values[0]!}` : `${m.name} in [${m.values.join(", ")}]`
   if (setRef !== undefined) return `${m.field} in ${setRef}`
   const values = matcherValues(m)
   const one = values.length === 1 ? values[0]! : undefined

@@ -32,7 +32,7 @@ export const matcherValues = (m: Matcher): ReadonlyArray<string> => {
     case "port": return m.ranges.map(([lo, hi]) => (lo === hi ? `${lo}` : `${lo}..${hi}`))
     case "domain": return m.patterns.map((p) => (p.t === "exact" ? p.d : p.t === "suffix" ? `.${p.d}` : p.t === "sub" ? `*.${p.d}` : p.t === "glob" ? `matches ${q(p.g)}` : `regex ${q(p.r)}`))
     case "string": return m.patterns.map((p) => (p.t === "exact" ? p.s : p.t === "glob" ? `matches ${q(p.g)}` : `regex ${q(p.r)}`))
-    case "group": case "enum": case "country": return m.values
+    case "group": case "enum": case "country": case "plugin": return m.values
     case "asn": return m.values.map((a) => `AS${a}`)
     case "time": {
       const days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"].filter((_, i) => (m.days & (1 << i)) !== 0).join(",")
@@ -43,7 +43,7 @@ export const matcherValues = (m: Matcher): ReadonlyArray<string> => {
 }
 
 export const matcherText = (m: Matcher, setRef?: string): string =>
-  m.kind === "time" ? `time ${matcherValues(m)[0]}` : `${m.field} in ${setRef ?? list(matcherValues(m))}`
+  m.kind === "time" ? `time ${matcherValues(m)[0]}` : m.kind === "plugin" ? `${m.name} in ${list(m.values)}` : `${m.field} in ${setRef ?? list(matcherValues(m))}`
 
 export const condText = (c: Cond): string => {
   switch (c.k) {

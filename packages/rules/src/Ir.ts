@@ -69,6 +69,12 @@ export type Matcher =
    * and its day is the day it starts).
    */
   | { readonly kind: "time"; readonly field: "time"; readonly days: number; readonly windows: ReadonlyArray<readonly [number, number]>; readonly tz: string }
+  /**
+   * A field contributed by a plugin (`Extension.ts`): true when the request's
+   * value of `name` (`Request.plugin[name]`) is one of `values`; unknown when
+   * the value is missing (`undefined` or `null`).
+   */
+  | { readonly kind: "plugin"; readonly field: "plugin"; readonly name: string; readonly values: ReadonlyArray<string> }
 
 export type Field = Matcher["field"]
 
@@ -156,6 +162,8 @@ export interface Request {
   /** Epoch milliseconds. */
   readonly time?: number
   readonly facts?: Facts
+  /** Values of plugin fields by field name (`time.weekday`); missing or `null`: unknown. */
+  readonly plugin?: Readonly<Record<string, string | null>>
 }
 
 export interface Decision {
@@ -284,6 +292,17 @@ export interface TestIR {
   readonly span: Span
 }
 
+/** A declaration whose keyword a plugin contributes; settings checked against its `DeclSpec`. */
+export interface PluginDeclIR {
+  /** The owning plugin's id. */
+  readonly plugin: string
+  readonly keyword: string
+  readonly name?: string
+  /** Setting name → value (as `ListenerIR.settings`: `true` for flags, a value, or an array of values). */
+  readonly settings: Readonly<Record<string, unknown>>
+  readonly span: Span
+}
+
 export interface Program {
   readonly files: ReadonlyArray<string>
   readonly listeners: ReadonlyArray<ListenerIR>
@@ -296,6 +315,8 @@ export interface Program {
   readonly tors: ReadonlyMap<string, TorIR>
   readonly geoip?: { readonly country?: string; readonly asn?: string }
   readonly plugins: ReadonlyArray<{ readonly spec: string; readonly span: Span }>
+  /** Declarations of plugin keywords (absent in programs built before plugins existed). */
+  readonly pluginDecls?: ReadonlyArray<PluginDeclIR>
   readonly options: Readonly<Record<string, unknown>>
   readonly policies: ReadonlyMap<string, PolicyIR>
   /** The policy used by listeners and tests that name none (the only one, or the one named `default`). */

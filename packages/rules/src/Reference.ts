@@ -115,6 +115,11 @@ export const evalMatcher = (m: Matcher, v: RequestView): Value => {
     case "time":
       if (req.time === undefined) return "unknown"
       return bool(timeMatches(m.days, m.windows, m.tz, req.time))
+    case "plugin": {
+      const value = req.plugin?.[m.name]
+      if (value === undefined || value === null) return "unknown"
+      return bool(m.values.includes(value))
+    }
   }
 }
 

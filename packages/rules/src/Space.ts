@@ -133,6 +133,7 @@ export const holds = (m: Matcher, v: unknown): boolean => {
     case "country": return m.values.includes((v as string).toUpperCase())
     case "asn": return m.values.includes(v as number)
     case "time": return timeMatches(m.days, m.windows, m.tz, v as number)
+    case "plugin": return m.values.includes(v as string)
   }
 }
 
@@ -415,6 +416,8 @@ export const solveField = (field: Field, lits: ReadonlyArray<Lit>, nonOnion: boo
       const complete = new Set(of(lits, "time").map((m) => m.tz)).size <= 1
       return search(timeCandidates(lits), lits, complete, "time")
     }
+    // All plugin fields share the field `plugin`: never claim a proof about them.
+    case "plugin": return { t: "unknown", reason: "plugin fields are not analysed" }
   }
 }
 

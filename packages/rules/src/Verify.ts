@@ -194,6 +194,14 @@ const leaf = (m: Matcher): Test => {
         return F
       }
     }
+    case "plugin": {
+      const has = member<string>(m.values)
+      const name = m.name
+      return (s) => {
+        const v = s.req.plugin?.[name]
+        return v === undefined || v === null ? U : has(v) ? T : F
+      }
+    }
   }
 }
 

@@ -1,14 +1,17 @@
 /**
  * Password checks for listener auth sources: `static` users and `htpasswd` files.
  *
- * Details: hashes are PHC strings; two formats are accepted:
+ * Details: three hash formats are accepted:
+ *  - bcrypt (`$2y$`/`$2b$`/`$2a$`, Apache `htpasswd -B`), checked with the
+ *    pure-JS `bcryptjs` (no native build; bcrypt passwords over 72 bytes are
+ *    refused at verification, as bcrypt would silently truncate them);
  *  - scrypt (passlib's format): `$scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt>$<key>`
  *  - argon2id (RFC 9106 / the reference CLI's format, Node 24 `crypto.argon2`):
  *    `$argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<key>`
  * Salt and key are base64 without padding (`+/`; passlib's `./` variant also
  * accepted). `hashPassword` makes them (`scrypt` ln=15,r=8,p=1 by default).
- * bcrypt (`$2a$/$2b$/$2y$`), `$apr1$`, `{SHA}` and crypt(3) are refused when the
- * source is loaded, with the user and the format named (no dependency here).
+ * `$apr1$` (MD5), `{SHA}` and crypt(3) are refused when the source is loaded,
+ * with the user and the format named.
  * Comparison is `timingSafeEqual`; an unknown user is checked against a dummy
  * hash with the parameters of the source's first user, so it costs the same.
  *
@@ -17,10 +20,12 @@
  */
 import * as crypto from "node:crypto"
 import { readFileSync } from "node:fs"
+import bcrypt from "bcryptjs"
 
 export interface UserEntry { readonly user: string; readonly hash: string; readonly groups: ReadonlyArray<string> }
 
 type Parsed =
+  | { readonly kind: "bcrypt"; readonly hash: string; readonly cost: number }
   | { readonly kind: "scrypt"; readonly ln: number; readonly r: number; readonly p: number; readonly salt: Buffer; readonly key: Buffer }
   | { readonly kind: "argon2id"; readonly m: number; readonly t: number; readonly p: number; readonly salt: Buffer; readonly key: Buffer }
 
@@ -38,7 +43,12 @@ const params = (s: string): Map<string, number> => {
 
 /** Parses a hash, or returns why it cannot be used (never containing the hash). */
 export const parseHash = (hash: string): Parsed | string => {
-  if (/^\$2[abxy]?\$/.test(hash)) return "bcrypt hashes are not supported yet (use $scrypt$ or $argon2id$)"
+  const bc = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/.exec(hash)
+  if (bc !== null) {
+    const cost = Number(bc[1])
+    return cost >= 4 && cost <= 31 ? { kind: "bcrypt", hash, cost } : "malformed bcrypt hash (cost must be 04..31)"
+  }
+  if (/^\$2[abxy]?\$/.test(hash)) return "malformed bcrypt hash (expected $2y$NN$ and 53 characters)"
   if (hash.startsWith("$apr1$") || hash.startsWith("{SHA}") || hash.startsWith("$1$")) return "weak hash formats ($apr1$, {SHA}, $1$) are not accepted (use $scrypt$ or $argon2id$)"
   const parts = hash.split("$")
   // ["", kind, params..., salt, key]
@@ -60,10 +70,10 @@ export const parseHash = (hash: string): Parsed | string => {
     }
     return { kind: "argon2id", m, t, p, salt, key }
   }
-  return "unknown hash format (use $scrypt$ or $argon2id$)"
+  return "unknown hash format (use $2y$ bcrypt, $scrypt$ or $argon2id$)"
 }
 
-const derive = (h: Parsed, pass: string): Promise<Buffer> =>
+const derive = (h: Exclude<Parsed, { kind: "bcrypt" }>, pass: string): Promise<Buffer> =>
   new Promise((resolve, reject) => {
     if (h.kind === "scrypt") {
       const N = 2 ** h.ln
@@ -75,6 +85,7 @@ const derive = (h: Parsed, pass: string): Promise<Buffer> =>
 
 export const verifyParsed = async (h: Parsed, pass: string): Promise<boolean> => {
   try {
+    if (h.kind === "bcrypt") return Buffer.byteLength(pass) <= 72 && (await bcrypt.compare(pass, h.hash))
     const k = await derive(h, pass)
     return k.length === h.key.length && crypto.timingSafeEqual(k, h.key)
   } catch {
@@ -84,21 +95,28 @@ export const verifyParsed = async (h: Parsed, pass: string): Promise<boolean> =>
 
 const enc = (b: Buffer): string => b.toString("base64").replace(/=+$/, "")
 
-/** Makes a hash in one of the accepted formats (for `proxyd hash`-style tools and tests). */
-export const hashPassword = async (pass: string, kind: "scrypt" | "argon2id" = "scrypt"): Promise<string> => {
+export type HashAlgo = "scrypt" | "argon2id" | "bcrypt"
+
+/** Makes a hash in one of the accepted formats (`proxyd passwd`, tests). bcrypt: cost 10, `$2y$` like Apache's. */
+export const hashPassword = async (pass: string, kind: HashAlgo = "scrypt"): Promise<string> => {
   const salt = crypto.randomBytes(16)
+  if (kind === "bcrypt") {
+    if (Buffer.byteLength(pass) > 72) throw new Error("bcrypt takes at most 72 bytes of password; use argon2id or scrypt")
+    return (await bcrypt.hash(pass, 10)).replace(/^\$2b\$/, "$2y$")
+  }
   if (kind === "scrypt") {
-    const h: Parsed = { kind, ln: 15, r: 8, p: 1, salt, key: Buffer.alloc(32) }
+    const h = { kind, ln: 15, r: 8, p: 1, salt, key: Buffer.alloc(32) } as const
     return `$scrypt$ln=15,r=8,p=1$${enc(salt)}$${enc(await derive(h, pass))}`
   }
-  const h: Parsed = { kind, m: 19456, t: 2, p: 1, salt, key: Buffer.alloc(32) }
+  const h = { kind, m: 19456, t: 2, p: 1, salt, key: Buffer.alloc(32) } as const
   return `$argon2id$v=19$m=19456,t=2,p=1$${enc(salt)}$${enc(await derive(h, pass))}`
 }
 
 export interface Verified { readonly ok: boolean; readonly groups: ReadonlyArray<string> }
 
 export interface AuthSource {
-  verify(user: string, pass: string): Promise<Verified>
+  /** `client`: who asks (the webhook sends it; the brute-force guard keys on `src`). */
+  verify(user: string, pass: string, client?: { readonly src: string; readonly listener: string }): Promise<Verified>
 }
 
 /** Builds a source from entries, or returns the problems (user names only). */
@@ -113,7 +131,9 @@ export const fromEntries = (name: string, entries: ReadonlyArray<UserEntry>): Au
   if (problems.length > 0) return problems
   const first = users.values().next()
   const template: Parsed = first.done ? { kind: "scrypt", ln: 15, r: 8, p: 1, salt: Buffer.alloc(16), key: Buffer.alloc(32) } : first.value.h
-  const dummy: Parsed = { ...template, salt: crypto.randomBytes(template.salt.length), key: crypto.randomBytes(template.key.length) }
+  const dummy: Parsed = template.kind === "bcrypt"
+    ? { kind: "bcrypt", cost: template.cost, hash: bcrypt.hashSync(crypto.randomBytes(12).toString("base64"), template.cost) }
+    : { ...template, salt: crypto.randomBytes(template.salt.length), key: crypto.randomBytes(template.key.length) }
   return {
     verify: async (user, pass) => {
       const u = users.get(user)
