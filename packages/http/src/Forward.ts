@@ -9,42 +9,42 @@
  */
 import type { Socket } from "node:net"
 import { Effect } from "effect"
+import { Wire } from "@proxyd/runtime"
 import { ChunkedScanner } from "./Chunked.ts"
 import type { Framing } from "./HttpHead.ts"
-import { type ByteReader, readSome, write } from "./Wire.ts"
 
 export type CopyResult = "done" | "source-error" | "sink-error"
 
-export const copyBody = (from: Socket, reader: ByteReader, to: Socket, framing: Framing): Effect.Effect<CopyResult> =>
+export const copyBody = (from: Socket, reader: Wire.ByteReader, to: Socket, framing: Framing): Effect.Effect<CopyResult> =>
   Effect.gen(function*() {
     if (framing.k === "none") return "done"
     if (framing.k === "length") {
       let left = framing.n
       while (left > 0) {
-        const chunk = yield* readSome(from, reader)
+        const chunk = yield* Wire.readSome(from, reader)
         if (chunk === undefined) return "source-error"
         const part = chunk.subarray(0, left)
         reader.unshift(chunk.subarray(part.length))
         left -= part.length
-        if (!(yield* write(to, part))) return "sink-error"
+        if (!(yield* Wire.write(to, part))) return "sink-error"
       }
       return "done"
     }
     if (framing.k === "chunked") {
       const scanner = new ChunkedScanner()
       while (!scanner.done) {
-        const chunk = yield* readSome(from, reader)
+        const chunk = yield* Wire.readSome(from, reader)
         if (chunk === undefined) return "source-error"
         const n = scanner.feed(chunk)
         if (n === "error") return "source-error"
         reader.unshift(chunk.subarray(n))
-        if (!(yield* write(to, chunk.subarray(0, n)))) return "sink-error"
+        if (!(yield* Wire.write(to, chunk.subarray(0, n)))) return "sink-error"
       }
       return "done"
     }
     for (;;) {
-      const chunk = yield* readSome(from, reader)
+      const chunk = yield* Wire.readSome(from, reader)
       if (chunk === undefined) return "done"
-      if (!(yield* write(to, chunk))) return "sink-error"
+      if (!(yield* Wire.write(to, chunk))) return "sink-error"
     }
   })

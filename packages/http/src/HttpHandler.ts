@@ -31,10 +31,9 @@
  */
 import type { Socket } from "node:net"
 import { Effect, Fiber, Result } from "effect"
-import { Errors, type Inbound } from "@proxyd/runtime"
+import { Errors, type Inbound, Wire } from "@proxyd/runtime"
 import * as H from "./HttpHead.ts"
 import { copyBody } from "./Forward.ts"
-import { ByteReader, closeWith, readMessage, write } from "./Wire.ts"
 
 export interface HttpOptions {
   /** How long a kept-alive client connection may sit idle between requests (default 60 s). */
@@ -64,7 +63,7 @@ const reasonText = (r: Errors.OutboundReason): string => {
   }
 }
 
-interface Upstream { readonly key: string; readonly socket: Socket; readonly reader: ByteReader }
+interface Upstream { readonly key: string; readonly socket: Socket; readonly reader: Wire.ByteReader }
 
 const actionKey = (d: Inbound.Decided, t: H.Authority): string => `${t.host}|${t.port}|${JSON.stringify(d.decision.action)}`
 
@@ -83,7 +82,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
       Effect.gen(function*() {
         ctx.note({ status, error: message })
         dropUpstream()
-        yield* closeWith(client, errorResponse(status, message, extra))
+        yield* Wire.closeWith(client, errorResponse(status, message, extra))
         return false
       })
     const authCache = new Map<string, Inbound.AuthResult>()
@@ -113,17 +112,17 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         dropUpstream()
         const r = yield* Effect.result(ctx.connect(decided))
         if (Result.isFailure(r)) return { error: r.failure.reason }
-        upstream = { key, socket: r.success.socket, reader: new ByteReader() }
+        upstream = { key, socket: r.success.socket, reader: new Wire.ByteReader() }
         r.success.socket.on("error", () => {})
         return { up: upstream, reused: false }
       })
 
-    const tunnel = (reader: ByteReader, req: H.ProxyRequest) =>
+    const tunnel = (reader: Wire.ByteReader, req: H.ProxyRequest) =>
       Effect.gen(function*() {
         const c = yield* decideAndConnect(req)
         if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
         upstream = undefined
-        if (!(yield* write(client, "HTTP/1.1 200 Connection established\r\n\r\n"))) {
+        if (!(yield* Wire.write(client, "HTTP/1.1 200 Connection established\r\n\r\n"))) {
           c.up.socket.destroy()
           return false
         }
@@ -137,7 +136,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
     const respond = (req: H.ProxyRequest, up: Upstream) =>
       Effect.gen(function*() {
         for (let interim = 0; interim < 16; interim++) {
-          const r = yield* readMessage(up.socket, up.reader, H.parseResponseHead)
+          const r = yield* Wire.readMessage(up.socket, up.reader, H.parseResponseHead)
           if (r.k === "eof") return { status: 502, message: "upstream closed without a response", stale: interim === 0 && up.reader.size === 0 }
           if (r.k !== "ok") return { status: 502, message: `bad upstream response: ${r.message}`, stale: false }
           const res = r.value
@@ -147,7 +146,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
           const final = res.status >= 200
           const keep = final ? req.keepAlive && framing.k !== "close" : true
           const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
-          if (!(yield* write(client, out))) return false
+          if (!(yield* Wire.write(client, out))) return false
           if (!final) continue
           ctx.note({ status: res.status })
           const got = yield* copyBody(up.socket, up.reader, client, framing)
@@ -164,14 +163,14 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
      * closes before answering a body-less request (the origin's keep-alive
      * timer won the race) is replaced by a fresh connection once.
      */
-    const forward = (reader: ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
+    const forward = (reader: Wire.ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
       Effect.gen(function*() {
         const c = yield* decideAndConnect(req)
         if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
         const up = c.up
         const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
         const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
-        if (!(yield* write(up.socket, head))) return yield* fail(502, "upstream connection failed")
+        if (!(yield* Wire.write(up.socket, head))) return yield* fail(502, "upstream connection failed")
         const body = yield* Effect.forkChild(copyBody(client, reader, up.socket, req.framing).pipe(
           Effect.tap((r) => Effect.sync(() => {
             if (r !== "done") up.socket.destroy()
@@ -198,16 +197,16 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
       })
 
     return Effect.gen(function*() {
-      const reader = new ByteReader()
+      const reader = new Wire.ByteReader()
       for (let n = 0; ; n++) {
         const timeout = n === 0 ? ctx.handshakeTimeoutMs : options.keepAliveTimeoutMs ?? 60_000
-        const r = yield* readMessage(client, reader, (b) => H.parseRequestHead(b)).pipe(
+        const r = yield* Wire.readMessage(client, reader, (b) => H.parseRequestHead(b)).pipe(
           Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed({ k: "eof" } as const) }),
         )
         if (r.k === "eof") {
           if (n === 0) ctx.note({ error: "no request (timeout or closed)" })
           dropUpstream()
-          return yield* closeWith(client)
+          return yield* Wire.closeWith(client)
         }
         if (r.k === "error") {
           yield* fail(r.code === "431" ? 431 : 400, r.message)
@@ -228,7 +227,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         }
         if (!(yield* forward(reader, req))) {
           dropUpstream()
-          if (!client.destroyed) yield* closeWith(client)
+          if (!client.destroyed) yield* Wire.closeWith(client)
           return
         }
       }

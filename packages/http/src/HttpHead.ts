@@ -15,7 +15,7 @@
  * `chunked` are 400.
  */
 import { isIPv4, isIPv6 } from "node:net"
-import { fail, more, ok, type Parse } from "./Wire.ts"
+import { Wire } from "@proxyd/runtime"
 
 export const HEAD_LIMIT = 64 * 1024
 
@@ -72,33 +72,33 @@ const lines = (b: Buffer, end: number): Array<string> | string => {
   return ls
 }
 
-export const parseRequestHead = (b: Buffer, limit = HEAD_LIMIT): Parse<RequestHead> => {
+export const parseRequestHead = (b: Buffer, limit = HEAD_LIMIT): Wire.Parse<RequestHead> => {
   let start = 0
   while (start < 4 && b[start] === 0x0d && b[start + 1] === 0x0a) start += 2 // RFC 9112 §2.2: ignore a leading empty line
   const body = start === 0 ? b : b.subarray(start)
   const end = headEnd(body, limit)
-  if (end === "more") return more
-  if (end === "too-large") return fail("431", "request header fields too large")
+  if (end === "more") return Wire.more
+  if (end === "too-large") return Wire.fail("431", "request header fields too large")
   const ls = lines(body, end)
-  if (typeof ls === "string") return fail("400", ls)
+  if (typeof ls === "string") return Wire.fail("400", ls)
   const m = /^([^ ]+) ([^ ]+) HTTP\/1\.([01])$/.exec(ls[0]!)
-  if (m === null || !TCHAR.test(m[1]!) || !TARGET.test(m[2]!)) return fail("400", "malformed request line")
+  if (m === null || !TCHAR.test(m[1]!) || !TARGET.test(m[2]!)) return Wire.fail("400", "malformed request line")
   const headers = parseHeaders(ls.slice(1))
-  if (typeof headers === "string") return fail("400", headers)
-  return ok({ method: m[1]!, target: m[2]!, version: m[3] === "1" ? "1.1" : "1.0", headers }, start + end + 4)
+  if (typeof headers === "string") return Wire.fail("400", headers)
+  return Wire.ok({ method: m[1]!, target: m[2]!, version: m[3] === "1" ? "1.1" : "1.0", headers }, start + end + 4)
 }
 
-export const parseResponseHead = (b: Buffer, limit = HEAD_LIMIT): Parse<ResponseHead> => {
+export const parseResponseHead = (b: Buffer, limit = HEAD_LIMIT): Wire.Parse<ResponseHead> => {
   const end = headEnd(b, limit)
-  if (end === "more") return more
-  if (end === "too-large") return fail("502", "response head too large")
+  if (end === "more") return Wire.more
+  if (end === "too-large") return Wire.fail("502", "response head too large")
   const ls = lines(b, end)
-  if (typeof ls === "string") return fail("502", ls)
+  if (typeof ls === "string") return Wire.fail("502", ls)
   const m = /^HTTP\/1\.([01]) (\d{3})(?: [\t\x20-\x7e\x80-\xff]*)?$/.exec(ls[0]!)
-  if (m === null) return fail("502", "malformed status line")
+  if (m === null) return Wire.fail("502", "malformed status line")
   const headers = parseHeaders(ls.slice(1))
-  if (typeof headers === "string") return fail("502", headers)
-  return ok({ version: m[1] === "1" ? "1.1" : "1.0", status: Number(m[2]), statusLine: ls[0]!, headers }, end + 4)
+  if (typeof headers === "string") return Wire.fail("502", headers)
+  return Wire.ok({ version: m[1] === "1" ? "1.1" : "1.0", status: Number(m[2]), statusLine: ls[0]!, headers }, end + 4)
 }
 
 export const values = (headers: ReadonlyArray<Header>, name: string): Array<string> =>

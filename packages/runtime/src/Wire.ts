@@ -15,8 +15,9 @@
  * does not answer unread data with RST and eat our reply) and destroys it once
  * the peer closes or after `lingerMs`.
  *
- * Note: the reader part mirrors `@proxyd/socks`'s `Wire.ts` (protocol packages
- * do not import each other); `readSome` and `takeUpTo` are for streaming bodies.
+ * Note: shared by the protocol packages (`@proxyd/socks`, `@proxyd/http`,
+ * which do not import each other); `readSome`, `takeUpTo` and `unshift` are
+ * for streaming HTTP bodies, `awaitClose` for a SOCKS UDP control connection.
  */
 import type { Socket } from "node:net"
 import { Effect } from "effect"

@@ -11,9 +11,8 @@
  */
 import type { Socket } from "node:net"
 import { Effect, Result } from "effect"
-import { Errors, type Inbound } from "@proxyd/runtime"
+import { Errors, type Inbound, Wire } from "@proxyd/runtime"
 import * as Bind from "./Bind.ts"
-import { type ByteReader, closeWith, write } from "./Wire.ts"
 
 export interface Replies {
   readonly ok: (host: string, port: number) => Buffer
@@ -29,13 +28,13 @@ const blocked = (decided: Inbound.Decided): Errors.OutboundReason | undefined =>
 const refuse = (client: Socket, ctx: Inbound.SessionContext, replies: Replies, reason: Errors.OutboundReason) =>
   Effect.gen(function*() {
     ctx.note({ outcome: reason._tag === "Blocked" ? "blocked" : "failed", error: reason._tag })
-    yield* closeWith(client, replies.fail(reason))
+    yield* Wire.closeWith(client, replies.fail(reason))
   })
 
 export const serveConnect = (
   client: Socket,
   ctx: Inbound.SessionContext,
-  reader: ByteReader,
+  reader: Wire.ByteReader,
   input: Inbound.RequestInput,
   replies: Replies,
 ): Effect.Effect<void> =>
@@ -46,7 +45,7 @@ export const serveConnect = (
     const r = yield* Effect.result(ctx.connect(decided))
     if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
     const up = r.success
-    if (!(yield* write(client, replies.ok(up.localAddress, up.localPort)))) {
+    if (!(yield* Wire.write(client, replies.ok(up.localAddress, up.localPort)))) {
       up.socket.destroy()
       client.destroy()
       return
@@ -59,7 +58,7 @@ export const serveConnect = (
 export const serveBind = (
   client: Socket,
   ctx: Inbound.SessionContext,
-  reader: ByteReader,
+  reader: Wire.ByteReader,
   input: Inbound.RequestInput,
   replies: Replies,
   timeoutMs: number,
@@ -76,12 +75,12 @@ export const serveBind = (
     const l = yield* Bind.listen(ctx.localAddress)
     if (l instanceof Error) return yield* refuse(client, ctx, replies, { _tag: "General", message: "bind failed" })
     const peer = yield* Effect.gen(function*() {
-      if (!(yield* write(client, replies.ok(l.host, l.port)))) return undefined
+      if (!(yield* Wire.write(client, replies.ok(l.host, l.port)))) return undefined
       return yield* Bind.acceptPeer(l, expected, client, timeoutMs)
     }).pipe(Effect.ensuring(Effect.sync(() => l.server.close())))
     if (peer === undefined) return yield* refuse(client, ctx, replies, { _tag: "Timeout" })
     ctx.note({ bindPeer: `${peer.remoteAddress}:${peer.remotePort}` })
-    if (!(yield* write(client, replies.ok(peer.remoteAddress ?? "0.0.0.0", peer.remotePort ?? 0)))) {
+    if (!(yield* Wire.write(client, replies.ok(peer.remoteAddress ?? "0.0.0.0", peer.remotePort ?? 0)))) {
       peer.destroy()
       return
     }

@@ -11,8 +11,8 @@
  * Error codes: `version` (not SOCKS4: close), `userid` (too long), `name`
  * (too long, empty, or with control bytes). Every error but `version` gets CD 91.
  */
+import { Wire } from "@proxyd/runtime"
 import { bytesToIpv4, ipv4ToBytes, normalizeIp, validName } from "./Addr.ts"
-import { fail, more, ok, type Parse } from "./Wire.ts"
 
 export const VERSION = 0x04
 export const CMD_CONNECT = 0x01
@@ -37,24 +37,24 @@ const nulAt = (b: Buffer, at: number): number => {
   return b.length >= at + MAX_FIELD + 1 ? -2 : -1
 }
 
-export const parseRequest = (b: Buffer): Parse<Request> => {
-  if (b.length < 1) return more
-  if (b[0] !== VERSION) return fail("version", "not SOCKS4")
-  if (b.length < 9) return more
+export const parseRequest = (b: Buffer): Wire.Parse<Request> => {
+  if (b.length < 1) return Wire.more
+  if (b[0] !== VERSION) return Wire.fail("version", "not SOCKS4")
+  if (b.length < 9) return Wire.more
   const u = nulAt(b, 8)
-  if (u === -2) return fail("userid", "USERID longer than 255 bytes")
-  if (u === -1) return more
+  if (u === -2) return Wire.fail("userid", "USERID longer than 255 bytes")
+  if (u === -1) return Wire.more
   const cmd = b[1]!
   const port = b.readUInt16BE(2)
   const userId = b.toString("latin1", 8, u)
   const socks4a = b[4] === 0 && b[5] === 0 && b[6] === 0 && b[7] !== 0
-  if (!socks4a) return ok({ cmd, port, host: bytesToIpv4(b, 4), socks4a, userId }, u + 1)
+  if (!socks4a) return Wire.ok({ cmd, port, host: bytesToIpv4(b, 4), socks4a, userId }, u + 1)
   const h = nulAt(b, u + 1)
-  if (h === -2) return fail("name", "hostname longer than 255 bytes")
-  if (h === -1) return more
+  if (h === -2) return Wire.fail("name", "hostname longer than 255 bytes")
+  if (h === -1) return Wire.more
   const name = b.subarray(u + 1, h)
-  if (!validName(name)) return fail("name", "empty hostname or one with control bytes")
-  return ok({ cmd, port, host: name.toString("latin1"), socks4a, userId }, h + 1)
+  if (!validName(name)) return Wire.fail("name", "empty hostname or one with control bytes")
+  return Wire.ok({ cmd, port, host: name.toString("latin1"), socks4a, userId }, h + 1)
 }
 
 /** The reply; a non-IPv4 address encodes as 0.0.0.0. */

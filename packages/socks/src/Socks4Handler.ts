@@ -12,11 +12,10 @@
  * listener on an IPv6 address cannot serve SOCKS4 BIND (CD 91).
  */
 import { Effect } from "effect"
-import type { Inbound } from "@proxyd/runtime"
+import { type Inbound, Wire } from "@proxyd/runtime"
 import * as C from "./Socks4Codec.ts"
 import { serveBind, serveConnect, type Replies } from "./Commands.ts"
 import { normalizeIp } from "./Addr.ts"
-import { ByteReader, closeWith, readMessage } from "./Wire.ts"
 
 export interface Socks4Options {
   /** How long BIND waits for the expected peer (default 60 s). */
@@ -35,15 +34,15 @@ export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundH
   },
   handle: (client, ctx) =>
     Effect.gen(function*() {
-      const reader = new ByteReader()
+      const reader = new Wire.ByteReader()
       const cd91 = C.encodeReply(C.CD_REJECTED)
       const reject = (error: string, reply: Buffer | undefined = cd91) =>
         Effect.gen(function*() {
           ctx.note({ outcome: "rejected", error })
-          yield* closeWith(client, reply)
+          yield* Wire.closeWith(client, reply)
           return undefined
         })
-      const r = yield* readMessage(client, reader, C.parseRequest).pipe(
+      const r = yield* Wire.readMessage(client, reader, C.parseRequest).pipe(
         Effect.timeoutOrElse({ duration: ctx.handshakeTimeoutMs, orElse: () => Effect.succeed({ k: "eof" } as const) }),
       )
       if (r.k === "eof") return yield* reject("handshake timeout or client closed", Buffer.alloc(0))

@@ -12,8 +12,8 @@
  * (empty name or one with NUL/control bytes: REP 0x04, host unreachable),
  * `methods` (no methods offered), `auth-version`, `auth-length`.
  */
+import { Wire } from "@proxyd/runtime"
 import { bytesToIpv4, bytesToIpv6, ipv4ToBytes, ipv6ToBytes, normalizeIp, validName } from "./Addr.ts"
-import { fail, more, ok, type Parse } from "./Wire.ts"
 
 export const VERSION = 0x05
 export const METHOD_NONE = 0x00
@@ -41,69 +41,69 @@ export interface Address { readonly host: string; readonly port: number; readonl
 export interface Request extends Address { readonly cmd: number }
 export interface UdpDatagram extends Address { readonly frag: number; readonly data: Buffer }
 
-export const parseGreeting = (b: Buffer): Parse<Greeting> => {
-  if (b.length < 1) return more
-  if (b[0] !== VERSION) return fail("version", "not SOCKS5")
-  if (b.length < 2) return more
+export const parseGreeting = (b: Buffer): Wire.Parse<Greeting> => {
+  if (b.length < 1) return Wire.more
+  if (b[0] !== VERSION) return Wire.fail("version", "not SOCKS5")
+  if (b.length < 2) return Wire.more
   const n = b[1]!
-  if (n === 0) return fail("methods", "no authentication methods offered")
-  if (b.length < 2 + n) return more
-  return ok({ methods: [...b.subarray(2, 2 + n)] }, 2 + n)
+  if (n === 0) return Wire.fail("methods", "no authentication methods offered")
+  if (b.length < 2 + n) return Wire.more
+  return Wire.ok({ methods: [...b.subarray(2, 2 + n)] }, 2 + n)
 }
 
 /** RFC 1929 username/password request. An empty password is accepted (some clients send one); an empty user is not. */
-export const parseUserPass = (b: Buffer): Parse<UserPass> => {
-  if (b.length < 1) return more
-  if (b[0] !== 0x01) return fail("auth-version", "bad sub-negotiation version")
-  if (b.length < 2) return more
+export const parseUserPass = (b: Buffer): Wire.Parse<UserPass> => {
+  if (b.length < 1) return Wire.more
+  if (b[0] !== 0x01) return Wire.fail("auth-version", "bad sub-negotiation version")
+  if (b.length < 2) return Wire.more
   const ulen = b[1]!
-  if (ulen === 0) return fail("auth-length", "empty user name")
-  if (b.length < 3 + ulen) return more
+  if (ulen === 0) return Wire.fail("auth-length", "empty user name")
+  if (b.length < 3 + ulen) return Wire.more
   const plen = b[2 + ulen]!
   const size = 3 + ulen + plen
-  if (b.length < size) return more
-  return ok({ user: b.toString("utf8", 2, 2 + ulen), pass: b.toString("utf8", 3 + ulen, size) }, size)
+  if (b.length < size) return Wire.more
+  return Wire.ok({ user: b.toString("utf8", 2, 2 + ulen), pass: b.toString("utf8", 3 + ulen, size) }, size)
 }
 
 /** ATYP, address and port starting at `at`; the size is counted from `at`. */
-export const parseAddress = (b: Buffer, at: number): Parse<Address> => {
-  if (b.length < at + 1) return more
+export const parseAddress = (b: Buffer, at: number): Wire.Parse<Address> => {
+  if (b.length < at + 1) return Wire.more
   const atyp = b[at]!
   if (atyp === 0x01) {
-    if (b.length < at + 7) return more
-    return ok({ atyp, host: bytesToIpv4(b, at + 1), port: b.readUInt16BE(at + 5) }, 7)
+    if (b.length < at + 7) return Wire.more
+    return Wire.ok({ atyp, host: bytesToIpv4(b, at + 1), port: b.readUInt16BE(at + 5) }, 7)
   }
   if (atyp === 0x04) {
-    if (b.length < at + 19) return more
-    return ok({ atyp, host: bytesToIpv6(b, at + 1), port: b.readUInt16BE(at + 17) }, 19)
+    if (b.length < at + 19) return Wire.more
+    return Wire.ok({ atyp, host: bytesToIpv6(b, at + 1), port: b.readUInt16BE(at + 17) }, 19)
   }
   if (atyp === 0x03) {
-    if (b.length < at + 2) return more
+    if (b.length < at + 2) return Wire.more
     const n = b[at + 1]!
-    if (b.length < at + 4 + n) return more
+    if (b.length < at + 4 + n) return Wire.more
     const name = b.subarray(at + 2, at + 2 + n)
-    if (!validName(name)) return fail("name", "empty name or a name with control bytes")
-    return ok({ atyp, host: name.toString("latin1"), port: b.readUInt16BE(at + 2 + n) }, 4 + n)
+    if (!validName(name)) return Wire.fail("name", "empty name or a name with control bytes")
+    return Wire.ok({ atyp, host: name.toString("latin1"), port: b.readUInt16BE(at + 2 + n) }, 4 + n)
   }
-  return fail("atyp", `address type 0x${atyp.toString(16)} not supported`)
+  return Wire.fail("atyp", `address type 0x${atyp.toString(16)} not supported`)
 }
 
-export const parseRequest = (b: Buffer): Parse<Request> => {
-  if (b.length < 1) return more
-  if (b[0] !== VERSION) return fail("version", "not SOCKS5")
-  if (b.length < 3) return more
+export const parseRequest = (b: Buffer): Wire.Parse<Request> => {
+  if (b.length < 1) return Wire.more
+  if (b[0] !== VERSION) return Wire.fail("version", "not SOCKS5")
+  if (b.length < 3) return Wire.more
   const a = parseAddress(b, 3)
   if (a.k !== "ok") return a
-  return ok({ ...a.value, cmd: b[1]! }, 3 + a.size)
+  return Wire.ok({ ...a.value, cmd: b[1]! }, 3 + a.size)
 }
 
 /** A whole UDP datagram (RFC 1928 §7): RSV(2) FRAG ATYP DST.ADDR DST.PORT DATA. */
-export const parseUdp = (b: Buffer): Parse<UdpDatagram> => {
-  if (b.length < 4) return fail("short", "datagram too short")
+export const parseUdp = (b: Buffer): Wire.Parse<UdpDatagram> => {
+  if (b.length < 4) return Wire.fail("short", "datagram too short")
   const a = parseAddress(b, 3)
-  if (a.k === "more") return fail("short", "datagram too short")
+  if (a.k === "more") return Wire.fail("short", "datagram too short")
   if (a.k === "error") return a
-  return ok({ ...a.value, frag: b[2]!, data: b.subarray(3 + a.size) }, b.length)
+  return Wire.ok({ ...a.value, frag: b[2]!, data: b.subarray(3 + a.size) }, b.length)
 }
 
 export const encodeMethod = (method: number): Buffer => Buffer.from([VERSION, method])

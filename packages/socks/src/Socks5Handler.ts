@@ -14,11 +14,10 @@
  */
 import type { Socket } from "node:net"
 import { Effect } from "effect"
-import { Errors, type Inbound } from "@proxyd/runtime"
+import { Errors, type Inbound, Wire } from "@proxyd/runtime"
 import * as C from "./Socks5Codec.ts"
 import { serveBind, serveConnect, type Replies } from "./Commands.ts"
 import { serveUdpAssociate } from "./Udp.ts"
-import { ByteReader, closeWith, readMessage, write } from "./Wire.ts"
 
 export interface Socks5Options {
   /** How long BIND waits for the expected peer (default 60 s). */
@@ -42,29 +41,29 @@ const chooseMethod = (auth: Inbound.SessionContext["auth"], offered: ReadonlyArr
 const reject = (client: Socket, ctx: Inbound.SessionContext, error: string, reply?: Buffer) =>
   Effect.gen(function*() {
     ctx.note({ outcome: "rejected", error })
-    yield* closeWith(client, reply)
+    yield* Wire.closeWith(client, reply)
     return undefined
   })
 
 /** Greeting, optional RFC 1929 sub-negotiation, request. `undefined`: already answered and closed. */
-const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: ByteReader) =>
+const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader) =>
   Effect.gen(function*() {
-    const g = yield* readMessage(client, reader, C.parseGreeting)
+    const g = yield* Wire.readMessage(client, reader, C.parseGreeting)
     if (g.k === "eof") return yield* reject(client, ctx, "client closed during handshake")
     if (g.k === "error") return yield* reject(client, ctx, g.message, g.code === "methods" ? C.encodeMethod(C.METHOD_UNACCEPTABLE) : undefined)
     const method = chooseMethod(ctx.auth, g.value.methods)
     if (method === C.METHOD_UNACCEPTABLE) return yield* reject(client, ctx, "no acceptable authentication method", C.encodeMethod(method))
-    if (!(yield* write(client, C.encodeMethod(method)))) return undefined
+    if (!(yield* Wire.write(client, C.encodeMethod(method)))) return undefined
     if (method === C.METHOD_USERPASS) {
-      const a = yield* readMessage(client, reader, C.parseUserPass)
+      const a = yield* Wire.readMessage(client, reader, C.parseUserPass)
       if (a.k === "eof") return yield* reject(client, ctx, "client closed during authentication")
       if (a.k === "error") return yield* reject(client, ctx, a.message, C.encodeAuthStatus(false))
       const r = yield* ctx.authenticate(a.value.user, a.value.pass)
       if (!r.ok) return yield* reject(client, ctx, "authentication failed", C.encodeAuthStatus(false))
       ctx.setUser(r.user ?? a.value.user, r.groups)
-      if (!(yield* write(client, C.encodeAuthStatus(true)))) return undefined
+      if (!(yield* Wire.write(client, C.encodeAuthStatus(true)))) return undefined
     }
-    const req = yield* readMessage(client, reader, C.parseRequest)
+    const req = yield* Wire.readMessage(client, reader, C.parseRequest)
     if (req.k === "eof") return yield* reject(client, ctx, "client closed before its request")
     if (req.k === "error") {
       const rep = req.code === "atyp" ? C.REP.addressNotSupported : req.code === "name" ? C.REP.hostUnreachable : undefined
@@ -83,7 +82,7 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
     },
     handle: (client, ctx) =>
       Effect.gen(function*() {
-        const reader = new ByteReader()
+        const reader = new Wire.ByteReader()
         const req = yield* handshake(client, ctx, reader).pipe(
           Effect.timeoutOrElse({
             duration: ctx.handshakeTimeoutMs,

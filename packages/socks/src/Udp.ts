@@ -21,10 +21,9 @@ import type { Socket } from "node:net"
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram"
 import { lookup } from "node:dns/promises"
 import { Effect } from "effect"
-import type { Inbound } from "@proxyd/runtime"
+import { type Inbound, Wire } from "@proxyd/runtime"
 import { normalizeIp } from "./Addr.ts"
 import { encodeReply, encodeUdp, parseUdp, REP } from "./Socks5Codec.ts"
-import { awaitClose, closeWith, write } from "./Wire.ts"
 
 const perIp = new Map<string, number>()
 
@@ -58,7 +57,7 @@ export const serveUdpAssociate = (
     const srcIp = normalizeIp(ctx.srcIp) ?? ctx.srcIp
     if ((perIp.get(srcIp) ?? 0) >= maxPerIp) {
       ctx.note({ outcome: "failed", error: "too many UDP associations" })
-      return yield* closeWith(client, encodeReply(REP.general))
+      return yield* Wire.closeWith(client, encodeReply(REP.general))
     }
     perIp.set(srcIp, (perIp.get(srcIp) ?? 0) + 1)
     const release = Effect.sync(() => {
@@ -75,7 +74,7 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
     const relay = yield* bindUdp(local)
     if (relay instanceof Error) {
       ctx.note({ outcome: "failed", error: "udp bind failed" })
-      return yield* closeWith(client, encodeReply(REP.general))
+      return yield* Wire.closeWith(client, encodeReply(REP.general))
     }
     const services = yield* Effect.context<never>()
     const run = Effect.runPromiseWith(services)
@@ -175,8 +174,8 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
 
     const a = relay.address()
     yield* Effect.gen(function*() {
-      if (!(yield* write(client, encodeReply(REP.succeeded, a.address, a.port)))) return
-      yield* awaitClose(client)
+      if (!(yield* Wire.write(client, encodeReply(REP.succeeded, a.address, a.port)))) return
+      yield* Wire.awaitClose(client)
     }).pipe(Effect.ensuring(Effect.sync(() => {
       closeAll()
       ctx.note({ outcome: "ok", udpBytesUp: up, udpBytesDown: down, udpDestinations: decisions.size })

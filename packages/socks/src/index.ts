@@ -1,5 +1,4 @@
 export * as Addr from "./Addr.ts"
-export * as Wire from "./Wire.ts"
 export * as Socks5Codec from "./Socks5Codec.ts"
 export * as Socks4Codec from "./Socks4Codec.ts"
 export * as Udp from "./Udp.ts"

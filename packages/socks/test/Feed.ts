@@ -1,10 +1,10 @@
 /** Test helper: feeds bytes to codecs through a `ByteReader` in arbitrary pieces. */
-import { ByteReader, type Parse } from "../src/Wire.ts"
+import { Wire } from "@proxyd/runtime"
 
 /** Feeds `bytes` in pieces cut at `cuts`; parses one message per parser, in order; returns them and the bytes left. */
-export const feed = (parsers: ReadonlyArray<(b: Buffer) => Parse<unknown>>, bytes: Buffer, cuts: ReadonlyArray<number>) => {
-  const reader = new ByteReader()
-  const out: Array<Parse<unknown>> = []
+export const feed = (parsers: ReadonlyArray<(b: Buffer) => Wire.Parse<unknown>>, bytes: Buffer, cuts: ReadonlyArray<number>) => {
+  const reader = new Wire.ByteReader()
+  const out: Array<Wire.Parse<unknown>> = []
   const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b)
   let prev = 0
   for (const p of [...points, bytes.length]) {
