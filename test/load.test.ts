@@ -181,3 +181,21 @@ describe("the real binary under load", () => {
     }
   }, 30_000)
 })
+
+describe("signals as soon as `listening` is logged", () => {
+  it("SIGHUP then SIGTERM right after the listening line: reloads, then exits 0 (no default signal action)", async () => {
+    const file = join(dir, "early.rules")
+    writeFileSync(file, rules("1s", 9))
+    for (let i = 0; i < 3; i++) {
+      const p = await start(file)
+      p.child.kill("SIGHUP")
+      expect(await waitFor(() => reloads(p) >= 1, 10_000)).toBe(true)
+      p.child.kill("SIGTERM")
+      const code = await Promise.race([p.exited, new Promise<"late">((r) => setTimeout(() => r("late"), 10_000))])
+      expect(code).toBe(0)
+      const q = await start(file)
+      q.child.kill("SIGTERM")
+      expect(await Promise.race([q.exited, new Promise<"late">((r) => setTimeout(() => r("late"), 10_000))])).toBe(0)
+    }
+  }, 90_000)
+})

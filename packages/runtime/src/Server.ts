@@ -43,6 +43,7 @@ import * as Log from "./Log.ts"
 import type { GeoProvider } from "./Geo.ts"
 import { makeSessions, notify, type Observer, type Sessions } from "./Observe.ts"
 import { defaultRegistry, type Connector, type OutboundProvider, type Registry, type UdpConnector } from "./Outbound.ts"
+import type { Host } from "./Registry.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
 import { serveConnection, type PolicyView } from "./Session.ts"
@@ -67,6 +68,8 @@ export interface ServerOptions {
   readonly outbounds?: ReadonlyArray<OutboundProvider>
   /** Watch the rules files for changes (default true). */
   readonly watch?: boolean
+  /** Plugins built by `Registry.start` (vocabularies, auth kinds, guard, fact sources). Absent: the built-in auth kinds only. */
+  readonly plugins?: Host
   /** Country/ASN lookups (`@proxyd/geoip`); without it, policies using those fields refuse to start. */
   readonly geoip?: GeoProvider
   /** Hear connection steps and reloads (metrics, admin). */
@@ -131,7 +134,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     if (opts.geoip !== undefined) provided.add("geoip")
     const observers = opts.observers ?? []
     const sessions = makeSessions()
-    const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck, provided }
+    const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck, provided, plugins: opts.plugins }
     const first = PolicyStore.load(loadOpts, 1)
     if (!first.ok) return yield* new StartError({ message: first.message })
     if (first.warnings !== undefined) log.warn("rules file has warnings", { diagnostics: first.warnings })
@@ -341,10 +344,12 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
  */
 export const runServer = (opts: ServerOptions): Effect.Effect<void, StartError> =>
   Effect.gen(function*() {
-    const handle = yield* startServer(opts)
+    // Handlers go in before the listeners open (and log `listening`): a SIGTERM or SIGHUP
+    // sent as soon as that line appears must not hit Node's default action (terminate).
+    let handle: ServerHandle | undefined
     let signalled = 0
     let wake: (() => void) | undefined
-    const onHup = () => { Effect.runFork(handle.reload()) }
+    const onHup = () => { if (handle !== undefined) Effect.runFork(handle.reload()) }
     const onStop = (sig: NodeJS.Signals) => {
       signalled++
       if (signalled === 1) wake?.()
@@ -358,12 +363,16 @@ export const runServer = (opts: ServerOptions): Effect.Effect<void, StartError> 
       process.off("SIGTERM", onStop)
       process.off("SIGINT", onStop)
     })
+    const started = yield* startServer(opts).pipe(Effect.onError(() => removeSignals))
+    handle = started
     yield* Effect.callback<void>((resume) => {
-      wake = () => resume(Effect.void)
+      // A signal during start-up: shut down as soon as the server is up.
+      if (signalled > 0) resume(Effect.void)
+      else wake = () => resume(Effect.void)
     }).pipe(
       Effect.andThen(Effect.sync(() => process.off("SIGHUP", onHup))),
-      Effect.andThen(handle.shutdown()),
-      Effect.onInterrupt(() => handle.shutdown()),
+      Effect.andThen(started.shutdown()),
+      Effect.onInterrupt(() => started.shutdown()),
       Effect.ensuring(removeSignals),
     )
   })

@@ -9,7 +9,10 @@
  * given (`provided` has "geoip"), `via`/`tor` actions unless an
  * outbound provider (`provided`, from `startServer({ outbounds })`) handles them,
  * the `limit`/`bandwidth` modifiers,
- * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1.
+ * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1,
+ * `on-error empty` on set files (an unreadable set file fails the reload:
+ * keep-last). A set file's `refresh` is met by watching the file (reload on
+ * change), not by a timer.
  */
 import type { Ir } from "@proxyd/rules"
 
@@ -61,6 +64,11 @@ export const unsupported = (program: Ir.Program, provided: ReadonlySet<string> =
     if (!SUPPORTED_AUTH.has(a.kind)) out.push(`auth \`${a.name}\`${at(a.span)}: auth source kind \`${a.kind}\` is not implemented yet (static and htpasswd are)`)
   }
   for (const p of program.plugins) out.push(`plugin \`${p.spec}\`${at(p.span)}: plugins are not loaded by the runtime yet`)
+  for (const s of program.sets.values()) {
+    // A set file that cannot be read at reload fails the reload, so the last good copy keeps serving:
+    // that is `keep-last` (and `fail`), not `empty`, which an allow-list relies on to deny everything.
+    if (s.file?.onError === "empty") out.push(`set \`${s.name}\`${at(s.span)}: \`on-error empty\` is not enforced by the runtime yet (an unreadable set file fails the reload and the last good copy keeps serving); write \`on-error keep-last\` or \`on-error fail\``)
+  }
   const workers = program.options["workers"]
   if (typeof workers === "number" && workers > 1) out.push("option `workers`: more than one worker is not implemented yet")
   return out
