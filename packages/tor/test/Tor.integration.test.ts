@@ -232,7 +232,7 @@ describe("proxyd → Tor (private network on loopback)", () => {
     expect(answer).toMatch(/^HTTP\/1\.1 502 /)
     expect(answer).toContain("invalid onion address")
     const lines = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>)
-    expect(lines.some((l) => String(l["error"]).includes("socks 0xf6") && String(l["tor_error"]).includes("invalid onion address"))).toBe(true)
+    expect(lines.some((l) => l["tor_error"] === "Tor answered 0xf6: invalid onion address")).toBe(true)
     expect(resolved.filter((h) => h.endsWith(".onion"))).toEqual([])
   }, 90_000)
 
