@@ -11,7 +11,8 @@
  * allowed), 1 errors or failing tests, 2 usage or I/O errors.
  */
 import * as Effect from "effect/Effect"
-import { Analysis, Check, Diagnostic, type Ir, Render, TestRunner } from "@proxyd/rules"
+import { Analysis, Check, Diagnostic, type Extension, type Ir, Render, TestRunner } from "@proxyd/rules"
+import { Registry } from "@proxyd/runtime"
 import { bool, type FlagSpec, helpText, type Parsed, str } from "./Args.ts"
 import { Io, type IoShape } from "./Io.ts"
 
@@ -41,7 +42,13 @@ export interface FileReport {
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" : "s"}`
 
 /** Checks one entry file completely (also used by `run` and `explain`). */
-export const checkEntry = (io: IoShape, file: string, opts: { readonly requireTests?: boolean; readonly runTests?: boolean } = {}): FileReport => {
+/** The built-in plugins' vocabularies (used when a command has not loaded the file's plugins). */
+const BUILTIN_PLUGINS: Extension.CheckOptions = Registry.checkOptions(Registry.builtins)
+
+/** The vocabularies of the built-in plugins and of the plugins `file` names (imported, never started). */
+export const pluginOptions = (file: string): Effect.Effect<Extension.CheckOptions> => Effect.promise(() => Registry.forCheck(file))
+
+export const checkEntry = (io: IoShape, file: string, opts: { readonly requireTests?: boolean; readonly runTests?: boolean; readonly plugins?: Extension.CheckOptions } = {}): FileReport => {
   const read = io.readFile(file)
   if (!read.ok) {
     const d = Diagnostic.error("E001", `cannot read \`${file}\`: ${read.message}`, Diagnostic.fileSpan(file))
@@ -49,7 +56,7 @@ export const checkEntry = (io: IoShape, file: string, opts: { readonly requireTe
   }
   // The reader serves the entry's text as read above, so the file is read once.
   const reader: Check.SourceReader = { read: (p) => (p === file ? read.text : io.reader.read(p)), resolve: io.reader.resolve }
-  const checked = Check.checkFiles([file], reader)
+  const checked = Check.checkFiles([file], reader, opts.plugins ?? BUILTIN_PLUGINS)
   const diagnostics = [...checked.diagnostics]
   let tests: TestRunner.TestRun | undefined
   const program = checked.program
@@ -122,7 +129,8 @@ export const jsonReport = (reports: ReadonlyArray<FileReport>): unknown => {
 export const runCheck = (args: Parsed) => Effect.gen(function*() {
   const io = yield* Io
   const requireTests = bool(args, "require-tests")
-  const reports = args.positionals.map((file) => checkEntry(io, file, { requireTests }))
+  const reports: Array<FileReport> = []
+  for (const file of args.positionals) reports.push(checkEntry(io, file, { requireTests, plugins: yield* pluginOptions(file) }))
   if (str(args, "format") === "json") {
     io.out(`${JSON.stringify(jsonReport(reports), null, 2)}\n`)
   } else {

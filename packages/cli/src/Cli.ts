@@ -15,6 +15,7 @@ import { explainFlags, explainHelp, runExplain } from "./ExplainCommand.ts"
 import { fmtFlags, fmtHelp, runFmt } from "./FmtCommand.ts"
 import { graphFlags, graphHelp, runGraph } from "./GraphCommand.ts"
 import { Io } from "./Io.ts"
+import { passwdFlags, passwdHelp, runPasswd } from "./PasswdCommand.ts"
 import { runFlags, runHelp, runRun } from "./RunCommand.ts"
 import { VERSION } from "./Version.ts"
 
@@ -32,6 +33,7 @@ const COMMANDS: Readonly<Record<string, CommandDef>> = {
   graph: { flags: graphFlags, help: graphHelp, run: runGraph, summary: "print a policy's decision graph as Graphviz DOT" },
   diff: { flags: diffFlags, help: diffHelp, run: runDiff, summary: "requests whose outcome differs between two rules files" },
   run: { flags: runFlags, help: runHelp, run: runRun, summary: "serve a rules file (SOCKS5, SOCKS4/4a, HTTP, mixed listeners)" },
+  passwd: { flags: passwdFlags, help: passwdHelp, run: runPasswd, summary: "print an htpasswd line (password read from stdin)" },
 }
 
 export const mainHelp = `proxyd ${VERSION}: a policy-driven SOCKS/HTTP proxy and its .rules toolchain.

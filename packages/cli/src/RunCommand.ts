@@ -10,11 +10,11 @@
  * refuses to start with a message naming it (exit 1).
  */
 import * as Effect from "effect/Effect"
-import { Server } from "@proxyd/runtime"
+import { Log, Registry, Server } from "@proxyd/runtime"
 import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
 import { httpHandler } from "@proxyd/http"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
-import { checkEntry, exitCode, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
+import { checkEntry, exitCode, pluginOptions, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"
 
 export const runFlags = {
@@ -37,7 +37,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
   const file = str(args, "rules")
   if (file === undefined) return yield* new UsageError({ message: "run needs --rules FILE", command: "run" })
   if (args.positionals.length > 0) return yield* new UsageError({ message: `unexpected argument \`${args.positionals[0]}\``, command: "run" })
-  const report = checkEntry(io, file)
+  const report = checkEntry(io, file, { plugins: yield* pluginOptions(file) })
   const code = exitCode([report])
   const color = io.color && !bool(args, "no-color")
   if (code !== 0 || report.program === undefined) {
@@ -49,18 +49,28 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
   const maxUdp = report.program.options["max-udp-associations-per-ip"]
   const logFormat = str(args, "log-format")
   const logLevel = str(args, "log-level")
-  const started = yield* Server.runServer({
-    rulesFile: file,
-    listen: strs(args, "listen"),
-    ...(logLevel === undefined ? {} : { logLevel }),
-    ...(logFormat === "pretty" || logFormat === "json" ? { logFormat } : {}),
-    handlers: {
-      socks5: makeSocks5Handler(typeof maxUdp === "number" ? { maxUdpAssociationsPerIp: () => maxUdp } : {}),
-      socks4: makeSocks4Handler({}),
-      http: httpHandler,
-    },
+  const pluginLog = Log.make({ level: logLevel !== undefined && Log.isLevel(logLevel) ? logLevel : "info", format: logFormat === "pretty" ? "pretty" : "json" })
+  const started = yield* Effect.gen(function*() {
+    const plugins = yield* Registry.start(file, { log: pluginLog })
+    return yield* Server.runServer({
+      plugins,
+      rulesFile: file,
+      listen: strs(args, "listen"),
+      ...(logLevel === undefined ? {} : { logLevel }),
+      ...(logFormat === "pretty" || logFormat === "json" ? { logFormat } : {}),
+      handlers: {
+        socks5: makeSocks5Handler(typeof maxUdp === "number" ? { maxUdpAssociationsPerIp: () => maxUdp } : {}),
+        socks4: makeSocks4Handler({}),
+        http: httpHandler,
+      },
+    })
   }).pipe(
+    Effect.scoped,
     Effect.as(0),
+    Effect.catchTag("PluginError", (e) => Effect.sync(() => {
+      io.err(`plugin \`${e.plugin}\`: ${e.message}\nproxyd: not started\n`)
+      return 1
+    })),
     Effect.catchTag("StartError", (e) => Effect.sync(() => {
       io.err(`${e.message.endsWith("\n") ? e.message : `${e.message}\n`}proxyd: not started\n`)
       return 1

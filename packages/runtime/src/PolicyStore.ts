@@ -19,8 +19,9 @@ import { Check, Render } from "@proxyd/rules"
 import type { Ir } from "@proxyd/rules"
 import * as Auth from "./Auth.ts"
 import { globalSpec, listenerSpecs, type GlobalSpec, type ListenerSpec, type ListenOverride } from "./Config.ts"
-import { compile, type Compiled } from "./Engine.ts"
+import { attachFacts, compile, type Compiled } from "./Engine.ts"
 import { unsupported } from "./Support.ts"
+import type { Host } from "./Registry.ts"
 
 export interface PolicyState {
   readonly version: number
@@ -44,15 +45,24 @@ export interface LoadOptions {
   readonly extraCheck?: (program: Ir.Program, listeners: ReadonlyArray<ListenerSpec>) => Array<string>
   /** Action kinds an outbound provider handles (`via`, `tor`): not refused by `Support.unsupported`. */
   readonly provided?: ReadonlySet<string>
+  /** Plugins (`Registry.start`): their vocabularies check the file, their auth kinds load sources, their fact sources feed plugin fields. */
+  readonly plugins?: Host | undefined
 }
+
+/** What the runtime can enforce because a plugin provides it (for `Support.unsupported`). */
+export const pluginProvided = (host: Host | undefined): Array<string> =>
+  host === undefined ? [] : [...[...host.auth.kinds.keys()].map((k) => `auth:${k}`), "plugins"]
 
 const htpasswdPath = (a: Ir.AuthIR): string | undefined => {
   const p = Auth.authFile(a)
   return p === undefined ? undefined : isAbsolute(p) ? p : resolvePath(dirname(a.span.file), p)
 }
 
+const isProblems = (x: Auth.AuthSource | ReadonlyArray<string>): x is ReadonlyArray<string> => Array.isArray(x)
+
 export const load = (opts: LoadOptions, version: number): LoadResult => {
-  const checked = Check.checkFiles([opts.rulesFile], Check.nodeReader)
+  const host = opts.plugins
+  const checked = Check.checkFiles([opts.rulesFile], Check.nodeReader, host?.checkOptions ?? {})
   const program = checked.program
   if (program === undefined) {
     const text = Render.renderHuman(checked.diagnostics, checked.sources)
@@ -60,11 +70,20 @@ export const load = (opts: LoadOptions, version: number): LoadResult => {
   }
   const warnings = checked.diagnostics.length > 0 ? Render.renderHuman(checked.diagnostics, checked.sources) : undefined
   const listeners = listenerSpecs(program, opts.overrides)
-  const problems = [...unsupported(program, opts.provided), ...(opts.extraCheck?.(program, listeners) ?? [])]
+  const provided = host === undefined ? opts.provided : new Set([...(opts.provided ?? []), ...pluginProvided(host)])
+  const problems = [...unsupported(program, provided), ...(opts.extraCheck?.(program, listeners) ?? [])]
   if (listeners.length === 0) problems.push("no listener: declare one (`listen mixed 127.0.0.1:1080`) or pass --listen")
   const auths = new Map<string, Auth.AuthSource>()
   const files = new Set(checked.sources.keys())
   for (const a of program.auths.values()) {
+    if (host !== undefined) {
+      const baseDir = dirname(resolvePath(opts.rulesFile))
+      for (const f of host.auth.kinds.get(a.kind)?.files?.(a, baseDir) ?? []) files.add(f)
+      const src = host.auth.load(a, baseDir)
+      if (isProblems(src)) problems.push(...src)
+      else auths.set(a.name, host.guard === undefined ? src : host.guard.wrap(src, a.name))
+      continue
+    }
     const path = htpasswdPath(a)
     if (path !== undefined) files.add(path)
     const src = Auth.load(path === undefined ? a : { ...a, settings: { ...a.settings, path } })
@@ -78,7 +97,11 @@ export const load = (opts: LoadOptions, version: number): LoadResult => {
   }
   if (problems.length > 0) return { ok: false, message: problems.map((p) => `error: ${p}`).join("\n") }
   try {
-    for (const [name, p] of program.policies) compiled.set(name, compile(p))
+    for (const [name, p] of program.policies) {
+      const c = compile(p)
+      if (host !== undefined) attachFacts(c, p, host.facts)
+      compiled.set(name, c)
+    }
   } catch (e) {
     return { ok: false, message: `error: internal compiler error: ${e instanceof Error ? e.message : String(e)}` }
   }

@@ -235,7 +235,7 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
           const v = env.view()
           if (v.auth === undefined) return Effect.succeed({ ok: false })
           const source = v.auth
-          return Effect.promise(() => source.verify(u, p)).pipe(Effect.map((r) => {
+          return Effect.promise(() => source.verify(u, p, { src: ctx.srcIp, listener: env.listener.name })).pipe(Effect.map((r) => {
             notify(observers, "authenticated", { listener: env.listener.name, ok: r.ok })
             return r.ok ? { ok: true, user: u, groups: unionGroups(u, r.groups, v.usergroups) } : { ok: false }
           }))

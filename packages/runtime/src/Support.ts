@@ -61,14 +61,14 @@ export const unsupported = (program: Ir.Program, provided: ReadonlySet<string> =
     }
   }
   for (const a of program.auths.values()) {
-    if (!SUPPORTED_AUTH.has(a.kind)) out.push(`auth \`${a.name}\`${at(a.span)}: auth source kind \`${a.kind}\` is not implemented yet (static and htpasswd are)`)
+    if (!SUPPORTED_AUTH.has(a.kind) && !provided.has(`auth:${a.kind}`)) out.push(`auth \`${a.name}\`${at(a.span)}: auth source kind \`${a.kind}\` is not implemented yet (static and htpasswd are)`)
   }
-  for (const p of program.plugins) out.push(`plugin \`${p.spec}\`${at(p.span)}: plugins are not loaded by the runtime yet`)
   for (const s of program.sets.values()) {
     // A set file that cannot be read at reload fails the reload, so the last good copy keeps serving:
     // that is `keep-last` (and `fail`), not `empty`, which an allow-list relies on to deny everything.
     if (s.file?.onError === "empty") out.push(`set \`${s.name}\`${at(s.span)}: \`on-error empty\` is not enforced by the runtime yet (an unreadable set file fails the reload and the last good copy keeps serving); write \`on-error keep-last\` or \`on-error fail\``)
   }
+  if (!provided.has("plugins")) for (const p of program.plugins) out.push(`plugin \`${p.spec}\`${at(p.span)}: plugins are not loaded by the runtime yet`)
   const workers = program.options["workers"]
   if (typeof workers === "number" && workers > 1) out.push("option `workers`: more than one worker is not implemented yet")
   return out
