@@ -58,7 +58,7 @@ const reasonText = (r: Errors.OutboundReason): string => {
     case "NetworkUnreachable": return "destination network unreachable"
     case "Timeout": return "timed out connecting to the destination"
     case "DnsFailed": return "destination name could not be resolved"
-    case "UpstreamFailed": return "upstream proxy failed"
+    case "UpstreamFailed": return r.socksCode === undefined ? "upstream proxy failed" : `${r.socksCode >= 0xf0 ? "Tor" : "upstream proxy"}: ${Errors.socks5ReplyText(r.socksCode)} (SOCKS 0x${r.socksCode.toString(16).padStart(2, "0")})`
     default: return "outbound connection failed"
   }
 }

@@ -45,3 +45,16 @@ export const httpStatus = (r: OutboundReason): number => {
     default: return 502
   }
 }
+
+const SOCKS5_REPLIES: Readonly<Record<number, string>> = {
+  0x01: "general failure", 0x02: "not allowed by ruleset", 0x03: "network unreachable", 0x04: "host unreachable",
+  0x05: "connection refused", 0x06: "TTL expired", 0x07: "command not supported", 0x08: "address type not supported",
+  // Tor's extended codes (SocksPort `ExtendedErrors`).
+  0xf0: "onion service descriptor not found", 0xf1: "onion service descriptor is invalid",
+  0xf2: "onion service introduction failed", 0xf3: "onion service rendezvous failed",
+  0xf4: "onion service missing client authorization", 0xf5: "onion service wrong client authorization",
+  0xf6: "invalid onion address", 0xf7: "onion service introduction timed out",
+}
+
+/** A short text for a SOCKS5 REP code, Tor's 0xF0–0xF7 included. */
+export const socks5ReplyText = (code: number): string => SOCKS5_REPLIES[code] ?? `reply 0x${code.toString(16).padStart(2, "0")}`

@@ -15,6 +15,7 @@
  * Interruption (`abort`) destroys the socket.
  */
 import * as net from "node:net"
+import { Errors } from "@proxyd/runtime"
 
 export interface TorTarget {
   readonly socksHost: string
@@ -38,27 +39,8 @@ export class TorFailure extends Error {
   }
 }
 
-const REPLIES: Readonly<Record<number, string>> = {
-  0x01: "general failure",
-  0x02: "not allowed by Tor's rules",
-  0x03: "network unreachable",
-  0x04: "host unreachable",
-  0x05: "connection refused",
-  0x06: "TTL expired (Tor timed out)",
-  0x07: "command not supported",
-  0x08: "address type not supported",
-  0xf0: "onion service descriptor not found",
-  0xf1: "onion service descriptor is invalid",
-  0xf2: "onion service introduction failed",
-  0xf3: "onion service rendezvous failed",
-  0xf4: "onion service missing client authorization",
-  0xf5: "onion service wrong client authorization",
-  0xf6: "invalid onion address",
-  0xf7: "onion service introduction timed out",
-}
-
 /** A short text for a SOCKS5 REP code as Tor uses it. */
-export const replyText = (code: number): string => REPLIES[code] ?? `unknown reply 0x${code.toString(16).padStart(2, "0")}`
+export const replyText = (code: number): string => Errors.socks5ReplyText(code)
 
 const ERRNO: Readonly<Record<string, string>> = {
   ECONNREFUSED: "connection refused", ECONNRESET: "connection reset", EHOSTUNREACH: "host unreachable",

@@ -230,7 +230,7 @@ describe("proxyd → Tor (private network on loopback)", () => {
       s.write(`CONNECT ${bad}:80 HTTP/1.1\r\nHost: ${bad}:80\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`)
     })
     expect(answer).toMatch(/^HTTP\/1\.1 502 /)
-    expect(answer).toContain("invalid onion address")
+    expect(answer).toContain("Tor: invalid onion address (SOCKS 0xf6)")
     const lines = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>)
     expect(lines.some((l) => l["tor_error"] === "Tor answered 0xf6: invalid onion address")).toBe(true)
     expect(resolved.filter((h) => h.endsWith(".onion"))).toEqual([])
