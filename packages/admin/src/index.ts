@@ -1,1 +1,3 @@
-export {}
+export * as Admin from "./Admin.ts"
+export * as AdminConfig from "./Config.ts"
+export * as ExplainRequest from "./ExplainRequest.ts"

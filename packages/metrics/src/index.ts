@@ -1,1 +1,2 @@
-export {}
+export * as Metrics from "./Metrics.ts"
+export * as PromText from "./PromText.ts"

@@ -1,0 +1,213 @@
+/**
+ * The Metrics service: Prometheus metrics over prom-client, or a no-op layer.
+ *
+ * Details: one `Registry` per service (never prom-client's global one, so two
+ * servers in one process, e.g. tests, do not collide). Connection metrics come
+ * from the runtime's `Observer` hooks (`observer`), which `startServer`
+ * receives in `observers`; gauges that mirror state (active connections,
+ * policy version/hash, GeoIP lookups, upstream health) are read at scrape
+ * time from the sources bound with `bind*`. Other plugins report through
+ * `recordBan`, `recordProbe`. Node process metrics are prom-client's defaults
+ * (`process_*`, `nodejs_*`), unprefixed as every Node dashboard expects.
+ * Every metric is listed in `docs/metrics.md`.
+ *
+ * Gotchas: label values are bounded: listener, policy and rule names come
+ * from the configuration, protocol/action kinds and outcomes are fixed words
+ * (an outcome outside `OUTCOMES` is counted as `other`; a handler may note
+ * free text). Nothing user-controlled (hosts, users, addresses) is a label.
+ */
+import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
+import { Context, Effect, Layer } from "effect"
+import * as Prom from "prom-client"
+import type { Observe, PolicyStore } from "@proxyd/runtime"
+
+export const OUTCOMES: ReadonlySet<string> = new Set([
+  "ok", "blocked", "error", "idle-timeout", "handshake-timeout", "closed-before-handshake", "tls-error",
+  "shutdown", "killed", "rejected", "auth-failed", "proxy-untrusted", "proxy-protocol-error",
+])
+
+/** Group/member health as `@proxyd/upstream` reports it (`UpstreamOutbound.status()`). */
+export interface UpstreamGroupStatus {
+  readonly group: string
+  readonly members: ReadonlyArray<{ readonly name: string; readonly up: boolean; readonly latencyMs?: number }>
+}
+
+export interface GeoLookupCounts {
+  readonly lookups: Readonly<Record<string, number>>
+}
+
+export interface MetricsShape {
+  /** Hand to `startServer({ observers })`. */
+  readonly observer: Observe.Observer
+  /** The exposition text (`text/plain; version=0.0.4`); empty for the no-op layer. */
+  scrape(): Promise<string>
+  readonly contentType: string
+  /** Mirrors the policy state (version, source hash) and open sessions at scrape time. */
+  bindServer(s: { readonly store: PolicyStore.PolicyStore; readonly sessions: Observe.Sessions }): void
+  /** GeoIP lookup counters (`GeoIp.stats()`), read at scrape time. */
+  bindGeoIp(stats: () => GeoLookupCounts): void
+  /** Upstream group health (`UpstreamOutbound.status()`), read at scrape time. */
+  bindUpstreams(status: () => ReadonlyArray<UpstreamGroupStatus>): void
+  /** A temporary ban started (auth brute-force defence); `scope`: "ip" or "user". */
+  recordBan(scope: "ip" | "user"): void
+  /** One health probe of an upstream group member. */
+  recordProbe(group: string, member: string, ok: boolean, latencyMs: number): void
+  /** Rule hits by policy and rule since start (the admin API's counts). */
+  ruleHits(): ReadonlyArray<{ readonly policy: string; readonly rule: string; readonly hits: number }>
+}
+
+/** sha256 over the policy's files (paths and contents, in load order), hex. */
+export const sourceHash = (files: ReadonlyArray<string>): string => {
+  const h = createHash("sha256")
+  for (const f of files) {
+    h.update(f).update("\0")
+    try { h.update(readFileSync(f)) } catch { h.update("(unreadable)") }
+    h.update("\0")
+  }
+  return h.digest("hex")
+}
+
+const DURATION = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+const LONG = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600]
+
+export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): MetricsShape => {
+  const registers = [new Prom.Registry()]
+  const reg = registers[0]!
+  if (opts.processMetrics !== false) Prom.collectDefaultMetrics({ register: reg })
+  const hits = new Map<string, { policy: string; rule: string; hits: number }>()
+  let server: { readonly store: PolicyStore.PolicyStore; readonly sessions: Observe.Sessions } | undefined
+  let geo: (() => GeoLookupCounts) | undefined
+  let upstreams: (() => ReadonlyArray<UpstreamGroupStatus>) | undefined
+  let hashed: { version: number; hash: string } | undefined
+
+  const accepted = new Prom.Counter({ name: "proxyd_connections_accepted_total", help: "Client connections accepted, by listener.", labelNames: ["listener"], registers })
+  const closed = new Prom.Counter({ name: "proxyd_connections_closed_total", help: "Client connections closed, by listener, protocol, action and outcome.", labelNames: ["listener", "protocol", "action", "outcome"], registers })
+  const active = new Prom.Gauge({ name: "proxyd_connections_active", help: "Client connections open now, by listener.", labelNames: ["listener"], registers })
+  const bytes = new Prom.Counter({ name: "proxyd_bytes_total", help: "Bytes relayed to (up) and from (down) destinations, by listener.", labelNames: ["listener", "direction"], registers })
+  const handshake = new Prom.Histogram({ name: "proxyd_handshake_duration_seconds", help: "From accept to the client's request (TLS, sniffing, protocol handshake, auth).", labelNames: ["listener"], buckets: DURATION, registers })
+  const decision = new Prom.Histogram({ name: "proxyd_decision_duration_seconds", help: "Policy decision time including DNS and GeoIP lookups the policy needed.", labelNames: ["listener"], buckets: DURATION, registers })
+  const connect = new Prom.Histogram({ name: "proxyd_outbound_connect_duration_seconds", help: "Outbound connect time (direct, upstream chain or Tor), by action kind and result.", labelNames: ["listener", "action", "result"], buckets: DURATION, registers })
+  const total = new Prom.Histogram({ name: "proxyd_connection_duration_seconds", help: "Whole connection lifetime, by listener and protocol.", labelNames: ["listener", "protocol"], buckets: LONG, registers })
+  const auth = new Prom.Counter({ name: "proxyd_auth_attempts_total", help: "Password checks, by listener and result (success, failure).", labelNames: ["listener", "result"], registers })
+  const ruleHits = new Prom.Counter({ name: "proxyd_rule_hits_total", help: "Decisions by policy, rule and action kind.", labelNames: ["policy", "rule", "action"], registers })
+  const reloads = new Prom.Counter({ name: "proxyd_reloads_total", help: "Policy reloads, by result (success, failure).", labelNames: ["result"], registers })
+  const bans = new Prom.Counter({ name: "proxyd_bans_total", help: "Temporary bans started by the brute-force defence, by scope (ip, user).", labelNames: ["scope"], registers })
+  const probes = new Prom.Counter({ name: "proxyd_upstream_probes_total", help: "Health probes of upstream group members, by result.", labelNames: ["group", "member", "result"], registers })
+  const probeLatency = new Prom.Histogram({ name: "proxyd_upstream_probe_duration_seconds", help: "Health probe latency of upstream group members.", labelNames: ["group", "member"], buckets: DURATION, registers })
+  for (const r of ["success", "failure"]) reloads.inc({ result: r }, 0)
+  new Prom.Gauge({
+    name: "proxyd_policy_version", help: "Version of the policy serving now (1 at start, +1 per accepted reload).", registers,
+    collect() { if (server !== undefined) this.set(server.store.current().version) },
+  })
+  new Prom.Gauge({
+    name: "proxyd_policy_info", help: "Always 1; `hash` is the sha256 of the rules files serving now.", labelNames: ["hash"], registers,
+    collect() {
+      if (server === undefined) return
+      const s = server.store.current()
+      if (hashed?.version !== s.version) hashed = { version: s.version, hash: sourceHash(s.files) }
+      this.reset()
+      this.set({ hash: hashed.hash }, 1)
+    },
+  })
+  new Prom.Gauge({
+    name: "proxyd_sessions_open", help: "Sessions listed by the admin API now (all listeners).", registers,
+    collect() { if (server !== undefined) this.set(server.sessions.size()) },
+  })
+  const geoSeen = new Map<string, number>()
+  new Prom.Counter({
+    name: "proxyd_geoip_lookups_total", help: "GeoIP lookups, by kind (country, asn) and result (hit, miss).", labelNames: ["kind", "result"], registers,
+    collect() {
+      if (geo === undefined) return
+      for (const [k, n] of Object.entries(geo().lookups)) {
+        const [kind, result] = k.split("_") as [string, string]
+        const d = n - (geoSeen.get(k) ?? 0)
+        if (d > 0) this.inc({ kind, result }, d)
+        else this.inc({ kind, result }, 0)
+        geoSeen.set(k, n)
+      }
+    },
+  })
+  new Prom.Gauge({
+    name: "proxyd_upstream_up", help: "1 when an upstream group member is healthy, else 0.", labelNames: ["group", "member"], registers,
+    collect() {
+      if (upstreams === undefined) return
+      this.reset()
+      for (const g of upstreams()) for (const m of g.members) this.set({ group: g.group, member: m.name }, m.up ? 1 : 0)
+    },
+  })
+  new Prom.Gauge({
+    name: "proxyd_upstream_latency_seconds", help: "Smoothed probe latency of upstream group members.", labelNames: ["group", "member"], registers,
+    collect() {
+      if (upstreams === undefined) return
+      this.reset()
+      for (const g of upstreams()) for (const m of g.members) if (m.latencyMs !== undefined) this.set({ group: g.group, member: m.name }, m.latencyMs / 1000)
+    },
+  })
+
+  const observer: Observe.Observer = {
+    accepted: (e) => { accepted.inc({ listener: e.listener }); active.inc({ listener: e.listener }) },
+    authenticated: (e) => auth.inc({ listener: e.listener, result: e.ok ? "success" : "failure" }),
+    decided: (e) => {
+      decision.observe({ listener: e.listener }, e.durationMs / 1000)
+      ruleHits.inc({ policy: e.policy, rule: e.rule, action: e.action })
+      const k = `${e.policy}\0${e.rule}`
+      const h = hits.get(k)
+      if (h === undefined) hits.set(k, { policy: e.policy, rule: e.rule, hits: 1 })
+      else h.hits++
+    },
+    connected: (e) => connect.observe({ listener: e.listener, action: e.action, result: e.ok ? "success" : "failure" }, e.durationMs / 1000),
+    closed: (e) => {
+      active.dec({ listener: e.listener })
+      const protocol = e.protocol ?? "none"
+      closed.inc({ listener: e.listener, protocol, action: e.action ?? "none", outcome: OUTCOMES.has(e.outcome) ? e.outcome : "other" })
+      if (e.bytesUp > 0) bytes.inc({ listener: e.listener, direction: "up" }, e.bytesUp)
+      if (e.bytesDown > 0) bytes.inc({ listener: e.listener, direction: "down" }, e.bytesDown)
+      if (e.handshakeMs !== undefined) handshake.observe({ listener: e.listener }, e.handshakeMs / 1000)
+      total.observe({ listener: e.listener, protocol }, e.durationMs / 1000)
+    },
+    reloaded: (e) => reloads.inc({ result: e.ok ? "success" : "failure" }),
+  }
+  return {
+    observer,
+    scrape: () => reg.metrics(),
+    contentType: reg.contentType,
+    bindServer: (s) => { server = s },
+    bindGeoIp: (f) => { geo = f },
+    bindUpstreams: (f) => { upstreams = f },
+    recordBan: (scope) => bans.inc({ scope }),
+    recordProbe: (group, member, ok, ms) => {
+      probes.inc({ group, member, result: ok ? "success" : "failure" })
+      if (ok) probeLatency.observe({ group, member }, ms / 1000)
+    },
+    ruleHits: () => [...hits.values()].map((h) => ({ ...h })),
+  }
+}
+
+/** Counts nothing and exposes nothing (rule hits are still counted for the admin API). */
+export const makeNoop = (): MetricsShape => {
+  const hits = new Map<string, { policy: string; rule: string; hits: number }>()
+  return {
+    observer: {
+      decided: (e) => {
+        const k = `${e.policy}\0${e.rule}`
+        const h = hits.get(k)
+        if (h === undefined) hits.set(k, { policy: e.policy, rule: e.rule, hits: 1 })
+        else h.hits++
+      },
+    },
+    scrape: () => Promise.resolve(""),
+    contentType: "text/plain; version=0.0.4; charset=utf-8",
+    bindServer: () => {},
+    bindGeoIp: () => {},
+    bindUpstreams: () => {},
+    recordBan: () => {},
+    recordProbe: () => {},
+    ruleHits: () => [...hits.values()].map((h) => ({ ...h })),
+  }
+}
+
+export class Metrics extends Context.Service<Metrics, MetricsShape>()("proxyd/Metrics") {
+  static readonly prom = (opts: { readonly processMetrics?: boolean } = {}): Layer.Layer<Metrics> => Layer.effect(Metrics, Effect.sync(() => makeProm(opts)))
+  static readonly noop: Layer.Layer<Metrics> = Layer.effect(Metrics, Effect.sync(makeNoop))
+}
