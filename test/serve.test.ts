@@ -3,30 +3,13 @@
  * the shipped default policy refusing local destinations, and a graceful
  * SIGTERM. The proxyd process is the real binary, stopped by its PID.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
-import { createServer, type Server } from "node:http"
+import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { curl, httpOrigin, needCurl, type Origin } from "@proxyd/testkit"
 import { BIN, ROOT } from "./proxyd.ts"
-
-const hasCurl = (() => { try { execFileSync("curl", ["--version"], { stdio: "ignore" }); return true } catch { return false } })()
-/** curl is a required tool: under CI=true its absence fails the test; elsewhere the test is skipped with a message. */
-const needCurl = (ctx: { skip: (note?: string) => void }) => {
-  if (hasCurl) return
-  if (process.env["CI"] === "true") throw new Error("curl is not installed: .ci/run must install it")
-  ctx.skip("curl is not installed")
-}
-
-const curl = (args: ReadonlyArray<string>): Promise<{ code: number; out: string }> => new Promise((resolve) => {
-  const env = { ...process.env }
-  for (const k of ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]) delete env[k]
-  execFile("curl", ["-sS", "--max-time", "10", ...args], { env, encoding: "utf8" }, (err, stdout) => {
-    resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : 1, out: stdout })
-  })
-})
 
 interface Running { readonly child: ChildProcess; readonly port: number; readonly lines: string[]; readonly exited: Promise<number | null> }
 
@@ -56,15 +39,13 @@ const start = (rules: string): Promise<Running> => new Promise((resolve, reject)
   child.once("exit", (code) => { clearTimeout(timer); reject(new Error(`proxyd exited ${code}: ${lines.join("\n")}`)) })
 })
 
-let origin: Server
+let origin: Origin
 let originPort = 0
-let originHits = 0
 beforeAll(async () => {
-  origin = createServer((req, res) => { originHits++; res.end(`hello ${req.method} ${req.url}`) })
-  await new Promise<void>((r) => origin.listen(0, "127.0.0.1", r))
-  originPort = (origin.address() as AddressInfo).port
+  origin = await httpOrigin((method, url) => `hello ${method} ${url}`)
+  originPort = origin.port
 })
-afterAll(() => new Promise<void>((r) => origin.close(() => r())))
+afterAll(() => origin.close())
 
 describe("proxyd --rules serves real clients", () => {
   it("local-dev.rules: curl through one mixed port with socks5h, socks5, socks4, socks4a, http forwarding and CONNECT", async (ctx) => {
@@ -77,7 +58,7 @@ describe("proxyd --rules serves real clients", () => {
         const flag = mode.slice(0, -1)
         const proxy = `${mode.at(-1) === "http://" ? "http://" : ""}127.0.0.1:${p.port}`
         const args = mode.at(-1) === "http://" ? [...flag, proxy, url] : [mode[0], proxy, url]
-        expect(await curl(args), args.join(" ")).toEqual({ code: 0, out: "hello GET /x" })
+        expect(await curl(args), args.join(" ")).toMatchObject({ code: 0, stdout: "hello GET /x" })
       }
       // One JSON close line per connection, with the deciding rule.
       await new Promise((r) => setTimeout(r, 200))
@@ -94,7 +75,7 @@ describe("proxyd --rules serves real clients", () => {
     needCurl(ctx)
     const p = await start("rulesets/default.rules")
     try {
-      const before = originHits
+      const before = origin.seen.length
       const socks = `127.0.0.1:${p.port}`
       const r1 = await curl(["--socks5", socks, `http://127.0.0.1:${originPort}/`])
       const r2 = await curl(["--socks5-hostname", socks, `http://localhost:${originPort}/`])
@@ -102,9 +83,9 @@ describe("proxyd --rules serves real clients", () => {
       const r4 = await curl(["-x", `http://${socks}`, "-w", "%{http_code}", "-o", "/dev/null", `http://127.0.0.1:${originPort}/`])
       const r5 = await curl(["-x", `http://${socks}`, "-w", "%{http_code}", "-o", "/dev/null", `http://169.254.169.254/latest/meta-data/`])
       for (const r of [r1, r2, r3]) expect(r.code).not.toBe(0)
-      expect(r4.out).toBe("403")
-      expect(r5.out).toBe("403")
-      expect(originHits).toBe(before)
+      expect(r4.stdout).toBe("403")
+      expect(r5.stdout).toBe("403")
+      expect(origin.seen.length).toBe(before)
     } finally {
       p.child.kill("SIGTERM")
       expect(await p.exited).toBe(0)

@@ -8,8 +8,7 @@ import { createHash, randomBytes } from "node:crypto"
 import { createServer, request, type Server } from "node:http"
 import { connect, type Socket } from "node:net"
 import { httpHandler } from "../src/index.ts"
-import { type Proxyd, startProxyd } from "./Proxyd.ts"
-import { hashServer, hashUntilEnd, sendRandom } from "./Net.ts"
+import { hashServer, hashUntilEnd, type Proxyd, sendRandom, startProxyd } from "@proxyd/testkit"
 
 const TOTAL = 100 * 1024 * 1024
 let proxyd: Proxyd

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Auth } from "@proxyd/runtime"
 import { httpHandler } from "../src/index.ts"
-import { curl, httpOrigin, needCurl, type Origin, type Proxyd, startProxyd } from "./Proxyd.ts"
+import { curl, httpOrigin, needCurl, type Origin, type Proxyd, startProxyd } from "@proxyd/testkit"
 
 let proxyd: Proxyd
 let origin: Origin

@@ -3,8 +3,7 @@ import fc from "fast-check"
 import { Agent, createServer as createHttpServer, type IncomingHttpHeaders, request, type Server } from "node:http"
 import { createServer as createTcpServer } from "node:net"
 import { httpHandler } from "../src/HttpHandler.ts"
-import { type Harness, start } from "./Harness.ts"
-import { closedPort, echoServer, ipv6Available, rawClient } from "./Net.ts"
+import { closedPort, echoServer, type Harness, ipv6Available, rawClient, start } from "@proxyd/testkit"
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {

@@ -7,9 +7,8 @@ import { connect, type Socket } from "node:net"
 import * as S5 from "../src/Socks5Codec.ts"
 import * as S4 from "../src/Socks4Codec.ts"
 import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
-import { type Proxyd, startProxyd } from "./Proxyd.ts"
+import { echoServer, hashServer, hashUntilEnd, type Proxyd, sendRandom, startProxyd, type TestServer } from "@proxyd/testkit"
 import { randomBytes } from "node:crypto"
-import { echoServer, hashServer, hashUntilEnd, sendRandom, type TestServer } from "./Net.ts"
 
 const TOTAL = 100 * 1024 * 1024
 let proxyd: Proxyd

@@ -9,8 +9,7 @@ import { connect } from "node:net"
 import { SocksClient } from "socks"
 import { Auth } from "@proxyd/runtime"
 import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
-import { curl, httpOrigin, needCurl, type Origin, type Proxyd, startProxyd } from "./Proxyd.ts"
-import { udpEcho } from "./Net.ts"
+import { curl, httpOrigin, needCurl, type Origin, type Proxyd, startProxyd, udpEcho } from "@proxyd/testkit"
 
 let proxyd: Proxyd
 let origin: Origin

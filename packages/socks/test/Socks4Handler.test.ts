@@ -3,8 +3,7 @@ import fc from "fast-check"
 import { connect } from "node:net"
 import * as C from "../src/Socks4Codec.ts"
 import { socks4Handler } from "../src/Socks4Handler.ts"
-import { type Harness, start } from "./Harness.ts"
-import { closedPort, echoServer, rawClient, type TestServer } from "./Net.ts"
+import { closedPort, echoServer, type Harness, rawClient, start, type TestServer } from "@proxyd/testkit"
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {

@@ -5,8 +5,7 @@ import { connect } from "node:net"
 import * as C from "../src/Socks5Codec.ts"
 import { associations } from "../src/Udp.ts"
 import { makeSocks5Handler, socks5Handler } from "../src/Socks5Handler.ts"
-import { type Harness, start } from "./Harness.ts"
-import { closedPort, echoServer, ipv6Available, rawClient, type TestServer, udpEcho } from "./Net.ts"
+import { closedPort, echoServer, type Harness, ipv6Available, rawClient, start, type TestServer, udpEcho } from "@proxyd/testkit"
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {

@@ -99,7 +99,7 @@ export const echoServer = (host = "127.0.0.1", prefix = "echo:"): Promise<TestSe
     })
   })
 
-/** A port with nothing listening (bound, then closed). */
+/** A port on 127.0.0.1 with nothing listening (bound, then closed): to connect to and be refused, or (racily) to bind. */
 export const closedPort = (): Promise<number> =>
   new Promise((resolve) => {
     const s = createServer()
