@@ -29,7 +29,9 @@ const str = (s: Setting | undefined): string | undefined => s?.values[0]?.value 
 export const checkTest = (ctx: Ctx, t: TestNode, env: TestEnv): TestIR | undefined => {
   const before = ctx.diagnostics.filter((d) => d.severity === "error").length
   const s = new Map<string, Setting[]>()
-  for (const line of t.body) collectSettings(ctx, line.tokens, TEST_SETTINGS, "a test request", s)
+  // Plugin fields are given like facts: `time.weekday Sat`.
+  const specs = ctx.ext.fields.size === 0 ? TEST_SETTINGS : { ...TEST_SETTINGS, ...Object.fromEntries([...ctx.ext.fields.keys()].map((f) => [f, { pattern: "NAME" }])) }
+  for (const line of t.body) collectSettings(ctx, line.tokens, specs, "a test request", s)
   const commands = (["connect", "bind", "udp"] as const).filter((c) => s.has(c))
   const mentioned = t.body.some((l) => l.tokens.some((x) => x.kind === "bare" && ["connect", "bind", "udp"].includes(x.text)))
   if (commands.length > 1 || (commands.length === 0 && !mentioned)) {
@@ -106,6 +108,15 @@ export const checkTest = (ctx: Ctx, t: TestNode, env: TestEnv): TestIR | undefin
       if (c !== undefined) facts[f] = c
     }
   }
+  const plugin: Record<string, string> = {}
+  for (const [f, { spec }] of ctx.ext.fields) {
+    const v = one(s, f)
+    if (v === undefined) continue
+    const text = str(v)!
+    if (spec.type === "enum" && !(spec.values ?? []).includes(text)) {
+      ctx.err("T063", `\`${text}\` is not a ${f}`, v.values[0]!.token.span, { hint: didYouMean(text, spec.values ?? []) ?? `\`${f}\` is one of ${(spec.values ?? []).join(", ")}` })
+    } else plugin[f] = text
+  }
   const protocol = one(s, "protocol")
   const auth = one(s, "auth")
   const at = one(s, "at")?.values[0]?.value as number | undefined
@@ -123,6 +134,7 @@ export const checkTest = (ctx: Ctx, t: TestNode, env: TestEnv): TestIR | undefin
     auth: auth === undefined ? (user === undefined ? "none" : "password") : [...auth.words][0]!,
     ...(at === undefined ? {} : { time: at }),
     ...(Object.keys(facts).length === 0 ? {} : { facts: facts as Facts }),
+    ...(Object.keys(plugin).length === 0 ? {} : { plugin }),
   }
   return { name: t.name.value, policy, request, expect, ...(by === undefined ? {} : { expectRule: by.text }), span: t.span }
 }
