@@ -17,6 +17,7 @@ import { graphFlags, graphHelp, runGraph } from "./GraphCommand.ts"
 import { Io } from "./Io.ts"
 import { passwdFlags, passwdHelp, runPasswd } from "./PasswdCommand.ts"
 import { runFlags, runHelp, runRun } from "./RunCommand.ts"
+import { runTor, torFlags, torHelp } from "./TorCommand.ts"
 import { VERSION } from "./Version.ts"
 
 interface CommandDef {
@@ -33,6 +34,7 @@ const COMMANDS: Readonly<Record<string, CommandDef>> = {
   graph: { flags: graphFlags, help: graphHelp, run: runGraph, summary: "print a policy's decision graph as Graphviz DOT" },
   diff: { flags: diffFlags, help: diffHelp, run: runDiff, summary: "requests whose outcome differs between two rules files" },
   run: { flags: runFlags, help: runHelp, run: runRun, summary: "serve a rules file (SOCKS5, SOCKS4/4a, HTTP, mixed listeners)" },
+  tor: { flags: torFlags, help: torHelp, run: runTor, summary: "ask a tor endpoint for new circuits (newnym) or its bootstrap status" },
   passwd: { flags: passwdFlags, help: passwdHelp, run: runPasswd, summary: "print an htpasswd line (password read from stdin)" },
 }
 
