@@ -33,7 +33,7 @@ const actionProblems = (a: Ir.ActionIR, where: string, out: Array<string>, provi
     if (!provided.has("via")) out.push(`\`via ${a.target}\`${where}: upstream proxies, chains and groups need the upstream outbound (\`@proxyd/upstream\`, issue 4), which this server was started without`)
     if (a.else !== undefined) actionProblems(a.else, where, out, provided)
   } else if (a.k === "tor" && !provided.has("tor")) {
-    out.push(`\`tor\`${where}: Tor arrives with issue 4; the runtime cannot enforce this rule yet`)
+    out.push(`\`tor\`${where}: Tor needs the Tor outbound (\`@proxyd/tor\`), which this server was started without`)
   }
 }
 

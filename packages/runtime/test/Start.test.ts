@@ -45,7 +45,7 @@ policy default {
   rule o when dst.domain in [.onion] -> tor
   default allow
 }
-`)).toMatch(/Tor arrives with issue 4/)
+`)).toMatch(/Tor needs the Tor outbound \(`@proxyd\/tor`\), which this server was started without/)
     expect(await refusal(`
 listen t = http 127.0.0.1:0
 policy default {
