@@ -32,7 +32,9 @@
 import { Context, Data, type Layer } from "effect"
 import type { Extension, Ir } from "@proxyd/rules"
 import type { AuthSource } from "./Auth.ts"
+import type { GeoProvider } from "./Geo.ts"
 import type { Log } from "./Log.ts"
+import type { Observer } from "./Observe.ts"
 
 export class PluginError extends Data.TaggedError("PluginError")<{ readonly plugin: string; readonly message: string }> {}
 
@@ -88,6 +90,9 @@ export class FactSource extends Context.Service<FactSource, FactSourceShape>()("
 export interface GeoIpShape {
   country(ip: string): string | null
   asn(ip: string): number | null
+  /** Per-load hooks (`Geo.GeoProvider`): open the program's databases, then serve from them. */
+  readonly prepare?: GeoProvider["prepare"]
+  readonly activate?: GeoProvider["activate"]
 }
 export class GeoIp extends Context.Service<GeoIp, GeoIpShape>()("@proxyd/runtime/GeoIp") {}
 
@@ -96,6 +101,8 @@ export interface MetricsShape {
   inc(name: string, labels?: Readonly<Record<string, string>>, by?: number): void
   observe(name: string, value: number, labels?: Readonly<Record<string, string>>): void
   set(name: string, value: number, labels?: Readonly<Record<string, string>>): void
+  /** Hears the server's connections and reloads (`Observe.ts`); the server registers it. */
+  readonly observer?: Observer
 }
 export class Metrics extends Context.Service<Metrics, MetricsShape>()("@proxyd/runtime/Metrics") {}
 export const noopMetrics: MetricsShape = { inc: () => {}, observe: () => {}, set: () => {} }

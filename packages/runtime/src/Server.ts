@@ -40,7 +40,7 @@ import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts
 import type { InboundHandler, ProtocolName } from "./Inbound.ts"
 import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./Listener.ts"
 import * as Log from "./Log.ts"
-import type { GeoProvider } from "./Geo.ts"
+import { providerOf, type GeoProvider } from "./Geo.ts"
 import { makeSessions, notify, type Observer, type Sessions } from "./Observe.ts"
 import { defaultRegistry, type Connector, type OutboundProvider, type Registry, type UdpConnector } from "./Outbound.ts"
 import type { Host } from "./Registry.ts"
@@ -114,9 +114,10 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
     // Secure contexts are built with each load, keyed by the listener spec they belong to.
     const tlsOf = new WeakMap<ListenerSpec, TlsContext>()
+    const geoip = opts.geoip ?? providerOf(opts.plugins?.geoIp)
     const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> => {
       const out = (opts.outbounds ?? []).flatMap((p) => [...p.prepare(_p)])
-      if (opts.geoip !== undefined) out.push(...opts.geoip.prepare(_p, opts.rulesFile))
+      if (geoip !== undefined) out.push(...geoip.prepare(_p, opts.rulesFile))
       out.push(...ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
         .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`)))
       for (const l of ls) {
@@ -131,8 +132,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       ls.flatMap((l) => (l.tls === undefined || typeof l.tls === "string" ? [] : [l.tls.cert, l.tls.key, ...(l.tls.ca === undefined ? [] : [l.tls.ca])]))
     const outbounds = opts.outbounds ?? []
     const provided = new Set<string>(outbounds.flatMap((p) => p.kinds))
-    if (opts.geoip !== undefined) provided.add("geoip")
-    const observers = opts.observers ?? []
+    if (geoip !== undefined) provided.add("geoip")
+    const observers = [...(opts.observers ?? []), ...(opts.plugins?.metrics.observer === undefined ? [] : [opts.plugins.metrics.observer])]
     const sessions = makeSessions()
     const loadOpts: PolicyStore.LoadOptions = { rulesFile: opts.rulesFile, overrides, extraCheck, provided, plugins: opts.plugins }
     const first = PolicyStore.load(loadOpts, 1)
@@ -149,7 +150,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const udpRegistry = new Map<Ir.ActionIR["k"], UdpConnector>()
     for (const p of outbounds) for (const [k, c] of p.udpConnectors?.() ?? []) udpRegistry.set(k, c)
     for (const p of outbounds) p.activate(first.state.program, { log, resolver })
-    opts.geoip?.activate(first.state.program, opts.rulesFile)
+    geoip?.activate(first.state.program, opts.rulesFile)
     const lock = yield* Semaphore.make(1)
     const globalGate = makeGate(() => {
       const g = store.current().global
@@ -244,7 +245,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
             registry,
             udpRegistry,
             log,
-            geo: opts.geoip,
+            geo: geoip,
             observers,
             sessions,
           })
@@ -298,7 +299,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         return { ok: false, version: store.current().version, message: r.message }
       }
       for (const p of outbounds) p.activate(r.state.program, { log, resolver })
-      opts.geoip?.activate(r.state.program, opts.rulesFile)
+      geoip?.activate(r.state.program, opts.rulesFile)
       notify(observers, "reloaded", { ok: true, version: r.state.version })
       yield* reconcile(r.state)
       watcher?.update([...r.state.files, ...tlsFiles(r.state.listeners)])
@@ -317,6 +318,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       if (shut) return
       shut = true
       watcher?.close()
+      notify(observers, "stopping", {})
       const deadline = drainMs ?? store.current().global.drainMs
       const all = [...open.values()]
       for (const o of all) o.running.stop()
@@ -329,13 +331,15 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       log.info("stopped")
     })
 
-    return {
+    const handle: ServerHandle = {
       store,
       sessions,
       addresses: () => [...open.values()].map((o) => ({ listener: o.spec.name, kind: o.spec.kind, host: o.running.host, port: o.running.port })),
       reload,
       shutdown,
     }
+    notify(observers, "started", { server: handle, outbounds, geoip: opts.geoip ?? opts.plugins?.geoIp })
+    return handle
   })
 
 /**
