@@ -3,12 +3,12 @@
  * the shipped default policy refusing local destinations, and a graceful
  * SIGTERM. The proxyd process is the real binary, stopped by its PID.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { curl, httpOrigin, needCurl, type Origin } from "@proxyd/testkit"
+import { closedPort, curl, httpOrigin, needCurl, type Origin, waitPort } from "@proxyd/testkit"
 import { BIN, ROOT } from "./proxyd.ts"
 
 interface Running { readonly child: ChildProcess; readonly port: number; readonly lines: string[]; readonly exited: Promise<number | null> }
@@ -89,6 +89,46 @@ describe("proxyd --rules serves real clients", () => {
     } finally {
       p.child.kill("SIGTERM")
       expect(await p.exited).toBe(0)
+    }
+  })
+
+  it("via: routes through a real upstream (microsocks) named in the rules file", async (ctx) => {
+    needCurl(ctx)
+    let hasMicrosocks = true
+    try { execFileSync("sh", ["-c", "command -v microsocks"], { stdio: "ignore" }) } catch { hasMicrosocks = false }
+    if (!hasMicrosocks) {
+      if (process.env["CI"] === "true") throw new Error("microsocks is not installed: .ci/run must install it")
+      ctx.skip("microsocks is not installed")
+    }
+    const upPort = await closedPort()
+    const micro = spawn("microsocks", ["-i", "127.0.0.1", "-p", String(upPort)], { stdio: "ignore" })
+    await waitPort(upPort, micro)
+    const dir = mkdtempSync(join(tmpdir(), "proxyd-via-"))
+    const file = join(dir, "via.rules")
+    writeFileSync(file, [
+      "listen mixed 127.0.0.1:0",
+      `upstream up = socks5://127.0.0.1:${upPort}`,
+      "policy main {",
+      `  rule to-origin when dst.port == ${originPort} -> via up`,
+      "  default block",
+      "}",
+      `test "origin via up" { connect localhost:${originPort} } expect via up by to-origin`,
+      "",
+    ].join("\n"))
+    const p = await start(file)
+    try {
+      const before = origin.seen.length
+      expect(await curl(["--socks5-hostname", `127.0.0.1:${p.port}`, `http://localhost:${originPort}/via`])).toMatchObject({ code: 0, stdout: "hello GET /via" })
+      expect(origin.seen.length).toBe(before + 1)
+      await new Promise((r) => setTimeout(r, 200))
+      const close = p.lines.filter((l) => l.includes('"connection"')).map((l) => JSON.parse(l)).at(-1)
+      expect(JSON.stringify(close)).toContain("to-origin")
+      expect(close.action ?? close.annotations?.action).toBe("via")
+    } finally {
+      p.child.kill("SIGTERM")
+      micro.kill("SIGTERM")
+      expect(await p.exited).toBe(0)
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 

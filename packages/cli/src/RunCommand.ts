@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import { Log, Registry, Server } from "@proxyd/runtime"
 import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
 import { httpHandler } from "@proxyd/http"
+import { makeUpstreams } from "@proxyd/upstream"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
 import { checkEntry, exitCode, pluginOptions, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"
@@ -63,6 +64,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
         socks4: makeSocks4Handler({}),
         http: httpHandler,
       },
+      outbounds: [makeUpstreams()],
     })
   }).pipe(
     Effect.scoped,
