@@ -4,7 +4,6 @@
  * a 100 MiB chunked response through absolute-URI forwarding, all verified by sha256.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { createHash, randomBytes } from "node:crypto"
 import { createServer, request, type Server } from "node:http"
 import { connect, type Socket } from "node:net"
 import { httpHandler } from "../src/index.ts"
@@ -16,35 +15,10 @@ let target: Awaited<ReturnType<typeof hashServer>>
 let origin: Server
 const originResults: Array<Promise<{ received: string; sent: string }>> = []
 
-/** Writes `total` random bytes into a writable with backpressure; resolves with their sha256. */
-const pumpRandom = (w: NodeJS.WritableStream & { once(e: "drain", f: () => void): unknown }, total: number, end: () => void) =>
-  new Promise<string>((resolve) => {
-    const hash = createHash("sha256")
-    let left = total
-    const pump = () => {
-      while (left > 0) {
-        const chunk = randomBytes(Math.min(left, 256 * 1024))
-        left -= chunk.length
-        hash.update(chunk)
-        if (!w.write(chunk)) return void w.once("drain", pump)
-      }
-      end()
-      resolve(hash.digest("hex"))
-    }
-    pump()
-  })
-
 beforeAll(async () => {
   target = await hashServer(TOTAL)
   origin = createServer((req, res) => {
-    const hash = createHash("sha256")
-    originResults.push(new Promise((resolve) => {
-      req.on("data", (d: Buffer) => hash.update(d))
-      req.on("end", () => {
-        const received = hash.digest("hex")
-        void pumpRandom(res, TOTAL, () => res.end()).then((sent) => resolve({ received, sent }))
-      })
-    }))
+    originResults.push(hashUntilEnd(req).then(async ({ hash: received }) => ({ received, sent: await sendRandom(res, TOTAL) })))
   })
   await new Promise<void>((r) => origin.listen({ host: "127.0.0.1", port: 0 }, () => r()))
   proxyd = await startProxyd(`
@@ -91,17 +65,9 @@ describe("bulk transfers over HTTP", () => {
     const result = await new Promise<{ sent: string; down: { hash: string; bytes: number } }>((resolve, reject) => {
       const req = request({ host: "127.0.0.1", port: proxyd.port("h"), method: "POST", path: `http://127.0.0.1:${port}/upload`, headers: { Host: `127.0.0.1:${port}` }, agent: false })
       let sent: Promise<string> | undefined
-      req.on("response", (res) => {
-        const hash = createHash("sha256")
-        let bytes = 0
-        res.on("data", (d: Buffer) => {
-          hash.update(d)
-          bytes += d.length
-        })
-        res.on("end", () => void sent!.then((s) => resolve({ sent: s, down: { hash: hash.digest("hex"), bytes } })))
-      })
+      req.on("response", (res) => void hashUntilEnd(res).then((down) => sent!.then((s) => resolve({ sent: s, down }))))
       req.on("error", reject)
-      sent = pumpRandom(req, TOTAL, () => req.end())
+      sent = sendRandom(req, TOTAL)
     })
     const server = await originResults.at(-1)!
     console.log(`bulk forward: ${TOTAL >> 20} MiB each way in ${Date.now() - t0} ms`)

@@ -1,7 +1,9 @@
-/** Test helpers: a raw TCP client that reads exact byte counts, and small local servers (echo, UDP echo). */
+/** Test helpers: a raw TCP client that reads exact byte counts, small local servers (echo, UDP echo, hashing), random-byte senders and hashers, and port probes. */
 import { connect, createServer, type Server, type Socket } from "node:net"
 import { createSocket, type Socket as UdpSocket } from "node:dgram"
 import { createHash, randomBytes } from "node:crypto"
+import type { ChildProcess } from "node:child_process"
+import type { Readable, Writable } from "node:stream"
 
 export interface RawClient {
   readonly socket: Socket
@@ -109,6 +111,24 @@ export const closedPort = (): Promise<number> =>
     })
   })
 
+/** Whether something accepts TCP connections on 127.0.0.1:`port` right now. */
+export const accepts = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = connect({ host: "127.0.0.1", port })
+    s.once("connect", () => { s.destroy(); resolve(true) })
+    s.once("error", () => resolve(false))
+  })
+
+/** Waits (up to 5 s) until 127.0.0.1:`port` accepts; throws when it never does or when `child` exits first. */
+export const waitPort = async (port: number, child?: ChildProcess): Promise<void> => {
+  for (let i = 0; i < 200; i++) {
+    if (await accepts(port)) return
+    if (child !== undefined && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`peer exited with ${child.exitCode ?? child.signalCode}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  throw new Error(`port ${port} never accepted`)
+}
+
 export const udpEcho = (host = "127.0.0.1"): Promise<{ socket: UdpSocket; port: number; close(): void }> =>
   new Promise((resolve) => {
     const socket = createSocket(host.includes(":") ? "udp6" : "udp4")
@@ -123,26 +143,27 @@ export const ipv6Available = (): Promise<boolean> =>
     s.listen({ host: "::1", port: 0 }, () => s.close(() => resolve(true)))
   })
 
-/** Writes `total` random bytes to `s` (with backpressure), ends it, and resolves with their sha256. */
-export const sendRandom = (s: Socket, total: number): Promise<string> =>
+/** Writes `total` random bytes to `s` (with backpressure), ends it unless `end` is false, and resolves with their sha256 (after the end is flushed). */
+export const sendRandom = (s: Writable, total: number, end = true): Promise<string> =>
   new Promise((resolve, reject) => {
     const hash = createHash("sha256")
     let left = total
-    const pump = () => {
+    const pump = (): void => {
       while (left > 0) {
         const chunk = randomBytes(Math.min(left, 256 * 1024))
         left -= chunk.length
         hash.update(chunk)
         if (!s.write(chunk)) return void s.once("drain", pump)
       }
-      s.end(() => resolve(hash.digest("hex")))
+      if (end) s.end(() => resolve(hash.digest("hex")))
+      else resolve(hash.digest("hex"))
     }
     s.once("error", reject)
     pump()
   })
 
 /** Resolves with the sha256 and length of everything `s` delivers until its end. */
-export const hashUntilEnd = (s: Socket): Promise<{ hash: string; bytes: number }> =>
+export const hashUntilEnd = (s: Readable): Promise<{ hash: string; bytes: number }> =>
   new Promise((resolve, reject) => {
     const hash = createHash("sha256")
     let bytes = 0
@@ -151,6 +172,22 @@ export const hashUntilEnd = (s: Socket): Promise<{ hash: string; bytes: number }
       bytes += d.length
     })
     s.once("end", () => resolve({ hash: hash.digest("hex"), bytes }))
+    s.once("error", reject)
+  })
+
+/** Hashes exactly the first `total` bytes `s` delivers. */
+export const hashBytes = (s: Socket, total: number): Promise<{ hash: string; bytes: number }> =>
+  new Promise((resolve, reject) => {
+    const hash = createHash("sha256")
+    let bytes = 0
+    const on = (d: Buffer): void => {
+      const take = d.subarray(0, total - bytes)
+      hash.update(take)
+      bytes += take.length
+      if (bytes >= total) { s.off("data", on); resolve({ hash: hash.digest("hex"), bytes }) }
+    }
+    s.on("data", on)
+    s.once("close", () => { if (bytes < total) reject(new Error(`closed after ${bytes} of ${total} bytes`)) })
     s.once("error", reject)
   })
 

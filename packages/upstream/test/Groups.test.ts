@@ -4,7 +4,8 @@
  * latency), round-robin distribution, hash stickiness, the `else` action.
  */
 import { afterAll, describe, expect, it } from "vitest"
-import { closedPortOf, delayingRelay, greetServer, need, type Peer, startMicrosocks } from "./Peers.ts"
+import { closedPort } from "@proxyd/testkit"
+import { delayingRelay, greetServer, need, type Peer, startMicrosocks } from "./Peers.ts"
 import { readN, repOf, startProxyd, through, type Proxyd } from "./Harness.ts"
 
 const stops: Array<() => Promise<void>> = []
@@ -139,7 +140,7 @@ describe("groups", () => {
     if (!need(ctx, "microsocks", "microsocks")) return
     const g = keep(await greetServer())
     const a = keep(await startMicrosocks())
-    const dead = await closedPortOf()
+    const dead = await closedPort()
     const group = `group g = failover(a) probe tcp 127.0.0.1:${dead} every 100ms down-after 1`
     const withElse = keep(await startProxyd(groupRules([["a", a.port]], group, " else allow")))
     expect(await waitFor(() => withElse.upstreams.status()[0]!.members[0]!.up === false, 3_000)).toBe(true)

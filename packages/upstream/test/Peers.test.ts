@@ -4,7 +4,8 @@
  * local server that speaks first (its greeting is early data) and echoes.
  */
 import { afterAll, describe, expect, it } from "vitest"
-import { DANTE_PASS, DANTE_USER, ensureDanteUser, greetServer, hashBytes, hashServer, need, type Peer, sendRandom, startDante, startMicrosocks, startTinyproxy } from "./Peers.ts"
+import { hashBytes, sendRandom } from "@proxyd/testkit"
+import { DANTE_PASS, DANTE_USER, ensureDanteUser, greetServer, hashServer, need, type Peer, startDante, startMicrosocks, startTinyproxy } from "./Peers.ts"
 import { httpConnectStatus, readN, refusal, repOf, startProxyd, through } from "./Harness.ts"
 
 const stops: Array<() => Promise<void>> = []

@@ -1,7 +1,8 @@
 /**
  * Real upstream proxies for the tests, started on loopback and stopped by PID:
  * microsocks (SOCKS5), Dante `danted` (SOCKS4/5, optional username auth),
- * tinyproxy (HTTP CONNECT, optional Basic auth). Plus small TCP helpers.
+ * tinyproxy (HTTP CONNECT, optional Basic auth). Plus small TCP servers
+ * (the byte and port helpers are `@proxyd/testkit`'s).
  *
  * Details: each peer gets a temp config file and a free port; `start*`
  * resolves once the port accepts connections. A missing binary fails the test
@@ -9,12 +10,12 @@
  * skips it otherwise. Dante's username method uses system accounts: the test
  * user is created with `useradd` only when running as root.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { createHash, randomBytes } from "node:crypto"
+import { execFileSync, spawn } from "node:child_process"
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer, connect, type Server, type Socket } from "node:net"
+import { connect, createServer, type Server, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { closedPort, hashBytes, sendRandom, waitPort } from "@proxyd/testkit"
 
 const find = (names: ReadonlyArray<string>): string | undefined => {
   for (const n of names) {
@@ -37,32 +38,6 @@ export const need = (ctx: { skip: (note?: string) => void }, what: keyof typeof 
   if (process.env["CI"] === "true") throw new Error(`${what} is required for these tests in CI (.ci/run must \`apt-get install -y ${pkg}\`)`)
   ctx.skip(`${what} is not installed (apt-get install -y ${pkg}): skipping`)
   return false
-}
-
-export const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = createServer()
-    s.listen({ host: "127.0.0.1", port: 0 }, () => {
-      const a = s.address()
-      const p = typeof a === "object" && a !== null ? a.port : 0
-      s.close(() => resolve(p))
-    })
-  })
-
-const accepts = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const s = connect({ host: "127.0.0.1", port })
-    s.once("connect", () => { s.destroy(); resolve(true) })
-    s.once("error", () => resolve(false))
-  })
-
-export const waitPort = async (port: number, child?: ChildProcess): Promise<void> => {
-  for (let i = 0; i < 200; i++) {
-    if (await accepts(port)) return
-    if (child?.exitCode !== null && child?.exitCode !== undefined) throw new Error(`peer exited with ${child.exitCode}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  throw new Error(`port ${port} never accepted`)
 }
 
 export interface Peer { readonly port: number; readonly output: () => string; stop(): Promise<void> }
@@ -90,12 +65,12 @@ const run = async (bin: string, args: ReadonlyArray<string>, port: number, dir?:
 }
 
 export const startMicrosocks = async (auth?: { user: string; pass: string }): Promise<Peer> => {
-  const port = await freePort()
+  const port = await closedPort()
   return run(BIN.microsocks!, ["-i", "127.0.0.1", "-p", String(port), ...(auth === undefined ? [] : ["-u", auth.user, "-P", auth.pass])], port)
 }
 
 export const startTinyproxy = async (auth?: { user: string; pass: string }): Promise<Peer> => {
-  const port = await freePort()
+  const port = await closedPort()
   const dir = mkdtempSync(join(tmpdir(), "proxyd-tinyproxy-"))
   const conf = join(dir, "tinyproxy.conf")
   const root = process.getuid?.() === 0
@@ -124,7 +99,7 @@ export const ensureDanteUser = (): boolean => {
 }
 
 export const startDante = async (withAuth: boolean): Promise<Peer> => {
-  const port = await freePort()
+  const port = await closedPort()
   const dir = mkdtempSync(join(tmpdir(), "proxyd-dante-"))
   const conf = join(dir, "sockd.conf")
   const root = process.getuid?.() === 0
@@ -194,50 +169,3 @@ export const greetServer = async (greeting = "hello:"): Promise<{ port: number; 
     close: () => new Promise((r) => { for (const s of sockets) s.destroy(); server.close(() => r()) }),
   }
 }
-
-/** Writes `total` random bytes (with backpressure), optionally ends, and resolves with their sha256. */
-export const sendRandom = (s: Socket, total: number, end = true): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const hash = createHash("sha256")
-    let left = total
-    const pump = (): void => {
-      while (left > 0) {
-        const chunk = randomBytes(Math.min(left, 256 * 1024))
-        left -= chunk.length
-        hash.update(chunk)
-        if (!s.write(chunk)) return void s.once("drain", pump)
-      }
-      if (end) s.end(() => resolve(hash.digest("hex")))
-      else resolve(hash.digest("hex"))
-    }
-    s.once("error", reject)
-    pump()
-  })
-
-export const hashUntilEnd = (s: Socket): Promise<{ hash: string; bytes: number }> =>
-  new Promise((resolve, reject) => {
-    const hash = createHash("sha256")
-    let bytes = 0
-    s.on("data", (d: Buffer) => { hash.update(d); bytes += d.length })
-    s.once("end", () => resolve({ hash: hash.digest("hex"), bytes }))
-    s.once("error", reject)
-  })
-
-/** Hashes exactly the first `total` bytes `s` delivers. */
-export const hashBytes = (s: Socket, total: number): Promise<{ hash: string; bytes: number }> =>
-  new Promise((resolve, reject) => {
-    const hash = createHash("sha256")
-    let bytes = 0
-    const on = (d: Buffer): void => {
-      const take = d.subarray(0, total - bytes)
-      hash.update(take)
-      bytes += take.length
-      if (bytes >= total) { s.off("data", on); resolve({ hash: hash.digest("hex"), bytes }) }
-    }
-    s.on("data", on)
-    s.once("close", () => { if (bytes < total) reject(new Error(`closed after ${bytes} of ${total} bytes`)) })
-    s.once("error", reject)
-  })
-
-/** A loopback port nothing listens on (bound, then closed). */
-export const closedPortOf = (): Promise<number> => freePort()
