@@ -27,7 +27,7 @@ import type { AddressInfo } from "node:net"
 import { Effect } from "effect"
 import { Explain } from "@proxyd/rules"
 import type { Ir } from "@proxyd/rules"
-import type { Log, Server as RuntimeServer } from "@proxyd/runtime"
+import type { Log, Observe } from "@proxyd/runtime"
 import { Metrics } from "@proxyd/metrics"
 import { buildExplainRequest } from "./ExplainRequest.ts"
 
@@ -35,7 +35,8 @@ export interface AdminOptions {
   readonly host: string
   readonly port: number
   readonly token: string | undefined
-  readonly server: RuntimeServer.ServerHandle
+  /** The server's handle (`ServerHandle` fits). */
+  readonly server: Observe.StartedServer
   readonly metrics: Metrics.MetricsShape
   readonly log?: Log.Log
   /** `@proxyd/upstream`'s `status()`, when upstreams are served. */

@@ -20,7 +20,7 @@ import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { Context, Effect, Layer } from "effect"
 import * as Prom from "prom-client"
-import type { Observe, PolicyStore } from "@proxyd/runtime"
+import type { Observe, Plugin } from "@proxyd/runtime"
 
 export const OUTCOMES: ReadonlySet<string> = new Set([
   "ok", "blocked", "error", "idle-timeout", "handshake-timeout", "closed-before-handshake", "tls-error",
@@ -33,18 +33,24 @@ export interface UpstreamGroupStatus {
   readonly members: ReadonlyArray<{ readonly name: string; readonly up: boolean; readonly latencyMs?: number }>
 }
 
+/** What the metrics read from the server (a `ServerHandle` fits). */
+export interface BoundServer {
+  readonly store: { current(): { readonly version: number; readonly files: ReadonlyArray<string> } }
+  readonly sessions: { size(): number }
+}
+
 export interface GeoLookupCounts {
   readonly lookups: Readonly<Record<string, number>>
 }
 
-export interface MetricsShape {
-  /** Hand to `startServer({ observers })`. */
+export interface MetricsShape extends Plugin.MetricsShape {
+  /** Hand to `startServer({ observers })` (the server registers it itself when this is the Metrics plugin service). */
   readonly observer: Observe.Observer
   /** The exposition text (`text/plain; version=0.0.4`); empty for the no-op layer. */
   scrape(): Promise<string>
   readonly contentType: string
   /** Mirrors the policy state (version, source hash) and open sessions at scrape time. */
-  bindServer(s: { readonly store: PolicyStore.PolicyStore; readonly sessions: Observe.Sessions }): void
+  bindServer(s: BoundServer): void
   /** GeoIP lookup counters (`GeoIp.stats()`), read at scrape time. */
   bindGeoIp(stats: () => GeoLookupCounts): void
   /** Upstream group health (`UpstreamOutbound.status()`), read at scrape time. */
@@ -76,7 +82,7 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   const reg = registers[0]!
   if (opts.processMetrics !== false) Prom.collectDefaultMetrics({ register: reg })
   const hits = new Map<string, { policy: string; rule: string; hits: number }>()
-  let server: { readonly store: PolicyStore.PolicyStore; readonly sessions: Observe.Sessions } | undefined
+  let server: BoundServer | undefined
   let geo: (() => GeoLookupCounts) | undefined
   let upstreams: (() => ReadonlyArray<UpstreamGroupStatus>) | undefined
   let hashed: { version: number; hash: string } | undefined
@@ -145,6 +151,19 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
     },
   })
 
+  // Metrics other plugins report by name (`Plugin.MetricsShape`): created on first use, label names fixed then.
+  const named = new Map<string, Prom.Counter | Prom.Gauge | Prom.Histogram>()
+  named.set("proxyd_bans_total", bans)
+  const byName = <M extends Prom.Counter | Prom.Gauge | Prom.Histogram>(name: string, labels: Readonly<Record<string, string>>, make: (cfg: { name: string; help: string; labelNames: Array<string>; registers: Array<Prom.Registry> }) => M): M | undefined => {
+    const have = named.get(name) ?? reg.getSingleMetric(name)
+    if (have !== undefined) return have as M
+    if (!/^proxyd_[a-z0-9_]+$/.test(name)) return undefined
+    const m = make({ name, help: `${name} (reported by a plugin)`, labelNames: Object.keys(labels), registers })
+    named.set(name, m)
+    return m
+  }
+  const safely = (f: () => void): void => { try { f() } catch { /* a mislabelled call never breaks the caller */ } }
+
   const observer: Observe.Observer = {
     accepted: (e) => { accepted.inc({ listener: e.listener }); active.inc({ listener: e.listener }) },
     authenticated: (e) => auth.inc({ listener: e.listener, result: e.ok ? "success" : "failure" }),
@@ -181,6 +200,9 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
       if (ok) probeLatency.observe({ group, member }, ms / 1000)
     },
     ruleHits: () => [...hits.values()].map((h) => ({ ...h })),
+    inc: (name, labels = {}, by = 1) => safely(() => (byName(name, labels, (c) => new Prom.Counter(c)) as Prom.Counter | undefined)?.inc(labels, by)),
+    observe: (name, v, labels = {}) => safely(() => (byName(name, labels, (c) => new Prom.Histogram({ ...c, buckets: DURATION })) as Prom.Histogram | undefined)?.observe(labels, v)),
+    set: (name, v, labels = {}) => safely(() => (byName(name, labels, (c) => new Prom.Gauge(c)) as Prom.Gauge | undefined)?.set(labels, v)),
   }
 }
 
@@ -203,6 +225,9 @@ export const makeNoop = (): MetricsShape => {
     bindUpstreams: () => {},
     recordBan: () => {},
     recordProbe: () => {},
+    inc: () => {},
+    observe: () => {},
+    set: () => {},
     ruleHits: () => [...hits.values()].map((h) => ({ ...h })),
   }
 }

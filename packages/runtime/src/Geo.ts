@@ -28,3 +28,13 @@ export interface GeoProvider extends GeoLookup {
   activate(program: Ir.Program, rulesFile: string): void
   close(): void
 }
+
+/** A provider from a plugin's GeoIp service (its per-load hooks when it has them, else none). */
+export const providerOf = (g: (GeoLookup & { readonly prepare?: GeoProvider["prepare"]; readonly activate?: GeoProvider["activate"] }) | undefined): GeoProvider | undefined =>
+  g === undefined ? undefined : {
+    country: (ip) => g.country(ip),
+    asn: (ip) => g.asn(ip),
+    prepare: (p, f) => g.prepare?.(p, f) ?? [],
+    activate: (p, f) => g.activate?.(p, f),
+    close: () => {},
+  }

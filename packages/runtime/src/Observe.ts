@@ -36,6 +36,18 @@ export interface Observer {
   connected?(e: { readonly listener: string; readonly action: string; readonly ok: boolean; readonly durationMs: number }): void
   closed?(e: Closed): void
   reloaded?(e: { readonly ok: boolean; readonly version: number }): void
+  /** The server is up (listeners bound); `server` is its handle, `outbounds` and `geoip` the providers it runs with. */
+  started?(e: { readonly server: StartedServer; readonly outbounds: ReadonlyArray<unknown>; readonly geoip: unknown }): void
+  /** Shutdown began (stop side services). */
+  stopping?(e: Record<string, never>): void
+}
+
+/** What `started` hands out: the server handle (typed structurally to keep this module free of Server imports). */
+export interface StartedServer {
+  readonly store: { current(): { readonly version: number; readonly program: import("@proxyd/rules").Ir.Program; readonly files: ReadonlyArray<string>; readonly listeners: ReadonlyArray<{ readonly name: string; readonly kind: string; readonly host: string; readonly port: number; readonly policy: string }> } }
+  readonly sessions: Sessions
+  addresses(): ReadonlyArray<{ readonly listener: string; readonly kind: string; readonly host: string; readonly port: number }>
+  reload(): import("effect").Effect.Effect<{ readonly ok: boolean; readonly version: number; readonly message?: string }>
 }
 
 /** Calls one hook of every observer, ignoring their failures. */

@@ -1,0 +1,89 @@
+/**
+ * The admin plugin (`proxyd.admin`): Prometheus metrics for the server, and the admin API when the file declares `admin`.
+ *
+ * Details: vocabulary: the `admin` declaration (`Config.ts`). Layer: provides
+ * `Plugin.Metrics` (prom-client, `@proxyd/metrics`) whose `observer` the
+ * server registers; that observer also drives the admin API: on `started`
+ * it binds the metrics to the server (policy version/hash, sessions, GeoIP
+ * counters) and opens the admin listener the program declares; on an
+ * accepted reload it rebinds when the declaration changed; on `stopping` it
+ * closes. A declaration that cannot be served safely (off loopback without a
+ * token, unreadable token) fails the plugin at start (the server does not
+ * start) and is logged and ignored on reload (the running API stays).
+ * Upstream health and Tor NEWNYM come from the outbound providers the server
+ * runs with (`status()`, `newnym()`), when present.
+ */
+import { Effect, Layer } from "effect"
+import { Log, Observe, Plugin } from "@proxyd/runtime"
+import { Metrics } from "@proxyd/metrics"
+import { startAdmin, type RunningAdmin } from "./Admin.ts"
+import { adminConfig, adminVocabulary, type AdminConfig } from "./Config.ts"
+
+type Status = () => ReadonlyArray<Metrics.UpstreamGroupStatus>
+type Tor = { newnym(name?: string): Promise<void>; status(): ReadonlyArray<unknown> }
+
+const isFn = (o: unknown, k: string): boolean => typeof o === "object" && o !== null && typeof (o as Record<string, unknown>)[k] === "function"
+
+export const makeController = (metrics: Metrics.MetricsShape, log: Log.Log, initial: AdminConfig | undefined): Observe.Observer => {
+  let running: Promise<RunningAdmin | undefined> = Promise.resolve(undefined)
+  let config = initial
+  let server: Observe.StartedServer | undefined
+  let upstreams: Status | undefined
+  let tor: Tor | undefined
+  const open = (c: AdminConfig | undefined) => {
+    const s = server
+    running = running.then(async (old) => {
+      await old?.close()
+      if (c === undefined || s === undefined) return undefined
+      return startAdmin({ ...c, server: s, metrics, log, ...(upstreams === undefined ? {} : { upstreams }), ...(tor === undefined ? {} : { tor }) })
+        .catch((e: unknown) => { log.error("admin API failed to listen", { host: c.host, port: c.port, error: e instanceof Error ? e.message : String(e) }); return undefined })
+    })
+  }
+  return {
+    started: (e) => {
+      server = e.server
+      metrics.bindServer(e.server)
+      if (isFn(e.geoip, "stats")) metrics.bindGeoIp(() => (e.geoip as { stats(): Metrics.GeoLookupCounts }).stats())
+      for (const o of e.outbounds) {
+        if (isFn(o, "newnym") && isFn(o, "status")) tor = o as Tor
+        else if (isFn(o, "status")) upstreams = () => (o as { status: Status }).status()
+      }
+      if (upstreams !== undefined) metrics.bindUpstreams(upstreams)
+      open(config)
+    },
+    reloaded: (e) => {
+      if (!e.ok || server === undefined) return
+      const c = adminConfig(server.store.current().program)
+      if (Array.isArray(c)) { log.error("admin declaration refused; the admin API keeps its old settings", { problems: c }); return }
+      const next = c as AdminConfig | undefined
+      if (JSON.stringify(next) === JSON.stringify(config)) return
+      config = next
+      open(config)
+    },
+    stopping: () => { open(undefined) },
+  }
+}
+
+/** Fans one event out to several observers. */
+const both = (a: Observe.Observer, b: Observe.Observer): Observe.Observer => {
+  const out: Record<string, (e: never) => void> = {}
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof Observe.Observer>) {
+    out[k] = (e: never) => { Observe.notify([a, b], k, e) }
+  }
+  return out as Observe.Observer
+}
+
+export const adminPlugin: Plugin.Plugin = Plugin.make({
+  id: "proxyd.admin",
+  vocabulary: adminVocabulary,
+  doc: "Prometheus metrics and the admin API (`admin { listen 127.0.0.1:9090 token env(ADMIN_TOKEN) }`)",
+  layer: Layer.effect(Plugin.Metrics, Effect.gen(function*() {
+    const ctx = yield* Plugin.PluginContext
+    const c = adminConfig(ctx.program)
+    if (Array.isArray(c)) return yield* new Plugin.PluginError({ plugin: "proxyd.admin", message: c.join("; ") })
+    const metrics = Metrics.makeProm()
+    const controller = makeController(metrics, ctx.log, c as AdminConfig | undefined)
+    yield* Effect.addFinalizer(() => Effect.sync(() => controller.stopping?.({})))
+    return { ...metrics, observer: both(metrics.observer, controller) }
+  })),
+})
