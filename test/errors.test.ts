@@ -120,4 +120,13 @@ describe("outbound failures get complete protocol replies (real binary)", () => 
       expect.stringMatching(/Refused|refused/), expect.stringMatching(/Refused|refused/),
     ])
   }, 40_000)
+
+  it("HTTP: a malformed request (origin-form to the proxy) gets a complete 400 and is logged `rejected`, not `ok`", async () => {
+    const before = p!.closes().filter((c) => c["protocol"] === "http").length
+    const r = await exchange(Buffer.from("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+    expect(r.closed).toBe(true)
+    expect(r.reply.toString("latin1")).toMatch(/^HTTP\/1\.1 400 /)
+    expect(await waitFor(() => p!.closes().filter((c) => c["protocol"] === "http").length > before)).toBe(true)
+    expect(p!.closes().filter((c) => c["protocol"] === "http").at(-1)).toMatchObject({ status: 400, outcome: "rejected" })
+  }, 20_000)
 })

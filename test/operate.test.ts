@@ -77,10 +77,9 @@ describe("credentials through the real binary (curl)", () => {
       const refused = p.closes().filter((c) => c["dst_connected"] === undefined)
       expect(refused.length).toBe(5)
       for (const c of refused) expect(c["user"]).toBeUndefined()
-      // SOCKS5 auth failures are logged `rejected`; HTTP 407s carry `status: 407` (their outcome is
-      // logged as "ok": recorded in docs/design/issue-3-audit.md).
+      // Authentication failures are logged `rejected` by both protocols; HTTP adds `status: 407`.
       expect(refused.filter((c) => c["protocol"] === "socks5").map((c) => c["outcome"])).toEqual(["rejected", "rejected"])
-      expect(refused.filter((c) => c["protocol"] === "http").map((c) => c["status"])).toEqual([407, 407, 407])
+      expect(refused.filter((c) => c["protocol"] === "http").map((c) => [c["status"], c["outcome"]])).toEqual([[407, "rejected"], [407, "rejected"], [407, "rejected"]])
     } finally {
       expect(await stop(p)).toBe(0)
     }

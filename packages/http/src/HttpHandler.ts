@@ -208,6 +208,9 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
           dropUpstream()
           return yield* Wire.closeWith(client)
         }
+        // Refused before any decision: logged `rejected` (as the SOCKS handlers do) when it is the
+        // connection's first request, so a 400/407/431 never reads as `ok`.
+        if (n === 0) ctx.note({ outcome: "rejected" })
         if (r.k === "error") {
           yield* fail(r.code === "431" ? 431 : 400, r.message)
           return
@@ -221,6 +224,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
           yield* fail(407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="proxyd"\r\n')
           return
         }
+        if (n === 0) ctx.note({ outcome: "ok" })
         if (req.kind === "connect") {
           yield* tunnel(reader, req)
           return
