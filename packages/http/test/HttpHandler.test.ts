@@ -1,19 +1,12 @@
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import fc from "fast-check"
 import { Agent, createServer as createHttpServer, type IncomingHttpHeaders, request, type Server } from "node:http"
 import { createServer as createTcpServer } from "node:net"
 import { httpHandler } from "../src/HttpHandler.ts"
-import { closedPort, echoServer, type Harness, ipv6Available, rawClient, start } from "@proxyd/testkit"
+import { cleanupsAfterEach, closedPort, echoServer, type Harness, ipv6Available, rawClient, start } from "@proxyd/testkit"
 
-const cleanups: Array<() => Promise<void> | void> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const harness = async (...args: Parameters<typeof start>): Promise<Harness> => {
-  const h = await start(...args)
-  cleanups.push(() => h.stop())
-  return h
-}
+const { defer, later } = cleanupsAfterEach()
+const harness = async (...args: Parameters<typeof start>): Promise<Harness> => later(await start(...args))
 
 interface Origin { readonly port: number; closeIdle(): void; readonly seen: Array<{ method: string; url: string; headers: IncomingHttpHeaders; body: string; remotePort: number }> }
 
@@ -43,7 +36,7 @@ const origin = async (name: string): Promise<Origin> => {
   })
   server.keepAliveTimeout = 5000
   await new Promise<void>((r) => server.listen({ host: "127.0.0.1", port: 0 }, () => r()))
-  cleanups.push(() => new Promise<void>((r) => {
+  defer(() => new Promise<void>((r) => {
     server.closeAllConnections()
     server.close(() => r())
   }))
@@ -74,7 +67,7 @@ const viaProxy = (proxyPort: number, url: string, opts: { method?: string; heade
 
 const raw = async (port: number, text: string | Buffer) => {
   const c = await rawClient(port)
-  cleanups.push(() => void c.socket.destroy())
+  defer(() => void c.socket.destroy())
   c.send(text)
   return c
 }
@@ -102,7 +95,7 @@ describe("HttpHandler", () => {
     const blocked = await origin("C")
     const h = await harness(httpHandler, { rules: `policy p {\n  rule no when dst.port == ${blocked.port} -> block "C is blocked"\n  default allow\n}\n` })
     const agent = new Agent({ keepAlive: true, maxSockets: 1 })
-    cleanups.push(() => agent.destroy())
+    defer(() => agent.destroy())
     const r1 = await viaProxy(h.port, `http://127.0.0.1:${a.port}/1`, { agent })
     const r2 = await viaProxy(h.port, `http://127.0.0.1:${a.port}/2`, { agent, method: "POST", body: "body-2" })
     const r3 = await viaProxy(h.port, `http://127.0.0.1:${b.port}/3`, { agent, method: "POST", body: ["chunk-a", "chunk-b"] })
@@ -124,7 +117,7 @@ describe("HttpHandler", () => {
     const o = await origin("A")
     const h = await harness(httpHandler)
     const agent = new Agent({ keepAlive: true, maxSockets: 1 })
-    cleanups.push(() => agent.destroy())
+    defer(() => agent.destroy())
     const r1 = await viaProxy(h.port, `http://127.0.0.1:${o.port}/1`, { agent })
     // the origin closes its idle side (node's keepAliveTimeout); the client connection to the proxy stays open
     for (let i = 0; i < 50 && o.seen.length < 1; i++) await new Promise((r) => setTimeout(r, 10))
@@ -148,11 +141,11 @@ describe("HttpHandler", () => {
       s.on("error", () => {})
     })
     await new Promise<void>((r) => server.listen({ host: "127.0.0.1", port: 0 }, () => r()))
-    cleanups.push(() => new Promise<void>((r) => server.close(() => r())))
+    defer(() => new Promise<void>((r) => server.close(() => r())))
     const port = (server.address() as { port: number }).port
     const h = await harness(httpHandler)
     const agent = new Agent({ keepAlive: true, maxSockets: 1 })
-    cleanups.push(() => agent.destroy())
+    defer(() => agent.destroy())
     const r1 = await viaProxy(h.port, `http://127.0.0.1:${port}/1`, { agent })
     const r2 = await viaProxy(h.port, `http://127.0.0.1:${port}/2`, { agent })
     expect([r1.body, r2.status, r2.body]).toEqual(["ok1", 200, "ok2"])
@@ -180,7 +173,7 @@ describe("HttpHandler", () => {
       s.once("data", () => s.end("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close"))
     })
     await new Promise<void>((r) => server.listen({ host: "127.0.0.1", port: 0 }, () => r()))
-    cleanups.push(() => new Promise<void>((r) => server.close(() => r())))
+    defer(() => new Promise<void>((r) => server.close(() => r())))
     const port = (server.address() as { port: number }).port
     const h = await harness(httpHandler)
     const c = await raw(h.port, `GET http://127.0.0.1:${port}/ HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
@@ -209,7 +202,7 @@ describe("HttpHandler", () => {
 
   it("CONNECT: 200 Connection established, bytes after the head forwarded first, [v6]-free IPv4 and names", async () => {
     const e = await echoServer()
-    cleanups.push(() => e.close())
+    defer(() => e.close())
     const h = await harness(httpHandler)
     const c = await raw(h.port, `CONNECT localhost:${e.port} HTTP/1.1\r\nHost: localhost:${e.port}\r\n\r\nearly`)
     const est = "HTTP/1.1 200 Connection established\r\n\r\n"
@@ -221,10 +214,10 @@ describe("HttpHandler", () => {
   it("CONNECT to [v6]:port on an IPv6 listener", async (ctx) => {
     if (!(await ipv6Available())) return ctx.skip("no ::1 on this machine")
     const e = await echoServer("::1")
-    cleanups.push(() => e.close())
+    defer(() => e.close())
     const h = await harness(httpHandler, { host: "::1" })
     const c = await rawClient(h.port, "::1")
-    cleanups.push(() => void c.socket.destroy())
+    defer(() => void c.socket.destroy())
     c.send(`CONNECT [::1]:${e.port} HTTP/1.1\r\nHost: [::1]:${e.port}\r\n\r\n`)
     const est = "HTTP/1.1 200 Connection established\r\n\r\n"
     expect((await c.read(est.length)).toString()).toBe(est)

@@ -1,27 +1,16 @@
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import fc from "fast-check"
 import { connect } from "node:net"
 import * as C from "../src/Socks4Codec.ts"
 import { socks4Handler } from "../src/Socks4Handler.ts"
-import { closedPort, echoServer, type Harness, rawClient, start, type TestServer } from "@proxyd/testkit"
+import { cleanupsAfterEach, closedPort, echoServer, type Harness, rawClient, start, type TestServer } from "@proxyd/testkit"
 
-const cleanups: Array<() => Promise<void> | void> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const harness = async (...args: Parameters<typeof start>): Promise<Harness> => {
-  const h = await start(...args)
-  cleanups.push(() => h.stop())
-  return h
-}
-const echo = async (): Promise<TestServer> => {
-  const s = await echoServer()
-  cleanups.push(() => s.close())
-  return s
-}
+const { defer, later } = cleanupsAfterEach()
+const harness = async (...args: Parameters<typeof start>): Promise<Harness> => later(await start(...args))
+const echo = async (): Promise<TestServer> => later(await echoServer())
 const client = async (port: number) => {
   const c = await rawClient(port)
-  cleanups.push(() => void c.socket.destroy())
+  defer(() => void c.socket.destroy())
   return c
 }
 
@@ -87,7 +76,7 @@ describe("Socks4Handler", () => {
     const first = await c.read(8)
     expect(first[1]).toBe(90)
     const peer = connect({ host: "127.0.0.1", port: first.readUInt16BE(2) })
-    cleanups.push(() => void peer.destroy())
+    defer(() => void peer.destroy())
     await new Promise((r) => peer.once("connect", r))
     const second = await c.read(8)
     expect(second[1]).toBe(90)

@@ -1,29 +1,18 @@
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import fc from "fast-check"
 import { createSocket } from "node:dgram"
 import { connect } from "node:net"
 import * as C from "../src/Socks5Codec.ts"
 import { associations } from "../src/Udp.ts"
 import { makeSocks5Handler, socks5Handler } from "../src/Socks5Handler.ts"
-import { closedPort, echoServer, type Harness, ipv6Available, rawClient, start, type TestServer, udpEcho } from "@proxyd/testkit"
+import { cleanupsAfterEach, closedPort, echoServer, type Harness, ipv6Available, rawClient, start, type TestServer, udpEcho } from "@proxyd/testkit"
 
-const cleanups: Array<() => Promise<void> | void> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const harness = async (...args: Parameters<typeof start>): Promise<Harness> => {
-  const h = await start(...args)
-  cleanups.push(() => h.stop())
-  return h
-}
-const echo = async (host?: string): Promise<TestServer> => {
-  const s = await echoServer(host)
-  cleanups.push(() => s.close())
-  return s
-}
+const { defer, later } = cleanupsAfterEach()
+const harness = async (...args: Parameters<typeof start>): Promise<Harness> => later(await start(...args))
+const echo = async (host?: string): Promise<TestServer> => later(await echoServer(host))
 const client = async (port: number, host?: string) => {
   const c = await rawClient(port, host)
-  cleanups.push(() => void c.socket.destroy())
+  defer(() => void c.socket.destroy())
   return c
 }
 
@@ -168,7 +157,7 @@ describe("Socks5Handler", () => {
     const first = reply(await c.read(10)) as { k: "ok"; value: C.Address }
     expect(first.value.host).toBe("127.0.0.1")
     const peer = connect({ host: "127.0.0.1", port: first.value.port })
-    cleanups.push(() => void peer.destroy())
+    defer(() => void peer.destroy())
     await new Promise((r) => peer.once("connect", r))
     const second = reply(await c.read(10)) as { k: "ok"; value: C.Address }
     expect(second.value).toMatchObject({ host: "127.0.0.1", port: peer.localPort })
@@ -187,7 +176,7 @@ describe("Socks5Handler", () => {
     const first = reply(await c.read(10)) as { k: "ok"; value: C.Address }
     const intruder = connect({ host: "127.0.0.1", port: first.value.port })
     intruder.on("error", () => {})
-    cleanups.push(() => void intruder.destroy())
+    defer(() => void intruder.destroy())
     await new Promise((r) => intruder.once("close", r))
     const rest = await c.readToEnd()
     expect([...rest.subarray(0, 2)]).toEqual([5, 0x06])
@@ -195,15 +184,15 @@ describe("Socks5Handler", () => {
 
   it("UDP ASSOCIATE: relays to an allowed destination and back with the header; blocked destinations and FRAG≠0 dropped", async () => {
     const target = await udpEcho()
-    cleanups.push(() => target.close())
+    defer(() => target.close())
     const blockedTarget = await udpEcho()
-    cleanups.push(() => blockedTarget.close())
+    defer(() => blockedTarget.close())
     let blockedHits = 0
     blockedTarget.socket.on("message", () => blockedHits++)
     const h = await harness(socks5Handler, { rules: `policy p {\n  rule deny when dst.port == ${blockedTarget.port} -> block\n  default allow\n}\n` })
     const c = await client(h.port)
     const udp = createSocket("udp4")
-    cleanups.push(() => void udp.close())
+    defer(() => void udp.close())
     await new Promise<void>((r) => udp.bind({ address: "127.0.0.1", port: 0 }, () => r()))
     c.send(Buffer.concat([Buffer.from([5, 1, 0]), C.encodeRequest(3, "0.0.0.0", udp.address().port)]))
     await c.read(2)
@@ -236,7 +225,7 @@ describe("Socks5Handler", () => {
   it("UDP ASSOCIATE on an IPv6 listener: relay bound to ::1, IPv6 headers both ways", async (ctx) => {
     if (!(await ipv6Available())) return ctx.skip("no ::1 on this machine")
     const target = await udpEcho("::1")
-    cleanups.push(() => target.close())
+    defer(() => target.close())
     const h = await harness(socks5Handler, { host: "::1" })
     const c = await client(h.port, "::1")
     c.send(Buffer.concat([Buffer.from([5, 1, 0]), C.encodeRequest(3, "::", 0)]))
@@ -246,7 +235,7 @@ describe("Socks5Handler", () => {
     const relay = (reply(r) as { k: "ok"; value: C.Address }).value
     expect(relay.host).toBe("::1")
     const udp = createSocket("udp6")
-    cleanups.push(() => void udp.close())
+    defer(() => void udp.close())
     await new Promise<void>((res) => udp.bind({ address: "::1", port: 0 }, () => res()))
     const got = new Promise<Buffer>((res) => udp.once("message", (m) => res(m)))
     udp.send(C.encodeUdp("::1", target.port, Buffer.from("six")), relay.port, "::1")
@@ -257,11 +246,11 @@ describe("Socks5Handler", () => {
 
   it("UDP ASSOCIATE: datagrams from another port than the announced one are ignored; the per-IP cap answers REP 01", async () => {
     const target = await udpEcho()
-    cleanups.push(() => target.close())
+    defer(() => target.close())
     const h = await harness(makeSocks5Handler({ maxUdpAssociationsPerIp: 1 }))
     const announced = createSocket("udp4")
     const stranger = createSocket("udp4")
-    cleanups.push(() => void announced.close(), () => void stranger.close())
+    defer(() => void announced.close(), () => void stranger.close())
     await new Promise<void>((r) => announced.bind({ address: "127.0.0.1", port: 0 }, () => r()))
     await new Promise<void>((r) => stranger.bind({ address: "127.0.0.1", port: 0 }, () => r()))
     const c = await client(h.port)

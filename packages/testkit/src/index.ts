@@ -5,6 +5,7 @@
  * protocol packages' tests can use it without a project-reference cycle;
  * whatever needs the protocol handlers takes them as a parameter.
  */
+export * from "./Cleanup.ts"
 export * from "./Curl.ts"
 export * from "./Harness.ts"
 export * from "./Net.ts"

@@ -10,7 +10,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { writeFileSync } from "node:fs"
-import * as net from "node:net"
 import { join } from "node:path"
 import type { Server } from "@proxyd/runtime"
 import * as Testkit from "@proxyd/testkit"
@@ -24,12 +23,6 @@ export const startProxyd = (dir: string, rules: string): Promise<Testkit.Proxyd>
 
 /** An HTTP server on 127.0.0.1 answering `origin: METHOD URL`. */
 export const httpOrigin = (): Promise<Testkit.Origin> => Testkit.httpOrigin((method, url) => `origin: ${method} ${url}`)
-
-const accepts = (port: number): Promise<boolean> => new Promise((resolve) => {
-  const c = net.connect(port, "127.0.0.1")
-  c.once("connect", () => { c.destroy(); resolve(true) })
-  c.once("error", () => resolve(false))
-})
 
 export interface Haproxy { readonly port: number; readonly pid: number; output(): string; stop(): Promise<void> }
 
@@ -50,21 +43,16 @@ export const startHaproxy = async (dir: string, target: number, serverOptions: s
   child.stderr?.on("data", (d: Buffer) => { out += d.toString() })
   let exited = false
   const exit = new Promise<void>((r) => child.once("exit", () => { exited = true; r() }))
-  const up = async () => {
-    for (let i = 0; i < 200 && !exited; i++) {
-      if (await accepts(port)) return true
-      await new Promise((r) => setTimeout(r, 25))
-    }
-    return false
-  }
   const stop = async () => {
     if (!exited && child.pid !== undefined) process.kill(child.pid, "SIGTERM")
     await Promise.race([exit, new Promise((r) => setTimeout(r, 3_000))])
     if (!exited && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
   }
-  if (!(await up())) {
+  try {
+    await Testkit.waitPort(port, child)
+  } catch (e) {
     await stop()
-    throw new Error(`haproxy did not start: ${out}`)
+    throw new Error(`haproxy did not start (${(e as Error).message}): ${out}`)
   }
   return { port, pid: child.pid!, output: () => out, stop }
 }

@@ -8,23 +8,16 @@ import { copyFileSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { issue, makeCa, requireTool } from "../pki.ts"
-import { curl, until } from "@proxyd/testkit"
+import { cleanupsAfterEach, curl, until } from "@proxyd/testkit"
 import { httpOrigin, startHaproxy, startProxyd } from "./Harness.ts"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 
 const sha256 = (b: Buffer): string => createHash("sha256").update(b).digest("hex")
 
-const cleanups: Array<() => Promise<void> | void> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const later = <A extends { stop?: () => Promise<void>; close?: () => Promise<void> }>(x: A): A => {
-  cleanups.push(() => (x.stop ?? x.close)!.call(x))
-  return x
-}
+const { defer, later } = cleanupsAfterEach()
 
 /** A temp dir with a CA, a server certificate for 127.0.0.1 and a client certificate, copied under fixed names. */
 const setup = () => {
@@ -85,11 +78,11 @@ describe("HTTPS proxy and SOCKS over TLS", () => {
     const pki = setup()
     const echo = net.createServer((s) => { s.on("error", () => {}); s.pipe(s) })
     await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r))
-    cleanups.push(() => new Promise<void>((r) => echo.close(() => r())))
+    defer(() => new Promise<void>((r) => echo.close(() => r())))
     const echoPort = (echo.address() as net.AddressInfo).port
     const p = later(await startProxyd(pki.dir, `listen m = mixed 127.0.0.1:0 { tls cert "server.pem" key "server.key" }\n${POLICY}`))
     const s = tls.connect({ host: "127.0.0.1", port: p.port("m"), ca: readFileSync(pki.ca.cert), servername: "localhost" })
-    cleanups.push(() => { s.destroy() })
+    defer(() => { s.destroy() })
     s.on("error", () => {})
     const chunks: Array<Buffer> = []
     let size = 0
