@@ -199,3 +199,20 @@ describe("signals as soon as `listening` is logged", () => {
     }
   }, 90_000)
 })
+
+describe("a second signal", () => {
+  it("SIGTERM, then SIGTERM again while a connection drains: exits at once with 143", async () => {
+    const file = join(dir, "second.rules")
+    writeFileSync(file, rules("30s", 9))
+    const p = await start(file)
+    const c = await open(p.port, echoPort)
+    p.child.kill("SIGTERM")
+    expect(await waitFor(() => p.lines.some((l) => l.includes('"shutting down"')), 5_000)).toBe(true)
+    const t0 = Date.now()
+    p.child.kill("SIGTERM")
+    const code = await Promise.race([p.exited, new Promise<"late">((r) => setTimeout(() => r("late"), 10_000))])
+    expect(code).toBe(143)
+    expect(Date.now() - t0).toBeLessThan(2_000)
+    c.s.destroy()
+  }, 30_000)
+})
