@@ -156,8 +156,10 @@ describe("proxyd → Tor (private network on loopback)", () => {
     expect(stdout).toBe(`hello from web.tornet.test:${network!.httpPort}`)
     // The policy tested dst.ip, so the Resolver was asked (it answered 192.0.2.1); Tor still got the name (SafeSocks would refuse an IP).
     expect(resolved).toContain("web.tornet.test")
-    const line = log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l["tor"] === "net" && l["dst"] !== undefined && String(l["dst"]).includes("web.tornet.test"))
-    expect(line?.["tor_isolation"]).toBe("per-user")
+    // The connection's log line is written when proxyd closes it, which may be just after curl exits.
+    const line = () => log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l["tor"] === "net" && String(l["dst"]).includes("web.tornet.test"))
+    for (let i = 0; i < 100 && line() === undefined; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(line()?.["tor_isolation"]).toBe("per-user")
   }, 90_000)
 
   it("a .onion reaches the local onion service; the Resolver is never asked about it", async (ctx) => {
@@ -205,6 +207,8 @@ describe("proxyd → Tor (private network on loopback)", () => {
       }
     }
     const before = await circuitOfNewStream()
+    // Without NEWNYM a later stream of the same user reuses the circuit, so a change below is NEWNYM's doing.
+    expect(await circuitOfNewStream()).toBe(before)
     await tor.newnym("net")
     // Tor answers at once but applies NEWNYM at most every 10 s; poll (bounded) for the new circuit.
     let after = before
