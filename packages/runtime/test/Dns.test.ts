@@ -9,6 +9,8 @@
  * process with a full accept queue drops SYNs, and AAAA ::1 where a server
  * listens on the same port; the connection must land on ::1 well before the
  * connect timeout.
+ * Names a guard blocks by name are never sent to DNS, even when another guard
+ * tests `dst.ip`; a name that needs its address is asked exactly once.
  * Gotchas: the IPv6 case needs ::1; without it the test is skipped (it fails
  * under CI=true).
  */
@@ -19,6 +21,7 @@ import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { direct } from "../src/Outbound.ts"
 import * as Resolver from "../src/Resolver.ts"
+import { dial, localServer, start, tempDir, until, writeRules } from "./support.ts"
 
 interface Zone { readonly a?: ReadonlyArray<string>; readonly aaaa?: ReadonlyArray<string>; readonly ttl: number }
 
@@ -144,4 +147,44 @@ describe("Happy Eyeballs", () => {
     expect(text).toBe("v6")
     expect(dns.queries).toEqual(expect.arrayContaining(["dual.test/A", "dual.test/AAAA"]))
   }, 20_000)
+})
+
+describe("names and DNS through the server", () => {
+  it("a name blocked by a guard on dst.domain is never resolved, even beside a guard on dst.ip; an allowed name is asked once and connected to as resolved", async () => {
+    const echo = await localServer()
+    cleanups.push(() => { void echo.close() })
+    const dns = await dnsServer(new Map<string, Zone>([
+      ["x.blocked.test", { a: ["127.0.0.1"], ttl: 60 }],
+      ["ok.test", { a: ["127.0.0.1"], ttl: 60 }],
+      ["private.test", { a: ["10.1.2.3"], ttl: 60 }],
+    ]))
+    const s = await start(writeRules(tempDir(), `
+listen t = http 127.0.0.1:0
+policy default {
+  guard names   when dst.domain in [.blocked.test] -> block "blocked name"
+  guard private when dst.ip in [10.0.0.0/8]        -> block "private"
+  default allow
+}
+`), { resolver: Resolver.make({ servers: [dns.server] }) })
+    cleanups.push(() => { void s.stop() })
+    const blocked = await dial(s.port, `CONNECT x.blocked.test ${echo.port}\n`)
+    expect(await until(() => blocked.closed())).toBe(true)
+    expect(blocked.text()).toMatch(/^ERR blocked/)
+    const priv = await dial(s.port, `CONNECT private.test ${echo.port}\n`)
+    expect(await until(() => priv.closed())).toBe(true)
+    expect(priv.text()).toMatch(/^ERR blocked/)
+    const ok = await dial(s.port, `CONNECT ok.test ${echo.port}\nping\n`)
+    expect(await ok.waitText("ping\n")).toBe(true)
+    ok.socket.destroy()
+    expect(await until(() => s.connections().length === 3)).toBe(true)
+    expect(dns.queries.filter((q) => q.startsWith("x.blocked.test"))).toEqual([])
+    expect(dns.queries.filter((q) => q === "ok.test/A")).toEqual(["ok.test/A"])
+    expect(echo.accepted()).toBe(1)
+    const byDst = (d: string) => s.connections().find((c) => String(c["dst"]).startsWith(d))
+    expect(byDst("x.blocked.test")).toMatchObject({ rule: "names", action: "block" })
+    expect(byDst("x.blocked.test")?.["dst_ip"]).toBeUndefined()
+    expect(byDst("private.test")).toMatchObject({ rule: "private", action: "block", dst_ip: "10.1.2.3" })
+    expect(byDst("private.test")?.["dst_connected"]).toBeUndefined()
+    expect(byDst("ok.test")).toMatchObject({ rule: "default", dst_ip: "127.0.0.1", dst_connected: `127.0.0.1:${echo.port}` })
+  })
 })
