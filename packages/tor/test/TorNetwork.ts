@@ -245,6 +245,8 @@ export const startTorNetwork = async (): Promise<TorNetwork> => {
         throw e
       }
     }, 1000)
+    // A NEWNYM sent above may be applied up to 10 s later (rate limit); let it land before the tests look at circuits.
+    if (lastNewnym > 0) await sleep(Math.max(0, lastNewnym + 10_500 - Date.now()))
     return {
       dir, socksPort: port(6, 3), controlPort: port(6, 2), cookieFile: control.auth.cookie, onion, httpPort, onionHttpPort: 80,
       pids: children.map((c) => c.pid!).filter((p) => p !== undefined), startMs: Date.now() - t0, stop,
