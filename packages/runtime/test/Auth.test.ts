@@ -1,17 +1,10 @@
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import * as Auth from "../src/Auth.ts"
-import { dial, localServer, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
+import { dial, localServer, start, tempDir, until, tracker, writeRules } from "./support.ts"
 
-const cleanups: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const track = <A extends Started | TestServer>(x: A): A => {
-  cleanups.push(() => ("handle" in x ? x.stop(0) : x.close()))
-  return x
-}
+const { track } = tracker()
 
 describe("password hashes", () => {
   it("scrypt and argon2id hashes verify the right password only", async () => {

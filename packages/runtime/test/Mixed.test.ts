@@ -1,14 +1,7 @@
-import { afterEach, describe, expect, it } from "vitest"
-import { dial, localServer, sleep, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
+import { describe, expect, it } from "vitest"
+import { dial, localServer, sleep, start, tempDir, until, tracker, writeRules } from "./support.ts"
 
-const cleanups: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const track = <A extends Started | TestServer>(x: A): A => {
-  cleanups.push(() => ("handle" in x ? x.stop(0) : x.close()))
-  return x
-}
+const { track } = tracker()
 
 const mixed = "listen m = mixed 127.0.0.1:0\npolicy default { default allow }\n"
 

@@ -2,18 +2,11 @@
  * PROXY protocol listeners through the real runtime (test line protocol): trusted and untrusted
  * peers, malformed and slow headers, policy and per-IP limits on the carried address.
  */
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { V2_SIGNATURE } from "../src/ProxyProtocol.ts"
-import { dial, localServer, sleep, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
+import { dial, localServer, sleep, start, tempDir, until, tracker, writeRules } from "./support.ts"
 
-const cleanups: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const track = <A extends Started | TestServer>(x: A): A => {
-  cleanups.push(() => ("handle" in x ? x.stop(0) : x.close()))
-  return x
-}
+const { track } = tracker()
 
 const rules = (from: string, extra = "") => `
 listen t = http 127.0.0.1:0 { proxy-protocol from [${from}] ${extra} }

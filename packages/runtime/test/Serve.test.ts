@@ -1,17 +1,10 @@
 import { spawn } from "node:child_process"
 import { createHash, randomBytes } from "node:crypto"
 import * as net from "node:net"
-import { afterEach, describe, expect, it } from "vitest"
-import { dial, localServer, start, tempDir, until, writeRules, type Started, type TestServer } from "./support.ts"
+import { describe, expect, it } from "vitest"
+import { dial, localServer, start, tempDir, until, tracker, writeRules } from "./support.ts"
 
-const cleanups: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c()
-})
-const track = <A extends Started | TestServer>(x: A): A => {
-  cleanups.push(() => ("handle" in x ? x.stop(0) : x.close()))
-  return x
-}
+const { defer, track } = tracker()
 
 const rules = (echoPort: number, extra = "") => `
 options { handshake-timeout 2s }
@@ -72,11 +65,11 @@ describe("connect timeout", () => {
   it("a destination that never answers the SYN fails with Timeout after connect-timeout", async () => {
     // A stopped process whose accept queue is full: the kernel drops further SYNs.
     const child = spawn(process.execPath, ["-e", "const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>console.log(s.address().port))"], { stdio: ["ignore", "pipe", "ignore"] })
-    cleanups.push(async () => { child.kill("SIGKILL") })
+    defer(async () => { child.kill("SIGKILL") })
     const port = await new Promise<number>((r) => child.stdout.once("data", (d: Buffer) => r(Number(String(d)))))
     child.kill("SIGSTOP")
     const fillers = [net.connect({ host: "127.0.0.1", port }), net.connect({ host: "127.0.0.1", port })]
-    cleanups.push(async () => { for (const f of fillers) f.destroy() })
+    defer(async () => { for (const f of fillers) f.destroy() })
     for (const f of fillers) f.on("error", () => {})
     await Promise.all(fillers.map((f) => new Promise((r) => { f.once("connect", r); setTimeout(r, 1_000) })))
     const s = track(await start(writeRules(tempDir(), "options { connect-timeout 300ms }\n" + rules(1))))

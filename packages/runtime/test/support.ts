@@ -8,6 +8,7 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
+import { afterEach } from "vitest"
 import type { InboundHandler, ProtocolName } from "../src/Inbound.ts"
 import * as Log from "../src/Log.ts"
 import { startServer, type Handlers, type ServerHandle, type ServerOptions } from "../src/Server.ts"
@@ -180,5 +181,25 @@ export const start = async (rulesFile: string, extra: Partial<ServerOptions> = {
     port_of: (l) => addrs.find((a) => a.listener === l)!.port,
     connections: () => log.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l["msg"] === "connection"),
     stop: (drainMs = 0) => Effect.runPromise(handle.shutdown(drainMs)),
+  }
+}
+
+/**
+ * Registers an `afterEach` in the calling test file (call once, at the top level): after each test,
+ * what `track` was given is stopped (drain 0) or closed and what `defer` was given runs, last first.
+ */
+export const tracker = () => {
+  const cleanups: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+  return {
+    defer: (cleanup: () => Promise<void>): void => {
+      cleanups.push(cleanup)
+    },
+    track: <A extends Started | TestServer>(x: A): A => {
+      cleanups.push(() => ("handle" in x ? x.stop(0) : x.close()))
+      return x
+    },
   }
 }
