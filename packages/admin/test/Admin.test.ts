@@ -256,3 +256,14 @@ describe("the admin declaration", () => {
     expect(r.diagnostics.map((d) => d.message).join("\n")).toMatch(/listn/)
   })
 })
+
+describe("docs/admin-api.yaml", () => {
+  it("documents exactly the routes the server answers", async () => {
+    const { readFileSync } = await import("node:fs")
+    const text = readFileSync(new URL("../../../docs/admin-api.yaml", import.meta.url), "utf8")
+    const paths = [...text.matchAll(/^ {2}(\/[^:]+):$/gm)].map((m) => m[1])
+    expect(paths).toEqual(["/healthz", "/readyz", "/metrics", "/api/sessions", "/api/sessions/{id}", "/api/policy", "/api/reload", "/api/explain", "/api/upstreams", "/api/tor/newnym"])
+    const src = readFileSync(new URL("../src/Admin.ts", import.meta.url), "utf8")
+    for (const p of paths) expect(src).toContain(p === "/api/sessions/{id}" ? "\\/api\\/sessions\\/([^/]+)" : `"${p}"`)
+  })
+})

@@ -6,7 +6,7 @@
  * family and before its samples, sample names belonging to their family
  * (`_bucket`/`_sum`/`_count` for histograms, `_sum`/`_count` and `quantile` for
  * summaries), label value escapes (`\\`, `\"`, `\n` only), float values
- * (`NaN`, `+Inf`, `-Inf`), no duplicate series, histogram buckets cumulative
+ * (`NaN`, `+Inf`, `-Inf`, any case, as Prometheus reads them), no duplicate series, histogram buckets cumulative
  * with a `+Inf` bucket equal to `_count`. Throws `Error("line N: ...")`.
  */
 
@@ -18,9 +18,10 @@ const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/
 const TYPES = new Set(["counter", "gauge", "histogram", "summary", "untyped"])
 
 const num = (s: string, at: string): number => {
-  if (s === "NaN") return Number.NaN
-  if (s === "+Inf" || s === "Inf") return Number.POSITIVE_INFINITY
-  if (s === "-Inf") return Number.NEGATIVE_INFINITY
+  // As Prometheus (Go's ParseFloat): NaN and Inf/Infinity in any case (prom-client writes `Nan`).
+  if (/^nan$/i.test(s)) return Number.NaN
+  if (/^\+?inf(inity)?$/i.test(s)) return Number.POSITIVE_INFINITY
+  if (/^-inf(inity)?$/i.test(s)) return Number.NEGATIVE_INFINITY
   if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) throw new Error(`${at}: bad value \`${s}\``)
   return Number(s)
 }
