@@ -212,3 +212,24 @@ describe("command line (real binary)", () => {
     }
   }, 40_000)
 })
+
+describe("redirect (real binary)", () => {
+  it("a redirect rule sends SOCKS5, SOCKS4 and HTTP (forwarding and CONNECT) to the rewritten target", async (ctx) => {
+    needTool(ctx, "curl")
+    const asked = await freePort() // nothing listens there: only the redirect can succeed
+    const file = join(dir, "redirect.rules")
+    writeFileSync(file, `listen mixed 127.0.0.1:1\npolicy default {\n  rule moved when dst.port == ${asked} -> redirect "127.0.0.1:${originPort}"\n  default block\n}\n`)
+    const p = await start(file)
+    try {
+      const at = `127.0.0.1:${p.port}`
+      const url = `http://127.0.0.1:${asked}/moved`
+      for (const args of [["--socks5", at], ["--socks5-hostname", at], ["--socks4", at], ["-x", `http://${at}`], ["-p", "-x", `http://${at}`]]) {
+        expect(await curl([...args, url]), args.join(" ")).toEqual({ code: 0, out: "hello /moved" })
+      }
+      expect(await waitFor(() => p.closes().length >= 5)).toBe(true)
+      for (const c of p.closes()) expect(c).toMatchObject({ rule: "moved", action: "redirect", dst: `127.0.0.1:${asked}`, dst_connected: `127.0.0.1:${originPort}`, outcome: "ok" })
+    } finally {
+      expect(await stop(p)).toBe(0)
+    }
+  }, 40_000)
+})
