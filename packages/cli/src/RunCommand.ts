@@ -14,6 +14,7 @@ import { Log, Registry, Server } from "@proxyd/runtime"
 import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
 import { httpHandler } from "@proxyd/http"
 import { makeUpstreams } from "@proxyd/upstream"
+import { makeTor } from "@proxyd/tor"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
 import { checkEntry, exitCode, pluginOptions, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"
@@ -64,7 +65,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
         socks4: makeSocks4Handler({}),
         http: httpHandler,
       },
-      outbounds: [makeUpstreams()],
+      outbounds: [makeUpstreams(), makeTor()],
     })
   }).pipe(
     Effect.scoped,
