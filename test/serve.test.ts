@@ -3,41 +3,14 @@
  * the shipped default policy refusing local destinations, and a graceful
  * SIGTERM. The proxyd process is the real binary, stopped by its PID.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { closedPort, curl, httpOrigin, needCurl, type Origin, waitPort } from "@proxyd/testkit"
 import { BIN, ROOT } from "./proxyd.ts"
-
-interface Running { readonly child: ChildProcess; readonly port: number; readonly lines: string[]; readonly exited: Promise<number | null> }
-
-/** Starts the binary on a free port (`--listen 127.0.0.1:0`) and waits for its `listening` log line. */
-const start = (rules: string): Promise<Running> => new Promise((resolve, reject) => {
-  const child = spawn(process.execPath, [BIN, "--rules", rules, "--listen", "mixed://127.0.0.1:0", "--log-format", "json"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
-  const lines: string[] = []
-  const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)))
-  let buf = ""
-  const timer = setTimeout(() => reject(new Error(`proxyd did not start: ${lines.join("\n")}`)), 20_000)
-  const onData = (chunk: Buffer) => {
-    buf += chunk.toString("utf8")
-    let nl: number
-    while ((nl = buf.indexOf("\n")) !== -1) {
-      const line = buf.slice(0, nl)
-      buf = buf.slice(nl + 1)
-      lines.push(line)
-      if (line.includes('"listening"')) {
-        const port = JSON.parse(line).port ?? JSON.parse(line).annotations?.port
-        clearTimeout(timer)
-        resolve({ child, port: Number(port), lines, exited })
-      }
-    }
-  }
-  child.stdout.on("data", onData)
-  child.stderr.on("data", onData)
-  child.once("exit", (code) => { clearTimeout(timer); reject(new Error(`proxyd exited ${code}: ${lines.join("\n")}`)) })
-})
+import { start } from "./spawn.ts"
 
 let origin: Origin
 let originPort = 0
