@@ -215,7 +215,7 @@ export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
     http.listen(opts.port, opts.host, () => {
       http.off("error", fail)
       const a = http.address() as AddressInfo
-      opts.log?.info("admin API listening", { host: a.address, port: a.port, token: opts.token === undefined ? "none" : "required" })
+      opts.log?.info("admin API listening", { host: a.address, port: a.port, auth: opts.token === undefined ? "none" : "bearer token" })
       ok({
         host: a.address,
         port: a.port,

@@ -13,6 +13,7 @@
 import * as Effect from "effect/Effect"
 import { Analysis, Check, Diagnostic, type Extension, type Ir, Render, TestRunner } from "@proxyd/rules"
 import { Registry } from "@proxyd/runtime"
+import { builtins } from "./Plugins.ts"
 import { bool, type FlagSpec, helpText, type Parsed, str } from "./Args.ts"
 import { Io, type IoShape } from "./Io.ts"
 
@@ -43,10 +44,10 @@ const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" 
 
 /** Checks one entry file completely (also used by `run` and `explain`). */
 /** The built-in plugins' vocabularies (used when a command has not loaded the file's plugins). */
-const BUILTIN_PLUGINS: Extension.CheckOptions = Registry.checkOptions(Registry.builtins)
+const BUILTIN_PLUGINS: Extension.CheckOptions = Registry.checkOptions(builtins)
 
 /** The vocabularies of the built-in plugins and of the plugins `file` names (imported, never started). */
-export const pluginOptions = (file: string): Effect.Effect<Extension.CheckOptions> => Effect.promise(() => Registry.forCheck(file))
+export const pluginOptions = (file: string): Effect.Effect<Extension.CheckOptions> => Effect.promise(() => Registry.forCheck(file, builtins))
 
 export const checkEntry = (io: IoShape, file: string, opts: { readonly requireTests?: boolean; readonly runTests?: boolean; readonly plugins?: Extension.CheckOptions } = {}): FileReport => {
   const read = io.readFile(file)

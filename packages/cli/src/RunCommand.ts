@@ -18,6 +18,7 @@ import { makeTor } from "@proxyd/tor"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
 import { checkEntry, exitCode, pluginOptions, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"
+import { builtins } from "./Plugins.ts"
 
 export const runFlags = {
   rules: { kind: "string", value: "FILE", description: "the rules file to serve" },
@@ -53,7 +54,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
   const logLevel = str(args, "log-level")
   const pluginLog = Log.make({ level: logLevel !== undefined && Log.isLevel(logLevel) ? logLevel : "info", format: logFormat === "pretty" ? "pretty" : "json" })
   const started = yield* Effect.gen(function*() {
-    const plugins = yield* Registry.start(file, { log: pluginLog })
+    const plugins = yield* Registry.start(file, { log: pluginLog, builtins })
     return yield* Server.runServer({
       plugins,
       rulesFile: file,
