@@ -12,6 +12,9 @@
  * `tor not bootstrapped`, `tor control port unreachable`), and while Tor
  * reports less than 100 % a connection fails at once with a clear reason.
  * `newnym(name)` sends `SIGNAL NEWNYM`; `status()` reports each endpoint.
+ * Deadlines: the server's connect timeout for the TCP connection to the
+ * SocksPort, then at least 60 s for Tor's answer (an onion's descriptor
+ * fetch and rendezvous regularly take longer than a direct connect).
  * Log line fields (`ctx.note`): `tor` (the endpoint), `tor_isolation`,
  * `tor_error` on failure.
  *
@@ -91,6 +94,9 @@ export const controlTarget = (t: Ir.TorIR): ControlTarget | string | undefined =
   return { host: t.control.host, port: t.control.port, auth }
 }
 
+/** Tor's answer may take longer than a direct connect (descriptor fetch, rendezvous); Tor itself gives up after 120 s. */
+export const TOR_ANSWER_MS = 60_000
+
 const fail = (reason: Errors.OutboundReason) => new Errors.OutboundError({ reason })
 
 export const makeTor = (opts: TorOptions = {}): TorOutbound => {
@@ -149,7 +155,8 @@ export const makeTor = (opts: TorOptions = {}): TorOutbound => {
       const abort = new AbortController()
       connectThroughTor({
         socksHost: t.socksHost, socksPort: t.socksPort, dstHost: req.dstHost, dstPort: req.dstPort,
-        user: creds?.user, pass: creds?.pass, timeoutMs: ctx.connectTimeoutMs,
+        user: creds?.user, pass: creds?.pass,
+        connectTimeoutMs: ctx.connectTimeoutMs, timeoutMs: Math.max(ctx.connectTimeoutMs, TOR_ANSWER_MS),
       }, abort.signal).then(
         (s) => { note({}); resume(Effect.succeed(s)) },
         (err: unknown) => {

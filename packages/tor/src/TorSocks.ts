@@ -24,7 +24,10 @@ export interface TorTarget {
   readonly dstPort: number
   readonly user?: string | undefined
   readonly pass?: string | undefined
+  /** Deadline for Tor's answer (onion rendezvous can take tens of seconds). */
   readonly timeoutMs: number
+  /** Deadline for the TCP connection to the SocksPort (default: `timeoutMs`). */
+  readonly connectTimeoutMs?: number
 }
 
 export type FailureKind = "unreachable" | "timeout" | "rejected" | "protocol"
@@ -108,9 +111,10 @@ export const connectThroughTor = (t: TorTarget, signal?: AbortSignal): Promise<n
       resolve(s)
     }
     const onAbort = (): void => finish(new TorFailure("timeout", "interrupted"))
-    const timer = setTimeout(() => finish(new TorFailure("timeout", phase === "tcp"
+    const expire = (): void => finish(new TorFailure("timeout", phase === "tcp"
       ? `cannot reach Tor's SocksPort ${where}: timed out`
-      : `Tor did not answer within ${t.timeoutMs} ms (is it bootstrapped?)`)), t.timeoutMs)
+      : `Tor did not answer within ${t.timeoutMs} ms (is it bootstrapped?)`))
+    let timer = setTimeout(expire, Math.min(t.connectTimeoutMs ?? t.timeoutMs, t.timeoutMs))
     const onError = (e: NodeJS.ErrnoException): void => {
       const why = ERRNO[e.code ?? ""] ?? e.code ?? e.message
       finish(new TorFailure("unreachable", phase === "tcp" ? `cannot reach Tor's SocksPort ${where}: ${why}` : `Tor's SocksPort ${where} failed: ${why}`))
@@ -150,6 +154,8 @@ export const connectThroughTor = (t: TorTarget, signal?: AbortSignal): Promise<n
     s.once("connect", () => {
       if (phase !== "tcp") return
       phase = "method"
+      clearTimeout(timer)
+      timer = setTimeout(expire, t.timeoutMs)
       s.on("data", onData)
       s.write(Buffer.from([0x05, 0x01, withAuth ? 0x02 : 0x00]))
     })
