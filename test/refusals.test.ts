@@ -16,14 +16,15 @@
  * /etc/hosts maps `rebind-me.test` to 127.0.0.1; without root, a name the
  * machine's /etc/hosts already maps to 127.0.0.1 (not `localhost`) is used.
  */
-import { execFile, execFileSync } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { cleanEnv, needTool, type Running, start, stop, waitFor } from "./spawn.ts"
+import { curl } from "@proxyd/testkit"
+import { needTool, type Running, start, stop, waitFor } from "./spawn.ts"
 
 let dir = ""
 const origins: Array<{ server: Server; port: number; accepted: number }> = []
@@ -63,12 +64,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-const curl = (args: ReadonlyArray<string>): Promise<{ code: number; out: string }> => new Promise((resolve) => {
-  execFile("curl", ["-sS", "--max-time", "10", ...args], { env: cleanEnv(), encoding: "utf8", timeout: 20_000 }, (err, stdout) => {
-    resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : 1, out: stdout })
-  })
-})
-
 type Mode = "socks5" | "socks5h" | "http" | "connect"
 const ask = (p: Running, mode: Mode, url: string) => {
   const proxy = `127.0.0.1:${p.port}`
@@ -100,7 +95,7 @@ const cases: ReadonlyArray<Case> = [
 
 const expectRefused = async (p: Running, c: Case, mode: Mode, dst: string, guard: string) => {
   const r = await ask(p, mode, c.url())
-  if (mode === "http" || mode === "connect") expect(r.out, `${c.label} ${mode}`).toBe("403")
+  if (mode === "http" || mode === "connect") expect(r.stdout, `${c.label} ${mode}`).toBe("403")
   else expect(r.code, `${c.label} ${mode}`).not.toBe(0)
   expect(await waitFor(() => linesFor(p, dst).length >= 1), `${c.label} ${mode}: close line`).toBe(true)
   const lines = linesFor(p, dst)
@@ -175,7 +170,7 @@ describe("default.rules refuses local destinations before connecting", () => {
       for (const t of targets) {
         const before = t.origin.accepted
         const r = await ask(p, t.dst.startsWith("127.") || t.dst.startsWith("[") ? "socks5" : "socks5h", t.url)
-        expect(r, t.dst).toEqual({ code: 0, out: "origin" })
+        expect(r, t.dst).toMatchObject({ code: 0, stdout: "origin" })
         expect(t.origin.accepted).toBe(before + 1)
         expect(await waitFor(() => linesFor(p, t.dst).length >= 1)).toBe(true)
         expect(linesFor(p, t.dst)[0]?.["dst_connected"]).toBeDefined()
@@ -183,7 +178,7 @@ describe("default.rules refuses local destinations before connecting", () => {
       }
       // 10/8 and the metadata address stay blocked there too; their lines look the same as under default.rules.
       const m = await ask(p, "http", "http://169.254.169.254/latest/meta-data/")
-      expect(m.out).toBe("403")
+      expect(m.stdout).toBe("403")
     } finally {
       expect(await stop(p)).toBe(0)
     }
