@@ -20,6 +20,6 @@ await build({
   target: "node22",
   outfile: "dist/proxyd.mjs",
   legalComments: "none",
-  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  banner: { js: "import { createRequire as __bannerCreateRequire } from 'node:module'; const require = __bannerCreateRequire(import.meta.url);" },
   logLevel: "warning",
 })

@@ -92,7 +92,12 @@ export const make = (opts: GeoIpOptions = {}): GeoIpShape => {
   return {
     prepare: (program, rulesFile) => {
       const use = usesGeo(program)
-      const w = wanted(program, rulesFile)
+      let w: ReturnType<typeof wanted>
+      try {
+        w = wanted(program, rulesFile)
+      } catch (e) {
+        return [`the built-in country database cannot be found (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); declare \`geoip "GeoLite2-Country.mmdb"\``]
+      }
       const out: Array<string> = []
       for (const p of [use.country ? w.country : undefined, w.asn]) {
         if (p === undefined) continue
@@ -103,8 +108,9 @@ export const make = (opts: GeoIpOptions = {}): GeoIpShape => {
     },
     activate: (program, rulesFile) => {
       const use = usesGeo(program)
-      const w = wanted(program, rulesFile)
-      country = use.country ? open.get(w.country) : undefined
+      let w: { country?: string; asn?: string }
+      try { w = wanted(program, rulesFile) } catch { w = { ...(program.geoip?.asn === undefined ? {} : { asn: pathOf(program.geoip.asn, rulesFile) }) } }
+      country = use.country && w.country !== undefined ? open.get(w.country) : undefined
       asn = w.asn === undefined ? undefined : open.get(w.asn)
       for (const [p, db] of open) if (db !== country && db !== asn) { db.close(); open.delete(p) }
     },
