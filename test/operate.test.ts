@@ -8,7 +8,7 @@
  * Passwords and hashes are generated per run and must never appear in any
  * line proxyd prints.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes, scryptSync } from "node:crypto"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
@@ -16,6 +16,7 @@ import { connect, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { curl } from "@proxyd/testkit"
 import { BIN, ROOT } from "./proxyd.ts"
 import { cleanEnv, needTool, start, stop, waitFor } from "./spawn.ts"
 
@@ -33,11 +34,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-const curl = (args: ReadonlyArray<string>): Promise<{ code: number; out: string }> => new Promise((resolve) => {
-  execFile("curl", ["-sS", "--max-time", "10", ...args], { env: cleanEnv(), encoding: "utf8", timeout: 20_000 }, (err, stdout) => {
-    resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : 1, out: stdout })
-  })
-})
 
 /** passlib's scrypt PHC string (ab64: `.` for `+`, no padding), cheap parameters. */
 const scryptHash = (password: string): string => {
@@ -60,15 +56,15 @@ describe("credentials through the real binary (curl)", () => {
       const url = `http://127.0.0.1:${originPort}/secret-page`
       const good = `alice:${password}`
       const bad = "alice:wrong-password"
-      expect(await curl(["--socks5-hostname", `${good}@${at}`, url])).toEqual({ code: 0, out: "hello /secret-page" })
-      expect(await curl(["--socks5", at, "--proxy-user", good, url])).toEqual({ code: 0, out: "hello /secret-page" })
+      expect(await curl(["--socks5-hostname", `${good}@${at}`, url])).toMatchObject({ code: 0, stdout: "hello /secret-page" })
+      expect(await curl(["--socks5", at, "--proxy-user", good, url])).toMatchObject({ code: 0, stdout: "hello /secret-page" })
       expect((await curl(["--socks5-hostname", `${bad}@${at}`, url])).code).not.toBe(0)
       expect((await curl(["--socks5-hostname", at, url])).code).not.toBe(0)
-      expect(await curl(["-x", `http://${at}`, "--proxy-user", good, url])).toEqual({ code: 0, out: "hello /secret-page" })
-      expect(await curl(["-p", "-x", `http://${at}`, "--proxy-user", good, url])).toEqual({ code: 0, out: "hello /secret-page" })
-      expect((await curl(["-x", `http://${at}`, "-w", "%{http_code}", "-o", "/dev/null", url])).out).toBe("407")
-      expect((await curl(["-x", `http://${at}`, "--proxy-user", bad, "-w", "%{http_code}", "-o", "/dev/null", url])).out).toBe("407")
-      expect((await curl(["-p", "-x", `http://${at}`, "--proxy-user", bad, "-w", "%{http_connect}", "-o", "/dev/null", url])).out).toBe("407")
+      expect(await curl(["-x", `http://${at}`, "--proxy-user", good, url])).toMatchObject({ code: 0, stdout: "hello /secret-page" })
+      expect(await curl(["-p", "-x", `http://${at}`, "--proxy-user", good, url])).toMatchObject({ code: 0, stdout: "hello /secret-page" })
+      expect((await curl(["-x", `http://${at}`, "-w", "%{http_code}", "-o", "/dev/null", url])).stdout).toBe("407")
+      expect((await curl(["-x", `http://${at}`, "--proxy-user", bad, "-w", "%{http_code}", "-o", "/dev/null", url])).stdout).toBe("407")
+      expect((await curl(["-p", "-x", `http://${at}`, "--proxy-user", bad, "-w", "%{http_connect}", "-o", "/dev/null", url])).stdout).toBe("407")
       expect(await waitFor(() => p.closes().length >= 9)).toBe(true)
       const served = p.closes().filter((c) => c["dst_connected"] !== undefined)
       expect(served.map((c) => [c["protocol"], c["user"], c["outcome"]])).toEqual([
@@ -173,7 +169,7 @@ describe("command line (real binary)", () => {
     try {
       expect(await waitFor(() => p.lines.some((l) => / INFO +listening .*port=\d+/.test(l)), 20_000)).toBe(true)
       const port = Number(/port=(\d+)/.exec(p.lines.find((l) => / INFO +listening /.test(l))!)![1])
-      expect((await curl(["--socks5-hostname", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/pretty`])).out).toBe("hello /pretty")
+      expect((await curl(["--socks5-hostname", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/pretty`])).stdout).toBe("hello /pretty")
       expect(await waitFor(() => p.lines.some((l) => / INFO +connection /.test(l)))).toBe(true)
       const line = p.lines.find((l) => / INFO +connection /.test(l))!
       expect(line).toMatch(/^\S+ INFO +connection .*protocol=socks5/)
@@ -201,11 +197,11 @@ describe("command line (real binary)", () => {
         return false
       })()
       expect(up).toBe(true)
-      expect((await curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/quiet`])).out).toBe("hello /quiet")
+      expect((await curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/quiet`])).stdout).toBe("hello /quiet")
       await new Promise((r) => setTimeout(r, 300))
       writeFileSync(file, "listen mixed 127.0.0.1:1\npolicy default { rule r when dst.prot == 1 -> block\n default allow }\n")
       expect(await waitFor(() => p.lines.some((l) => l.includes("reload failed")), 10_000)).toBe(true)
-      expect((await curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/still`])).out).toBe("hello /still")
+      expect((await curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/still`])).stdout).toBe("hello /still")
       expect(p.lines.filter((l) => l.includes('"connection"') || l.includes('"listening"'))).toEqual([])
     } finally {
       expect(await p.stop()).toBe(0)
@@ -224,7 +220,7 @@ describe("redirect (real binary)", () => {
       const at = `127.0.0.1:${p.port}`
       const url = `http://127.0.0.1:${asked}/moved`
       for (const args of [["--socks5", at], ["--socks5-hostname", at], ["--socks4", at], ["-x", `http://${at}`], ["-p", "-x", `http://${at}`]]) {
-        expect(await curl([...args, url]), args.join(" ")).toEqual({ code: 0, out: "hello /moved" })
+        expect(await curl([...args, url]), args.join(" ")).toMatchObject({ code: 0, stdout: "hello /moved" })
       }
       expect(await waitFor(() => p.closes().length >= 5)).toBe(true)
       for (const c of p.closes()) expect(c).toMatchObject({ rule: "moved", action: "redirect", dst: `127.0.0.1:${asked}`, dst_connected: `127.0.0.1:${originPort}`, outcome: "ok" })
