@@ -181,10 +181,10 @@ describe("command line (real binary)", () => {
     }
   }, 40_000)
 
-  it("--log-level warn: serves without per-connection lines, still logs a failed reload", async (ctx) => {
+  it("--log-level warn: serves without per-connection lines except those of `log` rules, still logs a failed reload", async (ctx) => {
     needTool(ctx, "curl")
     const file = join(dir, "quiet.rules")
-    writeFileSync(file, "listen mixed 127.0.0.1:1\npolicy default { default allow }\n")
+    writeFileSync(file, "listen mixed 127.0.0.1:1\npolicy default {\n  rule audited when dst.domain == localhost -> allow log\n  default allow\n}\n")
     const port = await freePort()
     const p = spawnRaw(["--rules", file, "--listen", `mixed://127.0.0.1:${port}`, "--log-level", "warn"])
     try {
@@ -198,11 +198,16 @@ describe("command line (real binary)", () => {
       })()
       expect(up).toBe(true)
       expect((await curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/quiet`])).stdout).toBe("hello /quiet")
+      expect((await curl(["--socks5-hostname", `127.0.0.1:${port}`, `http://localhost:${originPort}/audited`])).stdout).toBe("hello /audited")
+      expect(await waitFor(() => p.lines.some((l) => l.includes('"connection"')))).toBe(true)
       await new Promise((r) => setTimeout(r, 300))
+      const audited = p.lines.filter((l) => l.includes('"connection"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+      expect(audited.map((c) => [c["level"], c["rule"], c["dst"]])).toEqual([["warn", "audited", `localhost:${originPort}`]])
       writeFileSync(file, "listen mixed 127.0.0.1:1\npolicy default { rule r when dst.prot == 1 -> block\n default allow }\n")
       expect(await waitFor(() => p.lines.some((l) => l.includes("reload failed")), 10_000)).toBe(true)
       expect((await curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${originPort}/still`])).stdout).toBe("hello /still")
-      expect(p.lines.filter((l) => l.includes('"connection"') || l.includes('"listening"'))).toEqual([])
+      expect(p.lines.filter((l) => l.includes('"connection"')).length).toBe(1)
+      expect(p.lines.filter((l) => l.includes('"listening"'))).toEqual([])
     } finally {
       expect(await p.stop()).toBe(0)
     }

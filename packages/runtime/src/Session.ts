@@ -137,6 +137,9 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
     let authMethod = "none"
     let bytesUp = 0, bytesDown = 0
     const tags: Array<string> = []
+    // A rule with the `log` modifier decided this connection: its close line is logged at warn,
+    // so `--log-level warn` keeps exactly those.
+    let logged = false
     const expired = yield* Deferred.make<void>()
     let handshakeTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
       handshakeTimer = undefined
@@ -186,7 +189,7 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         rule: typeof line["rule"] === "string" ? line["rule"] : undefined,
         outcome, bytesUp, bytesDown, durationMs: Date.now() - started, handshakeMs,
       })
-      env.log.info("connection", {
+      env.log.log(logged ? "warn" : "info", "connection", {
         ...line,
         user,
         bytes_up: bytesUp,
@@ -274,7 +277,10 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
             line["action"] = d.decision.action.k
             if (d.resolved !== undefined) line["dst_ip"] = d.resolved
             if (d.decision.action.k === "block") outcome = "blocked"
-            for (const m of d.decision.modifiers) if (m.k === "tag") tags.push(m.value)
+            for (const m of d.decision.modifiers) {
+              if (m.k === "tag") tags.push(m.value)
+              else if (m.k === "log") logged = true
+            }
           })))
         },
         connect: (decided: Decided) => {
