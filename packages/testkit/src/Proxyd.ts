@@ -3,8 +3,9 @@
  * handlers from a rules file, and a local HTTP origin.
  *
  * Details: the handlers are a parameter (the testkit does not depend on the
- * protocol packages). The rules file goes to `dir` when given, else to a temp
- * dir that `stop()` removes. The log is in memory; `connections()` are its
+ * protocol packages), other server options (outbounds, plugins…) go in
+ * `opts`. The rules file goes to `opts.dir` when given, else to a temp dir
+ * that `stop()` removes; the file is not watched unless `opts.watch`. The log is in memory; `connections()` are its
  * close lines (`msg == "connection"`).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -16,6 +17,9 @@ import { Log, Server } from "@proxyd/runtime"
 
 export interface Proxyd {
   port(listener: string): number
+  readonly handle: Server.ServerHandle
+  /** The rules file. */
+  readonly file: string
   readonly log: { readonly lines: Array<string> }
   readonly lines: Array<string>
   /** Parsed JSON log lines that describe a closed connection (`msg == "connection"`). */
@@ -24,19 +28,26 @@ export interface Proxyd {
   stop(): Promise<void>
 }
 
-export const startProxyd = async (rules: string, handlers: Server.Handlers, dir?: string): Promise<Proxyd> => {
+export interface ProxydOptions extends Partial<Omit<Server.ServerOptions, "rulesFile" | "handlers" | "log">> {
+  /** Where the rules file goes (default: a temp dir removed by `stop()`). */
+  readonly dir?: string
+}
+
+export const startProxyd = async (rules: string, handlers: Server.Handlers, opts: ProxydOptions = {}): Promise<Proxyd> => {
+  const { dir, ...extra } = opts
   const own = dir === undefined ? mkdtempSync(join(tmpdir(), "proxyd-e2e-")) : undefined
   const file = join(dir ?? own!, "test.rules")
   writeFileSync(file, rules)
   const log = Log.memory("debug")
-  const handle = await Effect.runPromise(Server.startServer({ rulesFile: file, handlers, log, watch: false }))
-  const addrs = handle.addresses()
+  const handle = await Effect.runPromise(Server.startServer({ watch: false, ...extra, rulesFile: file, handlers, log }))
   return {
     port: (name) => {
-      const a = addrs.find((x) => x.listener === name)
+      const a = handle.addresses().find((x) => x.listener === name)
       if (a === undefined) throw new Error(`no listener ${name}`)
       return a.port
     },
+    handle,
+    file,
     log,
     lines: log.lines,
     connections: () => log.lines.flatMap((l) => {

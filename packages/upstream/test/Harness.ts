@@ -12,6 +12,7 @@ import { SocksClient } from "socks"
 import { Log, Server } from "@proxyd/runtime"
 import { makeHttpHandler } from "@proxyd/http"
 import { makeSocks5Handler } from "@proxyd/socks"
+import * as Testkit from "@proxyd/testkit"
 import { makeUpstreams, type Upstreams } from "../src/index.ts"
 
 export interface Proxyd {
@@ -28,26 +29,19 @@ export interface Proxyd {
 }
 
 export const startProxyd = async (rules: string): Promise<Proxyd> => {
-  const dir = mkdtempSync(join(tmpdir(), "proxyd-upstream-"))
-  const file = join(dir, "test.rules")
-  writeFileSync(file, rules)
-  const log = Log.memory("debug")
   const upstreams = makeUpstreams()
-  const handle = await Effect.runPromise(Server.startServer({ rulesFile: file, handlers: { socks5: makeSocks5Handler(), http: makeHttpHandler() }, outbounds: [upstreams], log, watch: false }))
+  const p = await Testkit.startProxyd(rules, { socks5: makeSocks5Handler(), http: makeHttpHandler() }, { outbounds: [upstreams] })
   return {
-    port: handle.addresses()[0]!.port,
-    portOf: (name) => handle.addresses().find((a) => a.listener === name)!.port,
-    log,
+    port: p.handle.addresses()[0]!.port,
+    portOf: p.port,
+    log: p.log,
     upstreams,
-    handle,
-    file,
-    lines: () => log.lines.flatMap((l) => {
+    handle: p.handle,
+    file: p.file,
+    lines: () => p.lines.flatMap((l) => {
       try { return [JSON.parse(l) as Record<string, unknown>] } catch { return [] }
     }),
-    stop: async () => {
-      await Effect.runPromise(handle.shutdown(0))
-      rmSync(dir, { recursive: true, force: true })
-    },
+    stop: p.stop,
   }
 }
 

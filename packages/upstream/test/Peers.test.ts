@@ -4,7 +4,7 @@
  * local server that speaks first (its greeting is early data) and echoes.
  */
 import { afterAll, describe, expect, it } from "vitest"
-import { hashBytes, sendRandom } from "@proxyd/testkit"
+import { hashBytes, sendRandom, until } from "@proxyd/testkit"
 import { DANTE_PASS, DANTE_USER, ensureDanteUser, greetServer, hashServer, need, type Peer, startDante, startMicrosocks, startTinyproxy } from "./Peers.ts"
 import { httpConnectStatus, readN, refusal, repOf, startProxyd, through } from "./Harness.ts"
 
@@ -39,14 +39,6 @@ const roundTrip = async (decls: string, target: string, greetPort: number): Prom
 }
 
 const closeLine = (lines: Array<Record<string, unknown>>): Record<string, unknown> | undefined => lines.find((l) => l["msg"] === "connection")
-
-const waitFor = async (f: () => boolean, ms: number): Promise<boolean> => {
-  for (let i = 0; i < ms / 20; i++) {
-    if (f()) return true
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return f()
-}
 
 describe("one upstream of each kind", () => {
   it("microsocks SOCKS5 without and with user/pass", async (ctx) => {
@@ -85,7 +77,7 @@ describe("one upstream of each kind", () => {
     const p = await startProxyd(rulesVia(`upstream d = socks5://127.0.0.1:${d.port} auth env(PROXYD_TEST_D_USER) env(PROXYD_TEST_D_PASS)`, "d"))
     try {
       expect(await repOf(p.port, "127.0.0.1", g.port)).toBe(0x01)
-      expect(await waitFor(() => closeLine(p.lines()) !== undefined, 2_000)).toBe(true)
+      expect(await until(() => closeLine(p.lines()) !== undefined, 2_000)).toBe(true)
       expect(closeLine(p.lines())!["upstream_hop"]).toBe("d")
     } finally {
       await p.stop()
@@ -128,7 +120,7 @@ chain c = m -> t -> d`, "c")))
     expect(far.got).toBe(sent)
     expect(got.bytes).toBe(TOTAL)
     expect(got.hash).toBe(far.sent)
-    expect(await waitFor(() => closeLine(p.lines()) !== undefined, 5_000)).toBe(true)
+    expect(await until(() => closeLine(p.lines()) !== undefined, 5_000)).toBe(true)
     const line = closeLine(p.lines())!
     expect(line["upstream"]).toBe("c")
     // Counted on the socket to the first hop: the payload plus the hops' handshakes.
@@ -180,7 +172,7 @@ chain c = o -> t`, "c", "t", /refused the credentials \(40[17]\)/],
       const p = await startProxyd(rulesVia(decls, target))
       try {
         expect(await repOf(p.port, "127.0.0.1", g.port)).toBe(0x01)
-        expect(await waitFor(() => closeLine(p.lines()) !== undefined, 2_000)).toBe(true)
+        expect(await until(() => closeLine(p.lines()) !== undefined, 2_000)).toBe(true)
         const line = closeLine(p.lines())!
         expect(line["upstream_hop"]).toBe(hop)
         expect(line["upstream_error"]).toMatch(error)
@@ -215,12 +207,12 @@ policy default {
     try {
       expect(await httpConnectStatus(p.portOf("h"), `127.0.0.1:${g.port}`)).toMatch(/^HTTP\/1\.1 502/)
       expect(await httpConnectStatus(p.portOf("h"), "127.0.0.1:9")).toMatch(/^HTTP\/1\.1 504/)
-      expect(await waitFor(() => p.lines().filter((l) => l["msg"] === "connection").length >= 2, 2_000)).toBe(true)
+      expect(await until(() => p.lines().filter((l) => l["msg"] === "connection").length >= 2, 2_000)).toBe(true)
       const lines = p.lines().filter((l) => l["msg"] === "connection")
       expect(lines.map((l) => l["upstream_hop"]).sort()).toEqual(["s", "t"])
       expect(JSON.stringify(p.log.lines)).not.toContain("wrong")
       // The timed-out hop's socket is closed, not leaked.
-      expect(await waitFor(() => held.size === 0, 2_000)).toBe(true)
+      expect(await until(() => held.size === 0, 2_000)).toBe(true)
     } finally {
       await p.stop()
     }
@@ -230,7 +222,7 @@ policy default {
     const p = await startProxyd(rulesVia(`upstream gone = socks5://127.0.0.1:1`, "gone"))
     try {
       expect(await repOf(p.port, "127.0.0.1", 9)).toBe(0x01)
-      expect(await waitFor(() => closeLine(p.lines()) !== undefined, 2_000)).toBe(true)
+      expect(await until(() => closeLine(p.lines()) !== undefined, 2_000)).toBe(true)
       expect(closeLine(p.lines())!["upstream_error"]).toMatch(/cannot connect to the upstream \(Refused\)/)
       expect(closeLine(p.lines())!["upstream_hop"]).toBe("gone")
     } finally {

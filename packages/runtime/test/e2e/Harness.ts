@@ -19,7 +19,7 @@ import { socks4Handler, socks5Handler } from "@proxyd/socks"
 export const handlers: Server.Handlers = { socks5: socks5Handler, socks4: socks4Handler, http: httpHandler }
 
 /** The real runtime with the real handlers, the rules file written to `dir`. */
-export const startProxyd = (dir: string, rules: string): Promise<Testkit.Proxyd> => Testkit.startProxyd(rules, handlers, dir)
+export const startProxyd = (dir: string, rules: string): Promise<Testkit.Proxyd> => Testkit.startProxyd(rules, handlers, { dir })
 
 /** An HTTP server on 127.0.0.1 answering `origin: METHOD URL`. */
 export const httpOrigin = (): Promise<Testkit.Origin> => Testkit.httpOrigin((method, url) => `origin: ${method} ${url}`)
