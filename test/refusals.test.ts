@@ -94,10 +94,11 @@ const cases: ReadonlyArray<Case> = [
 ]
 
 const expectRefused = async (p: Running, c: Case, mode: Mode, dst: string, guard: string) => {
+  const before = linesFor(p, dst).length
   const r = await ask(p, mode, c.url())
   if (mode === "http" || mode === "connect") expect(r.stdout, `${c.label} ${mode}`).toBe("403")
   else expect(r.code, `${c.label} ${mode}`).not.toBe(0)
-  expect(await waitFor(() => linesFor(p, dst).length >= 1), `${c.label} ${mode}: close line`).toBe(true)
+  expect(await waitFor(() => linesFor(p, dst).length > before), `${c.label} ${mode}: close line`).toBe(true)
   const lines = linesFor(p, dst)
   for (const l of lines) {
     expect(l, `${c.label} ${mode}`).toMatchObject({ action: "block", rule: guard, outcome: "blocked" })

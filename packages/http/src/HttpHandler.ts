@@ -78,13 +78,15 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
       upstream?.socket.destroy()
       upstream = undefined
     }
-    const fail = (status: number, message: string, extra = "") =>
+    const fail = (status: number, message: string, extra = "", logged: boolean = true) =>
       Effect.gen(function*() {
-        ctx.note({ status, error: message })
+        ctx.note(logged ? { status, error: message } : { status })
         dropUpstream()
         yield* Wire.closeWith(client, errorResponse(status, message, extra))
         return false
       })
+    /** An outbound failure: the reply explains it; the log keeps the runtime's reason (`Timeout`, `Refused`, ...), the block message for a block. */
+    const outboundFail = (r: Errors.OutboundReason) => fail(Errors.httpStatus(r), reasonText(r), "", r._tag === "Blocked")
     const authCache = new Map<string, Inbound.AuthResult>()
 
     const authorize = (req: H.ProxyRequest) =>
@@ -120,7 +122,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
     const tunnel = (reader: Wire.ByteReader, req: H.ProxyRequest) =>
       Effect.gen(function*() {
         const c = yield* decideAndConnect(req)
-        if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
+        if (c.error !== undefined) return yield* outboundFail(c.error)
         upstream = undefined
         if (!(yield* Wire.write(client, "HTTP/1.1 200 Connection established\r\n\r\n"))) {
           c.up.socket.destroy()
@@ -166,7 +168,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
     const forward = (reader: Wire.ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
       Effect.gen(function*() {
         const c = yield* decideAndConnect(req)
-        if (c.error !== undefined) return yield* fail(Errors.httpStatus(c.error), reasonText(c.error))
+        if (c.error !== undefined) return yield* outboundFail(c.error)
         const up = c.up
         const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
         const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
