@@ -8,13 +8,13 @@
  */
 import { execFileSync } from "node:child_process"
 import { createServer } from "node:http"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { appendFileSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { curl, httpOrigin, needCurl, type Origin } from "@proxyd/testkit"
 import { BIN, ROOT } from "./proxyd.ts"
-import { needTool, start, stop } from "./spawn.ts"
+import { needTool, start, stop, waitFor } from "./spawn.ts"
 
 let origin: Origin
 beforeAll(async () => {
@@ -60,6 +60,27 @@ describe("htpasswd auth through the real server", () => {
       const http = await curl(["-x", `http://127.0.0.1:${p.port}`, "--proxy-user", "apache:nope", "-o", "/dev/null", "-w", "%{http_code}", `http://localhost:${origin.port}/z`])
       expect(http.stdout).toBe("407")
       expect(p.lines.join("\n")).not.toContain("pw bee")
+    } finally {
+      await stop(p)
+    }
+  })
+})
+
+describe("htpasswd reload", () => {
+  it("a user added to the htpasswd file (proxyd passwd >> file) is accepted without a restart", async (ctx) => {
+    needCurl(ctx)
+    const d = dir()
+    const file = join(d, "users.htpasswd")
+    writeFileSync(file, `${passwd("bcrypt", "old", "pw old")}\n`)
+    writeFileSync(join(d, "a.rules"), 'auth users = htpasswd "users.htpasswd"\nlisten mixed 127.0.0.1:1080 auth users\npolicy p {\n  default allow\n}\n')
+    const p = await start(join(d, "a.rules"))
+    try {
+      expect((await socks(p.port, "old:pw old")).stdout).toBe("hello GET /x")
+      expect((await socks(p.port, "new:pw new")).code).not.toBe(0)
+      appendFileSync(file, `${passwd("argon2id", "new", "pw new")}\n`)
+      expect(await waitFor(() => p.lines.some((l) => l.includes('"msg":"policy reloaded"')), 10_000)).toBe(true)
+      expect((await socks(p.port, "new:pw new")).stdout).toBe("hello GET /x")
+      expect((await socks(p.port, "old:pw old")).stdout).toBe("hello GET /x")
     } finally {
       await stop(p)
     }
