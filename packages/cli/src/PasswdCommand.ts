@@ -48,9 +48,10 @@ const readPiped = (): Promise<string> =>
 const askHidden = (prompt: string): Promise<string> =>
   new Promise((resolve, reject) => {
     const stdin = process.stdin
-    process.stderr.write(prompt)
+    // Echo off before the prompt: keys typed as soon as it shows must not echo.
     stdin.setRawMode(true)
     stdin.resume()
+    process.stderr.write(prompt)
     let text = ""
     const done = (f: () => void) => {
       stdin.setRawMode(false)
