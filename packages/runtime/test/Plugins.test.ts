@@ -136,6 +136,24 @@ describe("htpasswd files", () => {
     expect((await src.verify("nobody", "pw bcrypt")).ok).toBe(false)
   })
 
+  it("an unknown user costs about as much as a known one with bcrypt (fake hash of the same cost)", async () => {
+    const src = await htpasswdLoad(`${await Auth.hashPassword("pw", "bcrypt")}\n`.replace(/^/, "known:"))
+    const time = async (user: string): Promise<number> => {
+      const ts: Array<number> = []
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now()
+        expect((await src.verify(user, "wrong")).ok).toBe(false)
+        ts.push(performance.now() - t0)
+      }
+      return ts.sort((a, b) => a - b)[2]!
+    }
+    const known = await time("known")
+    const unknown = await time("unknown")
+    expect(known).toBeGreaterThan(5)
+    expect(unknown / known).toBeGreaterThan(0.5)
+    expect(unknown / known).toBeLessThan(2)
+  })
+
   it("accepts a bcrypt file made by Apache's htpasswd (-B, $2y$)", async (ctx) => {
     let line: string
     try {
