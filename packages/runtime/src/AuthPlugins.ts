@@ -113,7 +113,7 @@ export const guardPlugin = Plugin.make({
     const ctx = yield* Plugin.PluginContext
     const state = yield* Plugin.SharedState
     const options = guardOptions(ctx.decls)
-    return { wrap: (source, auth) => BruteForce.guard(source, auth, { state, log: ctx.log, options }) }
+    return { wrap: (source, auth) => BruteForce.guard(source, auth, { state, log: ctx.log, metrics: ctx.metrics, options }) }
   })),
 })
 

@@ -16,6 +16,9 @@
  *    attacker wipe its failures).
  * Every refusal is logged as one warn line `auth failure` whose first field is
  * `src` (docs/auth.md has the fail2ban regex); a new ban also logs `auth ban`.
+ * Metrics (bounded labels: the auth declaration and the outcome):
+ * `proxyd_auth_attempts_total{auth,outcome=success|failure|banned}`,
+ * `proxyd_auth_bans_total{auth}`.
  * The wrapped source keeps its own constant-time behaviour (unknown users are
  * checked against a fake hash), so timing does not reveal which users exist.
  *
@@ -24,7 +27,7 @@
  */
 import type { AuthSource, Verified } from "./Auth.ts"
 import type { Log } from "./Log.ts"
-import type { SharedStateShape } from "./Plugin.ts"
+import type { MetricsShape, SharedStateShape } from "./Plugin.ts"
 
 export interface GuardOptions {
   readonly windowMs: number
@@ -49,6 +52,8 @@ export const delayFor = (failures: number, o: GuardOptions): number =>
 export interface GuardDeps {
   readonly state: SharedStateShape
   readonly log: Log
+  /** Counts `proxyd_auth_attempts_total{auth, outcome}` (success, failure, banned) and `proxyd_auth_bans_total{auth}`. */
+  readonly metrics?: MetricsShape
   readonly options?: Partial<GuardOptions>
   readonly sleep?: (ms: number) => Promise<void>
 }
@@ -60,12 +65,14 @@ export const guard = (source: AuthSource, auth: string, deps: GuardDeps): AuthSo
   const o: GuardOptions = { ...DEFAULTS, ...deps.options }
   const { state, log } = deps
   const sleep = deps.sleep ?? sleeper
+  const count = (outcome: "success" | "failure" | "banned") => deps.metrics?.inc("proxyd_auth_attempts_total", { auth, outcome })
   return {
     verify: async (user, pass, client) => {
       const src = client?.src ?? "unknown"
       const listener = client?.listener ?? ""
       if ((await state.get(`ban:${src}`)) !== undefined) {
         log.warn("auth failure", { src, user, listener, auth, reason: "banned" })
+        count("banned")
         return DENY
       }
       const ipFails = Number((await state.get(`fail:ip:${src}`)) ?? 0)
@@ -73,7 +80,11 @@ export const guard = (source: AuthSource, auth: string, deps: GuardDeps): AuthSo
       const wait = Math.max(delayFor(ipFails, o), delayFor(userFails, o))
       if (wait > 0) await sleep(wait)
       const r = await source.verify(user, pass, client)
-      if (r.ok) return r
+      if (r.ok) {
+        count("success")
+        return r
+      }
+      count("failure")
       const n = await state.incr(`fail:ip:${src}`, o.windowMs)
       await state.incr(`fail:user:${user}`, o.windowMs)
       log.warn("auth failure", { src, user, listener, auth, reason: "bad-credentials", failures: n })
@@ -83,6 +94,7 @@ export const guard = (source: AuthSource, auth: string, deps: GuardDeps): AuthSo
         await state.set(`ban:${src}`, "1", ms)
         await state.del(`fail:ip:${src}`)
         log.warn("auth ban", { src, seconds: Math.round(ms / 1000), bans })
+        deps.metrics?.inc("proxyd_auth_bans_total", { auth })
       }
       return r
     },

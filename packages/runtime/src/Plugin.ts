@@ -46,6 +46,8 @@ export interface PluginContextShape {
   /** Directory of the rules file (relative paths in settings resolve against it). */
   readonly baseDir: string
   readonly log: Log
+  /** The merged `Metrics` (calls are forwarded to the metrics plugin once it is built; a no-op without one). */
+  readonly metrics: MetricsShape
 }
 export class PluginContext extends Context.Service<PluginContext, PluginContextShape>()("@proxyd/runtime/PluginContext") {}
 

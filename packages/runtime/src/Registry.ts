@@ -55,22 +55,37 @@ const locate = (spec: string, from: string): string => {
   return pathToFileURL(createRequire(resolve(from)).resolve(spec)).href
 }
 
-/** Imports the plugins the rules file names (never builds them). */
-export const loadThirdParty = async (rulesFile: string): Promise<ThirdParty> => {
+/**
+ * Imports the plugins the rules file names (never builds them). A plugin
+ * whose id is already taken (by a built-in in `taken` or an earlier plugin)
+ * is left out with an error, so `check` reports it at its `plugin` line.
+ */
+export const loadThirdParty = async (rulesFile: string, taken: ReadonlyArray<Plugin.Plugin> = builtins): Promise<ThirdParty> => {
   const plugins: Array<Plugin.Plugin> = []
   const errors: Array<{ spec: string; message: string }> = []
+  const ids = new Set(taken.map((p) => p.id))
   for (const ref of Extension.pluginSpecs(rulesFile, Check.nodeReader)) {
     try {
       const mod = (await import(locate(ref.spec, ref.from))) as Record<string, unknown>
       const p = [mod["default"], mod["plugin"]].find(Plugin.isPlugin)
       if (p === undefined) errors.push({ spec: ref.spec, message: "the module has no default export made with `Plugin.make`" })
-      else plugins.push(p)
+      else if (ids.has(p.id)) errors.push({ spec: ref.spec, message: `duplicate plugin id \`${p.id}\`: another plugin already has it` })
+      else {
+        ids.add(p.id)
+        plugins.push(p)
+      }
     } catch (e) {
       const code = (e as { code?: string }).code
       errors.push({ spec: ref.spec, message: code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND" ? "module not found" : e instanceof Error ? e.message.split("\n")[0]! : String(e) })
     }
   }
   return { plugins, errors }
+}
+
+/** Check options for a rules file: the built-ins plus the plugins it names (imported, never built). */
+export const forCheck = async (rulesFile: string, base: ReadonlyArray<Plugin.Plugin> = builtins): Promise<Extension.CheckOptions> => {
+  const third = await loadThirdParty(rulesFile, base)
+  return checkOptions([...base, ...third.plugins], third.errors)
 }
 
 /** What `Check.checkFiles` needs to know about these plugins. */
@@ -114,6 +129,13 @@ export const build = (plugins: ReadonlyArray<Plugin.Plugin>, opts: BuildOptions)
     let guard: Plugin.AuthGuardShape | undefined
     let geoIp: Plugin.GeoIpShape | undefined
     let metrics: Plugin.MetricsShape | undefined
+    // Plugins report metrics through a forwarder: the provider may be built after them.
+    let sink: Plugin.MetricsShape = Plugin.noopMetrics
+    const forward: Plugin.MetricsShape = {
+      inc: (n, l, by) => sink.inc(n, l, by),
+      observe: (n, v, l) => sink.observe(n, v, l),
+      set: (n, v, l) => sink.set(n, v, l),
+    }
     const single = <A>(what: string, id: string, prev: A | undefined, next: A | undefined): Effect.Effect<A | undefined, Plugin.PluginError> => {
       if (next === undefined) return Effect.succeed(prev)
       if (prev !== undefined) return fail(id, `two plugins provide ${what} (\`${owner.get(what)}\` and \`${id}\`); keep one`)
@@ -127,6 +149,7 @@ export const build = (plugins: ReadonlyArray<Plugin.Plugin>, opts: BuildOptions)
         decls: (opts.program.pluginDecls ?? []).filter((d) => d.plugin === p.id),
         baseDir: dirname(resolve(opts.rulesFile)),
         log: opts.log,
+        metrics: forward,
       }
       const env = Layer.merge(Layer.succeed(Plugin.PluginContext, pctx), Layer.succeedContext(stateCtx))
       const built = yield* Layer.build(Layer.provide(p.layer, env)).pipe(
@@ -144,6 +167,7 @@ export const build = (plugins: ReadonlyArray<Plugin.Plugin>, opts: BuildOptions)
       geoIp = yield* single("GeoIp", p.id, geoIp, Context.getOrUndefined(built, Plugin.GeoIp as never) as Plugin.GeoIpShape | undefined)
       metrics = yield* single("Metrics", p.id, metrics, Context.getOrUndefined(built, Plugin.Metrics as never) as Plugin.MetricsShape | undefined)
     }
+    sink = metrics ?? Plugin.noopMetrics
     const auth: Plugin.AuthBackendShape = {
       kinds,
       load: (a, baseDir) => {
@@ -160,7 +184,7 @@ export const build = (plugins: ReadonlyArray<Plugin.Plugin>, opts: BuildOptions)
  */
 export const start = (rulesFile: string, opts: { readonly log: Log; readonly builtins?: ReadonlyArray<Plugin.Plugin>; readonly sharedState?: Layer.Layer<Plugin.SharedState> }): Effect.Effect<Host, Plugin.PluginError, Scope.Scope> =>
   Effect.gen(function*() {
-    const third = yield* Effect.promise(() => loadThirdParty(rulesFile))
+    const third = yield* Effect.promise(() => loadThirdParty(rulesFile, opts.builtins ?? builtins))
     const plugins = [...(opts.builtins ?? builtins), ...third.plugins]
     const dup = validate(plugins)
     if (dup.length > 0) return yield* fail("registry", dup.join("; "))

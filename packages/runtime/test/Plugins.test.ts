@@ -251,13 +251,21 @@ describe("brute-force guard", () => {
     const state = SharedState.memory(() => now)
     const slept: Array<number> = []
     const inner: Auth.AuthSource = { verify: async (u, p) => ({ ok: u === "alice" && p === "right", groups: [] }) }
-    const g = BruteForce.guard(inner, "users", { state, log, options: { banAfter: 5, delayAfter: 2, baseDelayMs: 100, maxDelayMs: 1_000, banMs: 60_000 }, sleep: async (ms) => void slept.push(ms) })
+    const counted = new Map<string, number>()
+    const metrics: Plugin.MetricsShape = { inc: (n, l) => void counted.set(`${n}{${Object.values(l ?? {}).join(",")}}`, (counted.get(`${n}{${Object.values(l ?? {}).join(",")}}`) ?? 0) + 1), observe: () => {}, set: () => {} }
+    const g = BruteForce.guard(inner, "users", { state, log, metrics, options: { banAfter: 5, delayAfter: 2, baseDelayMs: 100, maxDelayMs: 1_000, banMs: 60_000 }, sleep: async (ms) => void slept.push(ms) })
     const bad = { src: "192.0.2.7", listener: "main" }
     for (let i = 0; i < 50; i++) expect((await g.verify("alice", `wrong${i}`, bad)).ok).toBe(false)
     // Failures 3 and 4 wait 100, 200 ms; the 5th failure bans; the rest are refused without a check.
     expect(slept).toEqual([100, 200])
     expect((await g.verify("alice", "right", bad)).ok).toBe(false)
     expect((await g.verify("alice", "right", { src: "192.0.2.8", listener: "main" })).ok).toBe(true)
+    expect(Object.fromEntries(counted)).toEqual({
+      "proxyd_auth_attempts_total{users,failure}": 5,
+      "proxyd_auth_attempts_total{users,banned}": 46,
+      "proxyd_auth_attempts_total{users,success}": 1,
+      "proxyd_auth_bans_total{users}": 1,
+    })
     const failures = lines.filter((l) => l.includes('"msg":"auth failure"'))
     expect(failures).toHaveLength(51)
     const re = /^\{"time":"[^"]+","level":"warn","msg":"auth failure","src":"([^"]+)"/
