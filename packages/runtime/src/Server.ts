@@ -291,7 +291,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
 
     let watcher: PolicyStore.Watcher | undefined
-    const reload = (): Effect.Effect<ReloadOutcome> => Semaphore.withPermit(lock, Effect.gen(function*() {
+    const reload = (): Effect.Effect<ReloadOutcome> => reloadOnce().pipe(Effect.ensuring(Effect.sync(() => armRefresh())))
+    const reloadOnce = (): Effect.Effect<ReloadOutcome> => Semaphore.withPermit(lock, Effect.gen(function*() {
       const r = yield* store.reload()
       if (!r.ok) {
         log.error("reload failed; the current policy keeps serving", { diagnostics: r.message })
@@ -314,9 +315,27 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
 
     let shut = false
+    // `set NAME = TYPE file PATH refresh DUR`: also re-read on the shortest such period (at least 1 s).
+    // The watcher sees most changes at once; this covers files changed without a file-system event.
+    let refreshTimer: ReturnType<typeof setTimeout> | undefined
+    const armRefresh = (): void => {
+      if (refreshTimer !== undefined) clearTimeout(refreshTimer)
+      refreshTimer = undefined
+      if (shut) return
+      let ms = Number.POSITIVE_INFINITY
+      for (const set of store.current().program.sets.values()) if (set.file?.refreshMs !== undefined) ms = Math.min(ms, set.file.refreshMs)
+      if (ms === Number.POSITIVE_INFINITY) return
+      refreshTimer = setTimeout(() => {
+        log.debug("set files due for refresh; reloading")
+        Effect.runFork(reload())
+      }, Math.max(1_000, ms))
+      refreshTimer.unref()
+    }
+    armRefresh()
     const shutdown = (drainMs?: number): Effect.Effect<void> => Effect.gen(function*() {
       if (shut) return
       shut = true
+      if (refreshTimer !== undefined) clearTimeout(refreshTimer)
       watcher?.close()
       notify(observers, "stopping", {})
       const deadline = drainMs ?? store.current().global.drainMs

@@ -11,8 +11,8 @@
  * the `limit`/`bandwidth` modifiers,
  * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1,
  * `on-error empty` on set files (an unreadable set file fails the reload:
- * keep-last). A set file's `refresh` is met by watching the file (reload on
- * change), not by a timer.
+ * keep-last). A set file's `refresh` is enforced by `Server.ts` (a reload
+ * on that period, besides the file watcher).
  */
 import type { Ir } from "@proxyd/rules"
 
