@@ -75,15 +75,8 @@ const ask = (p: Running, mode: Mode, url: string) => {
   }
 }
 
-/**
- * The close lines whose destination as asked is `dst`. SOCKS5 logs an IPv6
- * ATYP in its canonical form (`[::ffff:7f00:1]:80`), HTTP as written
- * (`[::ffff:127.0.0.1]:80`): both count.
- */
-const linesFor = (p: Running, dst: string) => {
-  const alt = dst.replace("[::ffff:127.0.0.1]", "[::ffff:7f00:1]")
-  return p.closes().filter((c) => c["dst"] === dst || c["dst"] === alt)
-}
+/** The close lines whose destination as asked is `dst` (SOCKS5 and HTTP write IPv4-mapped IPv6 the same way). */
+const linesFor = (p: Running, dst: string) => p.closes().filter((c) => c["dst"] === dst)
 
 interface Case { readonly label: string; readonly url: () => string; readonly dst: () => string; readonly modes: ReadonlyArray<Mode>; readonly guard: string; readonly origin?: () => { accepted: number } }
 const cases: ReadonlyArray<Case> = [

@@ -2,7 +2,8 @@
  * Address helpers shared by the SOCKS codecs: IP literal ⇄ bytes, name validation.
  *
  * Details: IPv6 text is produced in the canonical compressed form (RFC 5952:
- * lowercase, longest run of ≥ 2 zero groups as `::`), so addresses compare as
+ * lowercase, longest run of ≥ 2 zero groups as `::`, IPv4-mapped with a dotted
+ * tail: `::ffff:127.0.0.1`), so addresses compare as
  * strings after `normalizeIp`. IPv4-mapped IPv6 (`::ffff:a.b.c.d`) normalises
  * to the IPv4 text: a dual-stack listener reports IPv4 peers that way.
  */
@@ -48,6 +49,8 @@ export const bytesToIpv6 = (b: Uint8Array, at = 0): string => {
     i = j
   }
   const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":")
+  // IPv4-mapped: dotted tail (RFC 5952 §5), as clients and the HTTP handler write it.
+  if (bestStart === 0 && bestLen === 5 && g[5] === 0xffff) return `::ffff:${bytesToIpv4(b, at + 12)}`
   if (bestStart === -1) return hex(g)
   return `${hex(g.slice(0, bestStart))}::${hex(g.slice(bestStart + bestLen))}`
 }

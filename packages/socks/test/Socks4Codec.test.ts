@@ -59,6 +59,10 @@ describe("Socks4Codec", () => {
 describe("Addr", () => {
   it("normalises IPv6 and mapped addresses", () => {
     expect(normalizeIp("::ffff:127.0.0.1")).toBe("127.0.0.1")
+    expect(bytesToIpv6(ipv6ToBytes("::ffff:127.0.0.1"))).toBe("::ffff:127.0.0.1")
+    expect(bytesToIpv6(ipv6ToBytes("::ffff:7f00:1"))).toBe("::ffff:127.0.0.1")
+    expect(bytesToIpv6(ipv6ToBytes("::7f00:1"))).toBe("::7f00:1")
+    expect(bytesToIpv6(ipv6ToBytes("1::ffff:7f00:1"))).toBe("1::ffff:7f00:1")
     expect(normalizeIp("[2001:DB8:0:0:0:0:0:1]")).toBe("2001:db8::1")
     expect(normalizeIp("fe80::1%eth0")).toBe("fe80::1")
     expect(normalizeIp("1:0:0:1:0:0:0:1")).toBe("1:0:0:1::1")
