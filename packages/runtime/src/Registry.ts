@@ -52,7 +52,12 @@ export interface ThirdParty {
 /** Where `spec` (named in `from`) points: a file URL for paths, a resolved package entry otherwise. */
 const locate = (spec: string, from: string): string => {
   if (spec.startsWith("./") || spec.startsWith("../") || isAbsolute(spec)) return pathToFileURL(isAbsolute(spec) ? spec : resolve(dirname(from), spec)).href
-  return pathToFileURL(createRequire(resolve(from)).resolve(spec)).href
+  try {
+    return pathToFileURL(createRequire(resolve(from)).resolve(spec)).href
+  } catch {
+    // ESM-only packages (no `require` condition): the package's own entry, found from the rules file's directory.
+    return import.meta.resolve(spec, pathToFileURL(resolve(from)).href)
+  }
 }
 
 /**

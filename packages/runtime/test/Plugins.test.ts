@@ -6,7 +6,7 @@
  */
 import { execFileSync } from "node:child_process"
 import { createServer, type IncomingMessage, type Server } from "node:http"
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Exit, Layer } from "effect"
@@ -80,6 +80,19 @@ describe("registry", () => {
       "T080 3:8 cannot load plugin `./missing.ts`: module not found",
     ])
     expect(existsSync(marker)).toBe(false)
+  })
+
+  it("loads a plugin by package name, resolved from the rules file's directory", async () => {
+    const d = dir()
+    const pkg = join(d, "node_modules", "proxyd-plugin-demo")
+    mkdirSync(pkg, { recursive: true })
+    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "proxyd-plugin-demo", type: "module", exports: { ".": { import: "./index.js" } } }))
+    writeFileSync(join(pkg, "index.js"), 'export const plugin = { id: "demo.tenant", vocabulary: { fields: [{ name: "demo.tenant", type: "string" }] } }\n')
+    const rules = join(d, "x.rules")
+    writeFileSync(rules, `plugin "proxyd-plugin-demo"\npolicy p {\n  rule t when demo.tenant == acme -> block\n  default allow\n}\n`)
+    const third = await Registry.loadThirdParty(rules)
+    expect(third).toEqual({ plugins: [expect.objectContaining({ id: "demo.tenant" })], errors: [] })
+    expect(Check.checkFiles([rules], Check.nodeReader, await Registry.forCheck(rules)).diagnostics).toEqual([])
   })
 
   it("builds the host: every built-in auth kind, the guard, the example's fact source", async () => {
