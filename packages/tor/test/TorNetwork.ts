@@ -147,6 +147,7 @@ export const startTorNetwork = async (): Promise<TorNetwork> => {
         const p = spawn(gencert, ["--create-identity-key", "--passphrase-fd", "0", "-m", "12", "-i", "keys/authority_identity_key", "-s", "keys/authority_signing_key", "-c", "keys/authority_certificate", "-a", `127.0.0.1:${port(i, 1)}`], { cwd: d, stdio: ["pipe", "ignore", "pipe"] })
         let err = ""
         p.stderr.on("data", (b: Buffer) => { err += b.toString() })
+        p.once("error", reject)
         p.stdin.end("\n")
         p.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`tor-gencert failed: ${err.slice(0, 300)}`))))
       })
