@@ -66,12 +66,8 @@ const curl = (args: ReadonlyArray<string>): Promise<string> => new Promise((reso
   execFile("curl", ["-sS", "--max-time", "10", "-o", "/dev/null", ...args], { env: cleanEnv(), encoding: "utf8", timeout: 20_000 }, (_err, stdout) => resolve(stdout))
 })
 
-/**
- * The SOCKS handlers log an outbound failure as `outcome: "failed"`, the
- * runtime and the HTTP handler as `"error"` (docs/running.md lists `error`):
- * recorded in docs/design/issue-3-audit.md; either is accepted here, never ok/blocked.
- */
-const failed = expect.stringMatching(/^(error|failed)$/)
+/** Outbound failures are logged `outcome: "error"` by every protocol (docs/running.md). */
+const failed = "error"
 
 const lastLine = async (dst: string, n: number) => {
   expect(await waitFor(() => p!.closes().filter((c) => c["dst"] === dst).length >= n)).toBe(true)

@@ -27,7 +27,7 @@ const blocked = (decided: Inbound.Decided): Errors.OutboundReason | undefined =>
 
 const refuse = (client: Socket, ctx: Inbound.SessionContext, replies: Replies, reason: Errors.OutboundReason) =>
   Effect.gen(function*() {
-    ctx.note({ outcome: reason._tag === "Blocked" ? "blocked" : "failed", error: reason._tag })
+    ctx.note({ outcome: reason._tag === "Blocked" ? "blocked" : "error", error: reason._tag })
     yield* Wire.closeWith(client, replies.fail(reason))
   })
 

@@ -56,7 +56,7 @@ export const serveUdpAssociate = (
   Effect.gen(function*() {
     const srcIp = normalizeIp(ctx.srcIp) ?? ctx.srcIp
     if ((perIp.get(srcIp) ?? 0) >= maxPerIp) {
-      ctx.note({ outcome: "failed", error: "too many UDP associations" })
+      ctx.note({ outcome: "rejected", error: "too many UDP associations" })
       return yield* Wire.closeWith(client, encodeReply(REP.general))
     }
     perIp.set(srcIp, (perIp.get(srcIp) ?? 0) + 1)
@@ -73,7 +73,7 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
     const local = normalizeIp(ctx.localAddress) ?? ctx.localAddress
     const relay = yield* bindUdp(local)
     if (relay instanceof Error) {
-      ctx.note({ outcome: "failed", error: "udp bind failed" })
+      ctx.note({ outcome: "error", error: "udp bind failed" })
       return yield* Wire.closeWith(client, encodeReply(REP.general))
     }
     const services = yield* Effect.context<never>()
