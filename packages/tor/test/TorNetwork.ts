@@ -82,10 +82,11 @@ const pickBase = async (): Promise<number> => {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
-const until = async <A>(what: string, timeoutMs: number, f: () => Promise<A | undefined>, everyMs = 300): Promise<A> => {
+const until = async <A>(what: string, timeoutMs: number, f: () => Promise<A | undefined>, everyMs = 300, check: () => void = () => {}): Promise<A> => {
   const end = Date.now() + timeoutMs
   let last = ""
   while (Date.now() < end) {
+    check()
     try {
       const v = await f()
       if (v !== undefined) return v
@@ -211,12 +212,23 @@ export const startTorNetwork = async (): Promise<TorNetwork> => {
       "MapAddress localhost 127.0.0.1",
       "MapAddress *.tornet.test 127.0.0.1",
     ].join("\n")
+    const names = new Map<ChildProcess, string>()
+    /** Throws, with the end of its log, when a tor exited during the start (a bad torrc, a port taken). */
+    const alive = (): void => {
+      const dead = children.find((c) => c.exitCode !== null || c.signalCode !== null)
+      if (dead === undefined) return
+      const n = names.get(dead)!
+      let tail = ""
+      try { tail = readFileSync(path.join(dir, n, "notice.log"), "utf8").split("\n").slice(-6).join("\n") } catch {}
+      throw new Error(`Tor network: ${n} exited (${dead.exitCode ?? dead.signalCode}) during the start:\n${tail}`)
+    }
     const launch = (i: number, extra: string): void => {
       const rc = path.join(dir, nodes[i]!, "torrc")
       writeFileSync(rc, `${common(i)}\n${extra}\n`)
       const c = spawn(tor, ["--defaults-torrc", empty, "-f", rc, "--quiet"], { stdio: "ignore" })
       c.on("error", () => {})
       children.push(c)
+      names.set(c, nodes[i]!)
     }
     for (const i of [0, 1, 2]) launch(i, `${relay(i)}\n${authority(i)}`)
     for (const i of [3, 4]) launch(i, relay(i))
@@ -224,11 +236,11 @@ export const startTorNetwork = async (): Promise<TorNetwork> => {
     await until("a consensus listing all 5 relays", 120_000, async () => {
       const c = await httpGet(port(0, 1), "/tor/status-vote/current/consensus-microdesc")
       return (c.match(/^r /gm) ?? []).length >= 5 ? true : undefined
-    }, 500)
+    }, 500, alive)
     launch(5, onionService)
     launch(6, client)
     const control = { host: "127.0.0.1", port: port(6, 2), auth: { cookie: path.join(dir, "client6", "control_auth_cookie") } }
-    await until("the client's bootstrap", 120_000, async () => ((await bootstrapStatus(control)).progress >= 100 ? true : undefined), 300)
+    await until("the client's bootstrap", 120_000, async () => ((await bootstrapStatus(control)).progress >= 100 ? true : undefined), 300, alive)
     const onion = await until("the onion hostname", 60_000, async () => {
       try { return readFileSync(path.join(dir, "hs5", "hs", "hostname"), "utf8").trim() } catch { return undefined }
     })
