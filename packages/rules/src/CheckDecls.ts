@@ -199,6 +199,11 @@ const checkAuth = (ctx: Ctx, d: DeclNode): void => {
         ctx.err("T004", "a static auth line is `USER \"HASH\" [groups [g1, g2]]`", line.span)
         continue
       }
+      // A value that is not `$...$` (crypt/PHC) or `{SCHEME}` is a password written in clear.
+      if (!/^\$[a-z0-9-]+\$|^\{[A-Z0-9-]+\}/.test(h.value)) {
+        ctx.err("T043", `the password of \`${u.text}\` is written in clear; a static user needs a password hash`, h.span, { hint: `make a hash with \`proxyd passwd ${u.text}\` (argon2id; \`--algo bcrypt\` or \`scrypt\` also work) and paste the part after \`${u.text}:\`` })
+        continue
+      }
       users.push({ user: u.text, hash: h.value, groups: gl?.kind === "list" ? gl.items.flatMap((i) => (i.kind === "bare" ? [i.text] : [])) : [] })
     }
     if (d.args.length > 1) ctx.err("T004", `unexpected ${describeToken(d.args[1]!)} after \`static\``, d.args[1]!.span, { hint: "list users in a block: `static { alice \"$argon2id$...\" }`" })

@@ -49,7 +49,7 @@ export const parseHash = (hash: string): Parsed | string => {
     return cost >= 4 && cost <= 31 ? { kind: "bcrypt", hash, cost } : "malformed bcrypt hash (cost must be 04..31)"
   }
   if (/^\$2[abxy]?\$/.test(hash)) return "malformed bcrypt hash (expected $2y$NN$ and 53 characters)"
-  if (hash.startsWith("$apr1$") || hash.startsWith("{SHA}") || hash.startsWith("$1$")) return "weak hash formats ($apr1$, {SHA}, $1$) are not accepted (use $scrypt$ or $argon2id$)"
+  if (hash.startsWith("$apr1$") || hash.startsWith("{SHA}") || hash.startsWith("$1$")) return "weak hash formats ($apr1$, {SHA}, $1$) are not accepted (use $2y$ bcrypt, $scrypt$ or $argon2id$)"
   const parts = hash.split("$")
   // ["", kind, params..., salt, key]
   if (parts[1] === "scrypt" && parts.length === 5) {

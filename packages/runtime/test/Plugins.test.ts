@@ -181,13 +181,19 @@ describe("htpasswd files", () => {
     expect((await src.verify("bob", "hunter2")).ok).toBe(false)
   })
 
-  it("refuses plaintext and MD5 ($apr1$) entries at load, naming the user, never the secret", async () => {
+  it("refuses plaintext at check (T043) and again at load (naming the user, never the secret), and MD5 ($apr1$) at load", async () => {
     const d = dir()
-    writeFileSync(join(d, "a.rules"), 'auth users = static {\n  alice "letmein"\n}\nlisten socks5 127.0.0.1:0 auth users\npolicy p {\n  default allow\n}\n')
     const file = join(d, "a.rules")
+    writeFileSync(file, 'auth users = static {\n  alice "letmein"\n}\nlisten socks5 127.0.0.1:0 auth users\npolicy p {\n  default allow\n}\n')
+    expect(Check.checkFiles([file], Check.nodeReader).diagnostics.map((x) => `${x.code} ${x.message}`)).toEqual(["T043 the password of `alice` is written in clear; a static user needs a password hash"])
+    writeFileSync(file, "policy p {\n  default allow\n}\n")
     const host = await buildHost(Registry.builtins, file)
-    const r = host.auth.load(programOf(file).auths.get("users")!, d)
-    expect(r).toEqual(["auth `users`, user `alice`: unknown hash format (use $2y$ bcrypt, $scrypt$ or $argon2id$)"])
+    const span = programOf(file).policies.get("p")!.span!
+    const r = host.auth.load({ name: "users", kind: "static", settings: { users: [{ user: "alice", hash: "letmein", groups: [] }, { user: "bob", hash: "$apr1$abcdefgh$abcdefghijklmnopqrstuv", groups: [] }] }, span }, d)
+    expect(r).toEqual([
+      "auth `users`, user `alice`: unknown hash format (use $2y$ bcrypt, $scrypt$ or $argon2id$)",
+      "auth `users`, user `bob`: weak hash formats ($apr1$, {SHA}, $1$) are not accepted (use $2y$ bcrypt, $scrypt$ or $argon2id$)",
+    ])
     expect(JSON.stringify(r)).not.toContain("letmein")
   })
 })
