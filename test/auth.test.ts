@@ -139,6 +139,7 @@ describe("brute-force defence through the real server", () => {
     writeFileSync(join(d, "a.rules"), [
       'auth users = htpasswd "users.htpasswd"',
       "auth-guard delay 10ms max-delay 50ms ban-after 10 ban 10m",
+      "admin listen 127.0.0.1:0",
       "listen mixed 127.0.0.1:1080 auth users",
       "policy p {",
       "  default allow",
@@ -160,6 +161,12 @@ describe("brute-force defence through the real server", () => {
       expect(failures.every((m) => m[1] === "127.0.0.1")).toBe(true)
       expect(p.lines.filter((l) => l.includes('"msg":"auth ban"') && l.includes('"src":"127.0.0.1"'))).toHaveLength(1)
       expect(p.lines.join("\n")).not.toContain("wrong1")
+      // The ban is counted in proxyd_bans_total, scraped from the admin API's /metrics.
+      const adminLine = p.lines.find((l) => l.includes('"msg":"admin API listening"'))
+      const adminPort = Number(/"port":(\d+)/.exec(adminLine ?? "")?.[1])
+      expect(adminPort).toBeGreaterThan(0)
+      const scraped = await fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text())
+      expect(scraped.split("\n").filter((l) => l.startsWith("proxyd_bans_total"))).toEqual(['proxyd_bans_total{scope="ip"} 1'])
     } finally {
       await stop(p)
     }

@@ -18,7 +18,9 @@
  * `src` (docs/auth.md has the fail2ban regex); a new ban also logs `auth ban`.
  * Metrics (bounded labels: the auth declaration and the outcome):
  * `proxyd_auth_attempts_total{auth,outcome=success|failure|banned}`,
- * `proxyd_auth_bans_total{auth}`.
+ * `proxyd_bans_total{scope="ip"}` (the metric `docs/metrics.md` lists; only
+ * sources are banned, so the scope is always `ip`). The guard reaches the
+ * metrics plugin through `PluginContext.metrics`, never by importing it.
  * The wrapped source keeps its own constant-time behaviour (unknown users are
  * checked against a fake hash), so timing does not reveal which users exist.
  *
@@ -52,7 +54,7 @@ export const delayFor = (failures: number, o: GuardOptions): number =>
 export interface GuardDeps {
   readonly state: SharedStateShape
   readonly log: Log
-  /** Counts `proxyd_auth_attempts_total{auth, outcome}` (success, failure, banned) and `proxyd_auth_bans_total{auth}`. */
+  /** Counts `proxyd_auth_attempts_total{auth, outcome}` (success, failure, banned) and `proxyd_bans_total{scope}`. */
   readonly metrics?: MetricsShape
   readonly options?: Partial<GuardOptions>
   readonly sleep?: (ms: number) => Promise<void>
@@ -94,7 +96,7 @@ export const guard = (source: AuthSource, auth: string, deps: GuardDeps): AuthSo
         await state.set(`ban:${src}`, "1", ms)
         await state.del(`fail:ip:${src}`)
         log.warn("auth ban", { src, seconds: Math.round(ms / 1000), bans })
-        deps.metrics?.inc("proxyd_auth_bans_total", { auth })
+        deps.metrics?.inc("proxyd_bans_total", { scope: "ip" })
       }
       return r
     },

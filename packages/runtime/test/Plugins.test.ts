@@ -283,7 +283,7 @@ describe("brute-force guard", () => {
       "proxyd_auth_attempts_total{users,failure}": 5,
       "proxyd_auth_attempts_total{users,banned}": 46,
       "proxyd_auth_attempts_total{users,success}": 1,
-      "proxyd_auth_bans_total{users}": 1,
+      "proxyd_bans_total{ip}": 1,
     })
     const failures = lines.filter((l) => l.includes('"msg":"auth failure"'))
     expect(failures).toHaveLength(51)
