@@ -15,9 +15,17 @@
  * again after `up-after` consecutive successes; each change is one log line
  * (group, member, state, latency). Members start up.
  *
- * Gotchas: a group without `probe` never marks members down; connect
- * failures only make a connection try the next member. Probes skip a round
- * while the previous one is still running.
+ * Passive health (a group without `probe`): connections report their
+ * outcome (`report`); a member whose connect fails `PASSIVE_DOWN_AFTER` (3)
+ * times in a row is marked down (same log line, `health: "passive"`) and left out
+ * of the candidates; after `PASSIVE_RETRY_MS` (30 s) it is a candidate again
+ * for one trial connection (its next retry is pushed back at once, so
+ * concurrent connections do not all try it); a success marks it up.
+ *
+ * Gotchas: with `probe`, `report` does nothing (the probes decide). Only
+ * failures that are the member's own count (not "destination unreachable"
+ * answers, see `Upstreams.ts`). Probes skip a round while the previous one
+ * is still running.
  */
 import { createHash } from "node:crypto"
 import type * as net from "node:net"
@@ -35,6 +43,8 @@ export interface MemberState {
   oks: number
   latencyMs: number | undefined
   lastError: string | undefined
+  /** Passive health: when a down member may get its next trial connection (epoch ms). */
+  retryAt?: number
 }
 
 export interface MemberStatus { readonly name: string; readonly up: boolean; readonly latencyMs?: number; readonly lastError?: string }
@@ -49,12 +59,18 @@ export interface GroupRuntime {
   /** Healthy members, best first, for a request. */
   candidates(key: { readonly user?: string; readonly dst: string; readonly src: string }): Array<string>
   healthy(): boolean
+  /** Passive health (groups without `probe`): a connection's outcome through `member`; `error` undefined on success. */
+  report(member: string, error: string | undefined): void
   status(): GroupStatus
   start(open: OpenMember, log: Log.Log): void
   stop(): void
 }
 
 const ALPHA = 0.3
+/** Passive health: consecutive connect failures that mark a member down. */
+export const PASSIVE_DOWN_AFTER = 3
+/** Passive health: back-off before a down member gets a trial connection. */
+export const PASSIVE_RETRY_MS = 30_000
 
 const weight = (key: string, member: string): bigint => createHash("sha256").update(`${member}\u0000${key}`).digest().readBigUInt64BE(0)
 
@@ -97,6 +113,7 @@ export const makeGroup = (ir: Ir.GroupIR, previous?: GroupRuntime): GroupRuntime
   let timer: ReturnType<typeof setTimeout> | undefined
   let running = false
   let stopped = false
+  let passiveLog: Log.Log | undefined
 
   const probeOnce = (open: OpenMember, log: Log.Log, probe: Ir.ProbeIR): Promise<void> => {
     const pt = probeTarget(probe)
@@ -134,12 +151,45 @@ export const makeGroup = (ir: Ir.GroupIR, previous?: GroupRuntime): GroupRuntime
     })).then(() => undefined)
   }
 
-  const healthyMembers = (): Array<MemberState> => members.filter((m) => m.up)
+  const healthyMembers = (): Array<MemberState> => {
+    if (ir.probe !== undefined) return members.filter((m) => m.up)
+    const now = Date.now()
+    return members.filter((m) => {
+      if (m.up) return true
+      if (m.retryAt === undefined || m.retryAt > now) return false
+      m.retryAt = now + PASSIVE_RETRY_MS
+      return true
+    })
+  }
+
+  const report = (name: string, error: string | undefined): void => {
+    if (ir.probe !== undefined) return
+    const m = members.find((x) => x.name === name)
+    if (m === undefined) return
+    if (error === undefined) {
+      m.fails = 0
+      m.lastError = undefined
+      if (!m.up) {
+        m.up = true
+        delete m.retryAt
+        passiveLog?.info("upstream member up", { group: ir.name, member: m.name, state: "up", health: "passive" })
+      }
+      return
+    }
+    m.fails++
+    m.lastError = error
+    if (m.up && m.fails >= PASSIVE_DOWN_AFTER) {
+      m.up = false
+      m.retryAt = Date.now() + PASSIVE_RETRY_MS
+      passiveLog?.warn("upstream member down", { group: ir.name, member: m.name, state: "down", error, health: "passive" })
+    }
+  }
 
   return {
     ir,
     members,
     healthy: () => members.some((m) => m.up),
+    report,
     candidates: (key) => {
       const ok = healthyMembers()
       if (ok.length === 0) return []
@@ -168,6 +218,7 @@ export const makeGroup = (ir: Ir.GroupIR, previous?: GroupRuntime): GroupRuntime
     }),
     start: (open, log) => {
       const probe = ir.probe
+      passiveLog = log
       if (probe === undefined || timer !== undefined) return
       const schedule = (first: boolean): void => {
         if (stopped) return

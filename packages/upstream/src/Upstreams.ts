@@ -14,7 +14,9 @@
  * at most `tries`; a destination failure reported by the last hop is final
  * (another member would fail the same way). With no healthy member, the
  * rule's `else` action runs through the server's registry; without `else`
- * the connection fails (`UpstreamFailed`, hop = the group).
+ * the connection fails (`UpstreamFailed`, hop = the group). Each member's
+ * connect outcome (not a destination failure) feeds the group's passive
+ * health (`GroupRuntime.report`, effective for groups without `probe`).
  * Log line fields (`ctx.note`): `upstream` (the member that carried the
  * connection), `upstream_tries`, `upstream_hop` and `upstream_error` on failure,
  * `upstream_else` when the else action ran.
@@ -135,9 +137,10 @@ export const makeUpstreams = (): UpstreamOutbound => {
       for (const c of cands.slice(0, Math.max(1, g.ir.tries))) {
         tried.n++
         const r = yield* Effect.result(open(state, c, dest, key, ctx, depth + 1, tried))
-        if (r._tag === "Success") return r.success
+        if (r._tag === "Success") { g.report(c, undefined); return r.success }
         last = r.failure
         if (r.failure.destination) break
+        g.report(c, r.failure.message)
       }
       return yield* Effect.fail(last!)
     })

@@ -154,4 +154,23 @@ describe("groups", () => {
     expect(await repOf(noElse.port, "127.0.0.1", g.port)).toBe(0x01)
     expect(await waitFor(() => noElse.lines().some((l) => l["msg"] === "connection" && l["upstream_hop"] === "g"), 2_000)).toBe(true)
   }, 30_000)
+
+  it("passive health (no probe): after down-after failed connects the dead member is skipped without a try", async (ctx) => {
+    if (!need(ctx, "microsocks", "microsocks")) return
+    const g = keep(await greetServer())
+    const a = keep(await startMicrosocks())
+    const b = keep(await startMicrosocks())
+    const p = keep(await startProxyd(groupRules([["a", a.port], ["b", b.port]], "group g = failover(a, b) tries 2")))
+    expect(await viaMember(p, g.port)).toBe("a")
+    await a.stop()
+    const tries: Array<unknown> = []
+    for (let i = 0; i < 6; i++) {
+      expect(await viaMember(p, g.port)).toBe("b")
+      tries.push(p.lines().filter((l) => l["msg"] === "connection").at(-1)!["upstream_tries"])
+    }
+    // Three connections try the dead member first (2 tries), then it is down and skipped (1 try, no field).
+    expect(tries).toEqual([2, 2, 2, undefined, undefined, undefined])
+    expect(p.lines().find((l) => l["msg"] === "upstream member down")).toMatchObject({ group: "g", member: "a", state: "down", health: "passive" })
+    expect(p.upstreams.status()[0]!.members.find((m) => m.name === "a")!.up).toBe(false)
+  }, 30_000)
 })
