@@ -10,8 +10,9 @@
  * literally (T040, as for every secret).
  *
  * Gotchas: the keyword comes from this plugin's vocabulary (`adminVocabulary`),
- * so `proxyd check` knows it only when the plugin is registered; the loopback
- * rule is enforced here, at load, not by `check`.
+ * so `proxyd check` knows it only when the plugin is registered. The loopback
+ * rule is checked twice: offline by `check` (the vocabulary's `validate`,
+ * error T082) and at load by `adminConfig` (which also reads the token).
  */
 import { readFileSync } from "node:fs"
 import { dirname, isAbsolute, resolve } from "node:path"
@@ -25,6 +26,17 @@ export const adminVocabulary: Omit<Extension.VocabularyExtension, "plugin"> = {
       settings: { listen: { pattern: "HOSTPORT" }, token: { pattern: "SECRET" } },
     },
   },
+  validate: (decls) => decls.flatMap((d) => {
+    const host = (d.settings["listen"] as { host: string } | undefined)?.host ?? "127.0.0.1"
+    if (d.settings["token"] !== undefined || isLoopback(host)) return []
+    return [{
+      code: "T082",
+      severity: "error" as const,
+      message: `the admin API listens on ${host}, which is not loopback, and has no \`token\``,
+      span: d.span,
+      hint: "add `token env(NAME)` (a bearer token is required off loopback), or listen on 127.0.0.1",
+    }]
+  }),
 }
 
 export interface AdminConfig {

@@ -249,8 +249,11 @@ describe("the admin declaration", () => {
   })
 
   it("refuses a non-loopback admin listener without a token", () => {
-    const r = programOf(`admin {\n  listen 0.0.0.0:9090\n}\n${base}`)
-    const c = AdminConfig.adminConfig(r.program!)
+    // `check` refuses this declaration (T082); adminConfig refuses it again at load, for programs built without check.
+    expect(programOf(`admin {\n  listen 0.0.0.0:9090\n}\n${base}`).diagnostics.map((d) => d.code)).toEqual(["T082"])
+    const r = programOf(`admin {\n  listen 127.0.0.1:9090\n}\n${base}`)
+    const d = r.program!.pluginDecls![0]!
+    const c = AdminConfig.adminConfig({ ...r.program!, pluginDecls: [{ ...d, settings: { ...d.settings, listen: { host: "0.0.0.0", port: 9090 } } }] })
     expect(Array.isArray(c)).toBe(true)
     expect((c as Array<string>)[0]).toMatch(/not loopback.*token/)
   })

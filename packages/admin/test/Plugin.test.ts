@@ -70,10 +70,14 @@ describe("admin + geoip plugins via the registry", () => {
       })))
     }))
 
-  it("refuses to start with an admin API off loopback and no token", () =>
+  it("refuses to start with an admin API off loopback and no token (the file does not check: T082)", () =>
     withFile(`admin {\n  listen 0.0.0.0:0\n}\nlisten web = http 127.0.0.1:0\npolicy main {\n  default allow\n}\n`, async (file) => {
-      const exit = await Effect.runPromiseExit(Effect.scoped(Registry.start(file, { log: Log.memory(), builtins })))
+      const log = Log.memory()
+      const exit = await Effect.runPromiseExit(Effect.scoped(Effect.gen(function*() {
+        const host = yield* Registry.start(file, { log, builtins })
+        yield* Server.startServer({ rulesFile: file, handlers: { http: makeHttpHandler() }, log, watch: false, plugins: host })
+      })))
       expect(Exit.isFailure(exit)).toBe(true)
-      expect(JSON.stringify(exit)).toMatch(/not loopback.*token/)
+      expect(JSON.stringify(exit)).toMatch(/T082.*not loopback/)
     }))
 })

@@ -88,6 +88,17 @@ export const checkLoaded = (loaded: Loaded, reader: SourceReader, options: Check
     }
   }
   checkCycles(ctx)
+  for (const v of ext.validators) {
+    try {
+      for (const d of v.validate(ctx.pluginDecls.filter((x) => x.plugin === v.plugin))) {
+        const extra = d.hint === undefined ? {} : { hint: d.hint }
+        if (d.severity === "error") ctx.err(d.code, d.message, d.span, extra)
+        else ctx.warn(d.code, d.message, d.span, extra)
+      }
+    } catch (e) {
+      ctx.err("T000", `internal error in plugin \`${v.plugin}\`'s validate: ${e instanceof Error ? e.message : String(e)}`, fileSpan(loaded.files[0] ?? ""))
+    }
+  }
 
   const policies = new Map<string, PolicyIR>()
   for (const p of policyByName.values()) {

@@ -16,7 +16,13 @@
  *    `costly: true` marks a field whose value the runtime obtains through the
  *    plugin's `FactSource` only when a policy mentions it;
  *  - auth kinds: `auth NAME = KIND ...` kinds handled by the plugin's
- *    `AuthBackend` (settings in `authSettings`).
+ *    `AuthBackend` (settings in `authSettings`);
+ *  - `validate`: the one piece of code, a pure function `check` runs offline
+ *    on the plugin's checked declarations (after their settings are typed)
+ *    for rules the settings schema cannot express (e.g. the admin API off
+ *    loopback needs a `token`). It returns diagnostics with the plugin's own
+ *    stable codes; it must not do I/O (no env, files or sockets). A validator
+ *    that throws is reported as T000 naming the plugin.
  * The checker receives extensions through `checkFiles(entries, reader, { plugins })`.
  * Extensions are merged with `mergeExtensions`; a keyword or field that a
  * built-in or another plugin already owns is refused (T081), naming both owners.
@@ -27,6 +33,7 @@
  * their vocabularies.
  */
 import type { Span } from "./Ast.ts"
+import type { PluginDeclIR } from "./Ir.ts"
 import { load, type SourceReader } from "./Loader.ts"
 import type { DeclSpec, SettingSpec } from "./Vocabulary.ts"
 
@@ -43,6 +50,18 @@ export interface FieldSpec {
   readonly doc?: string
 }
 
+/** A diagnostic a plugin's `validate` reports (a stable code from docs/diagnostics.md). */
+export interface PluginDiagnostic {
+  readonly code: string
+  readonly severity: "error" | "warning"
+  readonly message: string
+  readonly span: Span
+  readonly hint?: string
+}
+
+/** Check-time validation of a plugin's declarations: pure, offline. */
+export type Validate = (decls: ReadonlyArray<PluginDeclIR>) => ReadonlyArray<PluginDiagnostic>
+
 export interface VocabularyExtension {
   /** The owning plugin's id (for messages). */
   readonly plugin: string
@@ -50,6 +69,8 @@ export interface VocabularyExtension {
   readonly fields?: ReadonlyArray<FieldSpec>
   /** Auth kinds (`auth NAME = KIND ...`) with the settings each accepts. */
   readonly authKinds?: Readonly<Record<string, Readonly<Record<string, SettingSpec>>>>
+  /** Runs on this plugin's checked declarations (all of them, in file order, possibly none). */
+  readonly validate?: Validate
 }
 
 export interface CheckOptions {
@@ -65,9 +86,11 @@ export interface Extensions {
   readonly authKinds: ReadonlyMap<string, { readonly plugin: string; readonly settings: Readonly<Record<string, SettingSpec>> }>
   /** Conflicts found while merging (reported as T081 by the checker). */
   readonly conflicts: ReadonlyArray<string>
+  /** The plugins' `validate` functions, in plugin order. */
+  readonly validators: ReadonlyArray<{ readonly plugin: string; readonly validate: Validate }>
 }
 
-export const EMPTY: Extensions = { declarations: new Map(), fields: new Map(), authKinds: new Map(), conflicts: [] }
+export const EMPTY: Extensions = { declarations: new Map(), fields: new Map(), authKinds: new Map(), conflicts: [], validators: [] }
 
 const FIELD_NAME = /^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$/
 
@@ -84,9 +107,11 @@ export const mergeExtensions = (
   const fields = new Map<string, { plugin: string; spec: FieldSpec }>()
   const authKinds = new Map<string, { plugin: string; settings: Readonly<Record<string, SettingSpec>> }>()
   const conflicts: string[] = []
+  const validators: Array<{ plugin: string; validate: Validate }> = []
   const owner = (table: ReadonlyMap<string, { plugin: string }>, builtins: ReadonlyArray<string>, key: string): string | undefined =>
     builtins.includes(key) ? "the language" : table.get(key)?.plugin !== undefined ? `plugin \`${table.get(key)!.plugin}\`` : undefined
   for (const e of exts) {
+    if (e.validate !== undefined) validators.push({ plugin: e.plugin, validate: e.validate })
     for (const [kw, spec] of Object.entries(e.declarations ?? {})) {
       const o = owner(declarations, [...builtin.keywords, "policy", "test", "rule", "guard", "default"], kw)
       if (o !== undefined) conflicts.push(`plugin \`${e.plugin}\` declares the keyword \`${kw}\`, which ${o} already defines`)
@@ -105,7 +130,7 @@ export const mergeExtensions = (
       else authKinds.set(k, { plugin: e.plugin, settings })
     }
   }
-  return { declarations, fields, authKinds, conflicts }
+  return { declarations, fields, authKinds, conflicts, validators }
 }
 
 export interface PluginRef {

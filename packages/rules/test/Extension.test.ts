@@ -70,6 +70,23 @@ describe("plugin vocabulary in check", () => {
     ])
   })
 
+  it("runs a plugin's `validate` on its checked declarations only, and reports a throwing validator as T000", () => {
+    const seen: Array<unknown> = []
+    const clock: VocabularyExtension = {
+      ...WEEKDAY,
+      validate: (decls) => {
+        seen.push(decls.map((d) => d.settings))
+        return decls.filter((d) => d.settings["tz"] === "Mars/Olympus").map((d) => ({ code: "T099", severity: "error" as const, message: "no such planet", span: d.span, hint: "use an Earth zone" }))
+      },
+    }
+    const throws: VocabularyExtension = { plugin: "x.throws", validate: () => { throw new Error("boom") } }
+    expect(diags(`weekday-clock tz "UTC"
+weekday-clock tz "Mars/Olympus"
+${POLICY}`, [clock, TENANT])).toEqual(["T099 2:1 no such planet | use an Earth zone"])
+    expect(seen).toEqual([[{ tz: "UTC" }, { tz: "Mars/Olympus" }]])
+    expect(diags(POLICY, [throws])).toEqual(["T000 1:1 internal error in plugin `x.throws`'s validate: boom"])
+  })
+
   it("lints `not` over a plugin field that can be unknown (L005)", () => {
     expect(diags(`policy p {\n  rule a when time.weekday != Sun -> block\n  default allow\n}\n`).filter((d) => d.startsWith("L005"))).toHaveLength(1)
     expect(diags(`policy p {\n  rule a when http.tenant != x -> block\n  default allow\n}\n`).filter((d) => d.startsWith("L005"))).toHaveLength(0)
