@@ -53,6 +53,19 @@ export interface Connected {
 export interface RelayStats { readonly bytesUp: number; readonly bytesDown: number }
 
 /** A UDP path through an outbound (SOCKS5 UDP ASSOCIATE through an upstream proxy). */
+/**
+ * BIND through an upstream (`via` a single SOCKS upstream): the upstream's
+ * bound address (our first reply), then the peer it accepted (our second).
+ */
+export interface UpstreamBind {
+  readonly host: string
+  readonly port: number
+  /** Waits for the upstream's second reply; then `socket` carries the peer's bytes (early bytes intact). */
+  accepted(timeoutMs: number): Effect.Effect<{ readonly host: string; readonly port: number; readonly socket: Socket }, OutboundError>
+  /** Ends the control connection (when the handler gives up before `accepted`); idempotent. */
+  close(): void
+}
+
 export interface UdpChannel {
   /** Sends one datagram to host:port (a name travels as a name). */
   send(host: string, port: number, data: Buffer): void
@@ -88,6 +101,12 @@ export interface SessionContext {
    * test doubles; the runtime always provides it.
    */
   connectUdp?(decided: Decided): Effect.Effect<UdpChannel, OutboundError>
+  /**
+   * For `command bind` decisions an outbound provider carries (`via` a SOCKS
+   * upstream): BIND at the upstream. Fails with `CommandNotSupported` when
+   * none does. Optional for test doubles; the runtime always provides it.
+   */
+  connectBind?(decided: Decided): Effect.Effect<UpstreamBind, OutboundError>
   /** Pipes both ways until both directions end; applies the idle timeout; returns byte counts. */
   relay(client: Socket, upstream: Socket): Effect.Effect<RelayStats>
   /** Adds fields to the connection's close log line (never secrets). */

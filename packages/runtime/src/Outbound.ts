@@ -24,7 +24,7 @@ import * as net from "node:net"
 import { Effect } from "effect"
 import type { Ir } from "@proxyd/rules"
 import { OutboundError, type OutboundReason } from "./Errors.ts"
-import type { Decided, UdpChannel } from "./Inbound.ts"
+import type { Decided, UdpChannel, UpstreamBind } from "./Inbound.ts"
 import type { Log } from "./Log.ts"
 import { isOnion, type ResolverShape } from "./Resolver.ts"
 
@@ -44,6 +44,11 @@ export type Registry = ReadonlyMap<Ir.ActionIR["k"], Connector>
 export type UdpConnector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<UdpChannel, OutboundError>
 
 export type UdpRegistry = ReadonlyMap<Ir.ActionIR["k"], UdpConnector>
+
+/** Opens a BIND at an upstream for a `command bind` decision (`via` a SOCKS upstream). */
+export type BindConnector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<UpstreamBind, OutboundError>
+
+export type BindRegistry = ReadonlyMap<Ir.ActionIR["k"], BindConnector>
 
 /** What a provider gets when its program becomes current. */
 export interface OutboundEnv {
@@ -66,6 +71,8 @@ export interface OutboundProvider {
   connectors(all: () => Registry): ReadonlyMap<Ir.ActionIR["k"], Connector>
   /** Optional UDP paths for the same kinds (`via` a SOCKS5 upstream). */
   udpConnectors?(): UdpRegistry
+  /** Optional BIND at an upstream for the same kinds (`via` a SOCKS upstream). */
+  bindConnectors?(): BindRegistry
   close(): void
 }
 

@@ -42,7 +42,7 @@ import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./L
 import * as Log from "./Log.ts"
 import { providerOf, type GeoProvider } from "./Geo.ts"
 import { makeSessions, notify, type Observer, type Sessions } from "./Observe.ts"
-import { defaultRegistry, type Connector, type OutboundProvider, type Registry, type UdpConnector } from "./Outbound.ts"
+import { type BindConnector, defaultRegistry, type Connector, type OutboundProvider, type Registry, type UdpConnector } from "./Outbound.ts"
 import type { Host } from "./Registry.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
@@ -149,6 +149,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
     const udpRegistry = new Map<Ir.ActionIR["k"], UdpConnector>()
     for (const p of outbounds) for (const [k, c] of p.udpConnectors?.() ?? []) udpRegistry.set(k, c)
+    const bindRegistry = new Map<Ir.ActionIR["k"], BindConnector>()
+    for (const p of outbounds) for (const [k, c] of p.bindConnectors?.() ?? []) bindRegistry.set(k, c)
     for (const p of outbounds) p.activate(first.state.program, { log, resolver })
     geoip?.activate(first.state.program, opts.rulesFile)
     const lock = yield* Semaphore.make(1)
@@ -244,6 +246,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
             resolver,
             registry,
             udpRegistry,
+            bindRegistry,
             log,
             geo: geoip,
             observers,

@@ -39,7 +39,7 @@ import type { Connected, Decided, InboundHandler, ProtocolName, RequestInput, Se
 import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
 import { notify, type Observer, type Sessions } from "./Observe.ts"
-import type { OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
+import type { BindRegistry, OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
 import { relay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
@@ -72,6 +72,8 @@ export interface ConnectionEnv {
   readonly registry: Registry
   /** UDP paths by action kind (from outbound providers); absent: none. */
   readonly udpRegistry?: UdpRegistry
+  /** BIND at an upstream by action kind (from outbound providers); absent: none. */
+  readonly bindRegistry?: BindRegistry
   readonly log: Log
   /** The client's address for policy, logs and limits (default: the TCP peer). */
   readonly peer?: { readonly ip: string; readonly port: number }
@@ -306,6 +308,11 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         },
         connectUdp: (decided: Decided) => {
           const c = env.udpRegistry?.get(decided.decision.action.k)
+          if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
+          return c(decided, { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) })
+        },
+        connectBind: (decided: Decided) => {
+          const c = env.bindRegistry?.get(decided.decision.action.k)
           if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
           return c(decided, { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) })
         },

@@ -7,7 +7,9 @@
  * address, writes any bytes the client sent after its request (still in the
  * reader) to the upstream first, then relays. BIND asks the policy with
  * command `bind` for the expected peer, listens (see `Bind.ts`), answers
- * twice (bound address, then the peer's address) and relays.
+ * twice (bound address, then the peer's address) and relays. BIND under
+ * `via` binds at the upstream (`ctx.connectBind`) and relays its two
+ * replies; under `tor` it answers "command not supported".
  */
 import type { Socket } from "node:net"
 import { Effect, Result } from "effect"
@@ -55,6 +57,35 @@ export const serveConnect = (
     yield* ctx.relay(client, up.socket)
   })
 
+/** BIND at the upstream: its bound address is our first reply, the peer it accepted our second; then relay. */
+const bindUpstream = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies, timeoutMs: number): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    if (ctx.connectBind === undefined) return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
+    const r = yield* Effect.result(ctx.connectBind(decided))
+    if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
+    const b = r.success
+    // The client giving up ends the upstream's BIND too.
+    const onClose = (): void => b.close()
+    client.once("close", onClose)
+    if (!(yield* Wire.write(client, replies.ok(b.host, b.port)))) {
+      b.close()
+      client.destroy()
+      return
+    }
+    const a = yield* Effect.result(b.accepted(timeoutMs))
+    client.off("close", onClose)
+    if (Result.isFailure(a)) return yield* refuse(client, ctx, replies, a.failure.reason)
+    const peer = a.success
+    ctx.note({ bindPeer: `${peer.host}:${peer.port}` })
+    if (!(yield* Wire.write(client, replies.ok(peer.host, peer.port)))) {
+      peer.socket.destroy()
+      return
+    }
+    const early = reader.rest()
+    if (early.length > 0) peer.socket.write(early)
+    yield* ctx.relay(client, peer.socket)
+  })
+
 export const serveBind = (
   client: Socket,
   ctx: Inbound.SessionContext,
@@ -67,9 +98,13 @@ export const serveBind = (
     const decided = yield* ctx.decide(input)
     const block = blocked(decided)
     if (block !== undefined) return yield* refuse(client, ctx, replies, block)
-    // BIND through an upstream or Tor is not implemented: binding here instead would bypass the rule's route.
+    // Binding here instead would bypass the rule's route: `via` binds at the upstream, Tor cannot bind.
     const k = decided.decision.action.k
-    if (k === "via" || k === "tor") return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
+    if (k === "tor") {
+      ctx.note({ bind_error: "Tor does not support BIND" })
+      return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
+    }
+    if (k === "via") return yield* bindUpstream(client, ctx, reader, decided, replies, timeoutMs)
     const expected = yield* Bind.expectedPeers(input.dstHost, decided.resolved)
     if (expected !== "any" && expected.size === 0) return yield* refuse(client, ctx, replies, { _tag: "DnsFailed", host: input.dstHost })
     const l = yield* Bind.listen(ctx.localAddress)

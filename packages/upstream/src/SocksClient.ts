@@ -41,7 +41,7 @@ export const socks5Rep = (b: Buffer): number | undefined => {
 /** Codes that mean "the proxy could not reach the target", not "the proxy is broken". */
 const TARGET_CODES = new Set([0x02, 0x03, 0x04, 0x05, 0x06, 0x08])
 
-const mapError = (hop: Hop, message: string, seen: Buffer, last: boolean): HopFailure => {
+export const mapError = (hop: Hop, message: string, seen: Buffer, last: boolean): HopFailure => {
   const version = hop.kind === "socks5" ? 5 : 4
   if (message.includes("timed out")) return timedOut(hop.name, "the SOCKS handshake timed out")
   if (message.includes("Authentication failed")) return failed(hop.name, "the upstream refused the credentials")

@@ -7,8 +7,9 @@
  * message naming the upstream and the variable or file. `activate` swaps in
  * the prepared state and (re)starts group probes; a group whose definition
  * did not change keeps its members' health across a reload.
- * The connector: CONNECT (BIND through an upstream is refused by the SOCKS
- * handler); the UDP connector opens a SOCKS5 UDP ASSOCIATE through a single
+ * The connector: CONNECT; the BIND connector asks a single SOCKS4/4a/5
+ * upstream to BIND (`SocksBind.ts`), other routes (chains, HTTP, groups)
+ * answer `CommandNotSupported` with `upstream_bind_error` in the log; the UDP connector opens a SOCKS5 UDP ASSOCIATE through a single
  * socks5 upstream (`UdpRelay.ts`), other routes answer `CommandNotSupported`; the destination is the name as requested, or the
  * address the policy resolved. A group tries its candidates in strategy order,
  * at most `tries`; a destination failure reported by the last hop is final
@@ -31,6 +32,7 @@ import { openRoute, type Route } from "./Chain.ts"
 import { type GroupRuntime, type GroupStatus, makeGroup, probeTarget } from "./Group.ts"
 import { failed, type Hop, HopFailure, type Target } from "./Hop.ts"
 import { readPlain, readSecret } from "./Secrets.ts"
+import { socksBind } from "./SocksBind.ts"
 import { openUdp } from "./UdpRelay.ts"
 
 interface Prepared {
@@ -179,6 +181,30 @@ export const makeUpstreams = (): UpstreamOutbound => {
     )
   }
 
+  /** BIND at a single SOCKS upstream; chains, HTTP upstreams and groups answer `CommandNotSupported` with a logged reason. */
+  const bindVia: Outbound.BindConnector = (decided, ctx) => {
+    const a = decided.decision.action
+    const unsupported = (why: string) => {
+      ctx.note?.({ upstream_bind_error: why })
+      return Effect.fail(new Errors.OutboundError({ reason: { _tag: "CommandNotSupported" } }))
+    }
+    if (a.k !== "via") return unsupported("not a via decision")
+    const route = active.routes.get(a.target)
+    if (route === undefined) return unsupported(`BIND needs a single SOCKS upstream; \`${a.target}\` is ${active.groups.has(a.target) ? "a group" : "not declared"}`)
+    const hop = route.hops[0]!
+    if (route.hops.length !== 1) return unsupported(`BIND needs a single SOCKS upstream; \`${a.target}\` is a chain`)
+    if (hop.kind !== "socks5" && hop.kind !== "socks4" && hop.kind !== "socks4a") return unsupported(`BIND needs a SOCKS upstream; \`${a.target}\` is ${hop.kind}`)
+    const req = decided.request
+    return socksBind(hop, { host: decided.resolved ?? req.dstHost, port: req.dstPort }, ctx).pipe(
+      Effect.map((b) => { ctx.note?.({ upstream: hop.name, upstream_bound: `${b.host}:${b.port}` }); return b }),
+      Effect.mapError((e) => {
+        const r = reasonOf(e)
+        ctx.note?.({ upstream_hop: "hop" in r ? r.hop : undefined, upstream_error: e.message })
+        return new Errors.OutboundError({ reason: r })
+      }),
+    )
+  }
+
   const startGroups = (state: Active, env: Outbound.OutboundEnv): void => {
     const probeCtx: Outbound.OutboundContext = { resolver: env.resolver, connectTimeoutMs: 10_000 }
     const member = (m: string, t: Target) => open(state, m, t, { dst: t.host, src: "" }, probeCtx, 1, { n: 0 }).pipe(Effect.map((x) => x.socket))
@@ -233,6 +259,7 @@ export const makeUpstreams = (): UpstreamOutbound => {
     },
     connectors: (all) => new Map([["via", via(all)]]),
     udpConnectors: () => new Map([["via", udpVia]]),
+    bindConnectors: () => new Map([["via", bindVia]]),
     close: () => { for (const g of active.groups.values()) g.stop() },
     status: () => [...active.groups.values()].map((g) => g.status()),
   }

@@ -122,13 +122,26 @@ describe("SOCKS5 hop", () => {
 })
 
 describe("commands other than CONNECT", () => {
-  it("BIND under a via rule is refused with REP 0x07 (never bound locally)", async () => {
+  it("BIND via a chain or a group is refused with REP 0x07 and a logged reason (never bound locally)", async () => {
     const f = await fakeSocks5(0, "")
-    const p = await startProxyd(rules(`upstream f = socks5://127.0.0.1:${f.port}`, "command bind"))
+    const p = await startProxyd(rules(`upstream a = socks5://127.0.0.1:${f.port}\nupstream b = socks5://127.0.0.1:${f.port}\nchain f = a -> b`, "command bind"))
     stops.push(p.stop)
+    const h = await startProxyd(rules(`upstream a = socks5://127.0.0.1:${f.port}\ngroup f = failover(a)`, "command bind"))
+    stops.push(h.stop)
+    expect(await bindRep(p.port)).toBe(0x07)
+    expect(await bindRep(h.port)).toBe(0x07)
+    expect(f.requests).toEqual([])
+    const closed = () => [...p.lines(), ...h.lines()].filter((l) => l["msg"] === "connection").length
+    for (let i = 0; i < 100 && closed() < 2; i++) await new Promise((r) => setTimeout(r, 20))
+    const reasons = [...p.lines(), ...h.lines()].filter((l) => l["msg"] === "connection").map((l) => l["upstream_bind_error"])
+    expect(reasons).toEqual(["BIND needs a single SOCKS upstream; `f` is a chain", "BIND needs a single SOCKS upstream; `f` is a group"])
+  })
+})
+
+const bindRep = async (port: number): Promise<number> => {
     const { connect } = await import("node:net")
-    const rep = await new Promise<number>((resolve, reject) => {
-      const s = connect({ host: "127.0.0.1", port: p.port })
+    return new Promise<number>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port })
       let buf = Buffer.alloc(0)
       let sent = false
       s.on("error", reject)
@@ -139,10 +152,7 @@ describe("commands other than CONNECT", () => {
         if (sent && buf.length >= 2) { s.destroy(); resolve(buf[1]!) }
       })
     })
-    expect(rep).toBe(0x07)
-    expect(f.requests).toEqual([])
-  })
-})
+}
 
 describe("HTTP CONNECT hop", () => {
   it("sends CONNECT with Host and Basic credentials; early data after the head reaches the client", async () => {
