@@ -2,10 +2,12 @@
  * The installable package: `npm pack` packages/cli (which bundles the CLI into
  * one file), install the tarball into an empty folder with no registry access,
  * and run `npx proxyd check` there. Proves the package is self-contained: no
- * runtime dependencies, no workspace, no TypeScript sources.
+ * runtime dependencies, no workspace, no TypeScript sources; and that the
+ * installed command starts a server whose policy uses `dst.country` (the CC0
+ * country database ships in `dist/`: without it the start is refused).
  */
-import { execFileSync, spawnSync } from "node:child_process"
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { delimiter, join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -35,6 +37,7 @@ beforeAll(() => {
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true }))
   npm(["install", tarball, "--offline", "--no-audit", "--no-fund"], app)
   copyFileSync(join(ROOT, "rulesets", "default.rules"), join(app, "default.rules"))
+  writeFileSync(join(app, "geo.rules"), "listen socks5 127.0.0.1:1080\npolicy p {\n  guard no-us when dst.country == US -> block\n  default allow\n}\n")
   writeFileSync(join(app, "bad.rules"), "listen socks5 127.0.0.1:1080\npolicy p {\n  rule r when dst.port == 443 -> via nowhere\n  default allow\n}\n")
 }, 180_000)
 
@@ -48,7 +51,23 @@ describe("the packed proxyd package", () => {
     expect(readdirSync(join(app, "node_modules")).filter((f) => !f.startsWith("."))).toEqual(["@proxyd"])
     const manifest = JSON.parse(readFileSync(join(installed, "package.json"), "utf8"))
     expect(manifest.dependencies).toBeUndefined()
+    expect(existsSync(join(installed, "dist", "geo-whois-asn-country.mmdb"))).toBe(true)
+    // The bundle (~1.3 MB) plus the country database (7.5 MB, ~3.9 MB gzipped).
+    expect(statSync(tarball).size).toBeLessThan(8_000_000)
   })
+
+  it("starts a server whose policy uses dst.country from the installed package (the built-in database is found), and stops on SIGTERM with exit 0", async () => {
+    // The installed bin itself (what `npx proxyd` runs), so SIGTERM reaches proxyd and not npm.
+    const child = spawn(join(app, "node_modules", ".bin", "proxyd"), ["--rules", "geo.rules", "--listen", "127.0.0.1:0"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    child.stdout.on("data", (d: Buffer) => { out += d.toString() })
+    child.stderr.on("data", (d: Buffer) => { out += d.toString() })
+    const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)))
+    for (let i = 0; i < 200 && !out.includes('"msg":"listening"') && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(out).toContain('"msg":"listening"')
+    child.kill("SIGTERM")
+    expect(await exited).toBe(0)
+  }, 30_000)
 
   it("runs `npx proxyd check` on a good file: exit 0 and the summary", () => {
     const r = npx(["proxyd", "check", "default.rules"])

@@ -3,10 +3,18 @@
  * packed package has no runtime dependencies (`npm pack` runs this as
  * `prepack`).
  *
+ * Details: the CC0 country database of
+ * `@ip-location-db/geo-whois-asn-country-mmdb` (7.5 MB, IPv4 + IPv6) and its
+ * licence are copied beside the bundle, where the geoip plugin looks first,
+ * so `dst.country`/`src.country` policies work from the installed package.
+ *
  * Gotchas: the bundle needs Node >= 22 (ESM, top-level await); `require` is
  * provided for bundled CommonJS modules (ipaddr.js) through `createRequire`.
  */
 import { build } from "esbuild"
+import { copyFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 
 const here = fileURLToPath(new URL(".", import.meta.url))
@@ -23,3 +31,9 @@ await build({
   banner: { js: "import { createRequire as __bannerCreateRequire } from 'node:module'; const require = __bannerCreateRequire(import.meta.url);" },
   logLevel: "warning",
 })
+
+// Resolved from @proxyd/geoip, which depends on the database package.
+const geoip = createRequire(import.meta.url).resolve("@proxyd/geoip")
+const db = createRequire(geoip).resolve("@ip-location-db/geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+copyFileSync(db, join(here, "dist", "geo-whois-asn-country.mmdb"))
+copyFileSync(join(dirname(db), "NRO_LICENSE"), join(here, "dist", "geo-whois-asn-country.NRO_LICENSE"))

@@ -12,20 +12,33 @@
  * the ones no longer named. Each database reloads itself when its file
  * changes. Counters of lookups by kind and result feed the metrics.
  *
- * Gotchas: the default database is opened lazily (first program that does not
+ * Gotchas: in the packed CLI the database is `dist/geo-whois-asn-country.mmdb`
+ * next to the bundle (found through `import.meta.url`), since the package has
+ * no dependencies. The default database is opened lazily (first program that does not
  * name a country database), so a proxy whose policy never asks pays nothing.
  */
+import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, isAbsolute, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
 import { Context, Effect, Layer } from "effect"
 import type { Ir } from "@proxyd/rules"
 import type { Geo, Log } from "@proxyd/runtime"
 import { openDatabase, type Database, type DatabaseInfo, type ReloadEvent } from "./Database.ts"
 import { asnOf, countryOf } from "./Layout.ts"
 
-/** The built-in CC0 country database (IPv4 + IPv6). */
-export const defaultCountryDatabase = (): string =>
-  createRequire(import.meta.url).resolve("@ip-location-db/geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+/** File name of the built-in CC0 country database (IPv4 + IPv6). */
+export const DEFAULT_COUNTRY_FILE = "geo-whois-asn-country.mmdb"
+
+/**
+ * The built-in CC0 country database: beside the running module when it is the
+ * packed CLI bundle (`packages/cli/build.ts` copies it into `dist/`), else
+ * from `@ip-location-db/geo-whois-asn-country-mmdb` in node_modules.
+ */
+export const defaultCountryDatabase = (): string => {
+  const beside = fileURLToPath(new URL(DEFAULT_COUNTRY_FILE, import.meta.url))
+  return existsSync(beside) ? beside : createRequire(import.meta.url).resolve(`@ip-location-db/geo-whois-asn-country-mmdb/${DEFAULT_COUNTRY_FILE}`)
+}
 
 export type LookupKind = "country" | "asn"
 export type LookupResult = "hit" | "miss"
