@@ -167,6 +167,12 @@ describe("brute-force defence through the real server", () => {
       expect(adminPort).toBeGreaterThan(0)
       const scraped = await fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text())
       expect(scraped.split("\n").filter((l) => l.startsWith("proxyd_bans_total"))).toEqual(['proxyd_bans_total{scope="ip"} 1'])
+      // 1 + 1 good, 10 failures before the ban, 40 + 1 refused while banned.
+      expect(scraped.split("\n").filter((l) => l.startsWith("proxyd_auth_guard_total")).sort()).toEqual([
+        'proxyd_auth_guard_total{auth="users",outcome="banned"} 41',
+        'proxyd_auth_guard_total{auth="users",outcome="failure"} 10',
+        'proxyd_auth_guard_total{auth="users",outcome="success"} 2',
+      ])
     } finally {
       await stop(p)
     }

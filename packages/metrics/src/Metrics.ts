@@ -98,6 +98,7 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   const auth = new Prom.Counter({ name: "proxyd_auth_attempts_total", help: "Password checks, by listener and result (success, failure).", labelNames: ["listener", "result"], registers })
   const ruleHits = new Prom.Counter({ name: "proxyd_rule_hits_total", help: "Decisions by policy, rule and action kind.", labelNames: ["policy", "rule", "action"], registers })
   const reloads = new Prom.Counter({ name: "proxyd_reloads_total", help: "Policy reloads, by result (success, failure).", labelNames: ["result"], registers })
+  const guarded = new Prom.Counter({ name: "proxyd_auth_guard_total", help: "Checks through the brute-force guard, by auth declaration and outcome (success, failure, banned).", labelNames: ["auth", "outcome"], registers })
   const bans = new Prom.Counter({ name: "proxyd_bans_total", help: "Temporary bans started by the brute-force defence, by scope (ip, user).", labelNames: ["scope"], registers })
   const probes = new Prom.Counter({ name: "proxyd_upstream_probes_total", help: "Health probes of upstream group members, by result.", labelNames: ["group", "member", "result"], registers })
   const probeLatency = new Prom.Histogram({ name: "proxyd_upstream_probe_duration_seconds", help: "Health probe latency of upstream group members.", labelNames: ["group", "member"], buckets: DURATION, registers })
@@ -154,6 +155,7 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   // Metrics other plugins report by name (`Plugin.MetricsShape`): created on first use, label names fixed then.
   const named = new Map<string, Prom.Counter | Prom.Gauge | Prom.Histogram>()
   named.set("proxyd_bans_total", bans)
+  named.set("proxyd_auth_guard_total", guarded)
   const byName = <M extends Prom.Counter | Prom.Gauge | Prom.Histogram>(name: string, labels: Readonly<Record<string, string>>, make: (cfg: { name: string; help: string; labelNames: Array<string>; registers: Array<Prom.Registry> }) => M): M | undefined => {
     const have = named.get(name) ?? reg.getSingleMetric(name)
     if (have !== undefined) return have as M

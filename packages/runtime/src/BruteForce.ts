@@ -17,7 +17,8 @@
  * Every refusal is logged as one warn line `auth failure` whose first field is
  * `src` (docs/auth.md has the fail2ban regex); a new ban also logs `auth ban`.
  * Metrics (bounded labels: the auth declaration and the outcome):
- * `proxyd_auth_attempts_total{auth,outcome=success|failure|banned}`,
+ * `proxyd_auth_guard_total{auth,outcome=success|failure|banned}` (the server's
+ * own `proxyd_auth_attempts_total{listener,result}` has other labels),
  * `proxyd_bans_total{scope="ip"}` (the metric `docs/metrics.md` lists; only
  * sources are banned, so the scope is always `ip`). The guard reaches the
  * metrics plugin through `PluginContext.metrics`, never by importing it.
@@ -54,7 +55,7 @@ export const delayFor = (failures: number, o: GuardOptions): number =>
 export interface GuardDeps {
   readonly state: SharedStateShape
   readonly log: Log
-  /** Counts `proxyd_auth_attempts_total{auth, outcome}` (success, failure, banned) and `proxyd_bans_total{scope}`. */
+  /** Counts `proxyd_auth_guard_total{auth, outcome}` (success, failure, banned) and `proxyd_bans_total{scope}`. */
   readonly metrics?: MetricsShape
   readonly options?: Partial<GuardOptions>
   readonly sleep?: (ms: number) => Promise<void>
@@ -67,7 +68,7 @@ export const guard = (source: AuthSource, auth: string, deps: GuardDeps): AuthSo
   const o: GuardOptions = { ...DEFAULTS, ...deps.options }
   const { state, log } = deps
   const sleep = deps.sleep ?? sleeper
-  const count = (outcome: "success" | "failure" | "banned") => deps.metrics?.inc("proxyd_auth_attempts_total", { auth, outcome })
+  const count = (outcome: "success" | "failure" | "banned") => deps.metrics?.inc("proxyd_auth_guard_total", { auth, outcome })
   return {
     verify: async (user, pass, client) => {
       const src = client?.src ?? "unknown"

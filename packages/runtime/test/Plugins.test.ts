@@ -280,9 +280,9 @@ describe("brute-force guard", () => {
     expect((await g.verify("alice", "right", bad)).ok).toBe(false)
     expect((await g.verify("alice", "right", { src: "192.0.2.8", listener: "main" })).ok).toBe(true)
     expect(Object.fromEntries(counted)).toEqual({
-      "proxyd_auth_attempts_total{users,failure}": 5,
-      "proxyd_auth_attempts_total{users,banned}": 46,
-      "proxyd_auth_attempts_total{users,success}": 1,
+      "proxyd_auth_guard_total{users,failure}": 5,
+      "proxyd_auth_guard_total{users,banned}": 46,
+      "proxyd_auth_guard_total{users,success}": 1,
       "proxyd_bans_total{ip}": 1,
     })
     const failures = lines.filter((l) => l.includes('"msg":"auth failure"'))
