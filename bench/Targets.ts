@@ -1,0 +1,171 @@
+/**
+ * Benchmark targets: proxyd and the peers (microsocks, Dante, tinyproxy), started on 127.0.0.1.
+ *
+ * Details: each target is a child process started by the harness and stopped by its PID
+ * (SIGTERM, then SIGKILL after 3 s). A peer whose binary is not installed is reported as
+ * skipped, never installed here. `cpuSeconds` sums utime+stime over the target's process
+ * tree from /proc/PID/stat (Dante forks workers).
+ * Gotchas: clock ticks are assumed to be 100 Hz (USER_HZ on Linux), so CPU figures have a
+ * 10 ms resolution — short `--quick` runs give coarse per-connection CPU.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { connect, createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+
+export type Kind = "direct" | "socks5" | "http"
+
+export interface Target {
+  readonly name: string
+  readonly kind: Kind
+  readonly port: number
+  readonly pid: number | undefined
+  stop(): Promise<void>
+}
+
+export type Start = () => Promise<Target>
+
+const ROOT = join(import.meta.dirname, "..")
+const PROXYD = join(ROOT, "packages/cli/bin/proxyd.js")
+
+const which = (names: ReadonlyArray<string>): string | undefined => {
+  for (const dir of ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    for (const n of names) if (existsSync(join(dir, n))) return join(dir, n)
+  return undefined
+}
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once("error", reject)
+    s.listen({ host: "127.0.0.1", port: 0 }, () => {
+      const a = s.address()
+      const port = typeof a === "object" && a !== null ? a.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+
+const portOpen = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const c = connect({ host: "127.0.0.1", port })
+    c.once("connect", () => { c.destroy(); resolve(true) })
+    c.once("error", () => resolve(false))
+  })
+
+const stopChild = (child: ChildProcess, dir?: string) => async (): Promise<void> => {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise<void>((r) => child.once("exit", () => r()))
+    if (child.pid !== undefined) process.kill(child.pid, "SIGTERM")
+    const t = setTimeout(() => { if (child.pid !== undefined) try { process.kill(child.pid, "SIGKILL") } catch { /* gone */ } }, 3_000)
+    await exited
+    clearTimeout(t)
+  }
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+}
+
+const runPeer = async (name: string, kind: Kind, bin: string, args: ReadonlyArray<string>, port: number, dir: string): Promise<Target> => {
+  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] })
+  let err = ""
+  child.stderr?.on("data", (c: Buffer) => { if (err.length < 4096) err += c.toString() })
+  const stop = stopChild(child, dir)
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) break
+    if (await portOpen(port)) return { name, kind, port, pid: child.pid, stop }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  await stop()
+  throw new Error(`${name} did not start: ${err}`)
+}
+
+export const direct: Start = async () => ({ name: "direct", kind: "direct", port: 0, pid: undefined, stop: async () => {} })
+
+export const proxyd: Start = () =>
+  new Promise((resolve, reject) => {
+    const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
+    const rules = join(dir, "allow.rules")
+    writeFileSync(rules, "policy main {\n  default allow\n}\n")
+    const child = spawn(process.execPath, [PROXYD, "--rules", rules, "--listen", "mixed://127.0.0.1:0", "--log-format", "json"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+    const stop = stopChild(child, dir)
+    let buf = ""
+    let started = false
+    const timer = setTimeout(() => { void stop(); reject(new Error(`proxyd did not start: ${buf}`)) }, 30_000)
+    const onData = (chunk: Buffer) => {
+      if (started) return // keep draining so the pipe never blocks proxyd
+      buf += chunk.toString("utf8")
+      for (const line of buf.split("\n")) {
+        if (!line.includes('"listening"')) continue
+        const o = JSON.parse(line) as { port?: number; annotations?: { port?: number } }
+        started = true
+        clearTimeout(timer)
+        resolve({ name: "proxyd", kind: "socks5", port: Number(o.port ?? o.annotations?.port), pid: child.pid, stop })
+        return
+      }
+    }
+    child.stdout.on("data", onData)
+    child.stderr.on("data", onData)
+    child.once("exit", (code) => { clearTimeout(timer); if (!started) reject(new Error(`proxyd exited ${code}: ${buf}`)) })
+  })
+
+const root = process.getuid?.() === 0
+
+export const PEERS: ReadonlyArray<{ name: string; bin: string | undefined; pkg: string; start: (bin: string) => Start }> = [
+  {
+    name: "microsocks", bin: which(["microsocks"]), pkg: "microsocks",
+    start: (bin) => async () => {
+      const port = await freePort()
+      return runPeer("microsocks", "socks5", bin, ["-i", "127.0.0.1", "-p", String(port)], port, mkdtempSync(join(tmpdir(), "proxyd-bench-")))
+    },
+  },
+  {
+    name: "dante", bin: which(["danted", "sockd"]), pkg: "dante-server",
+    start: (bin) => async () => {
+      const port = await freePort()
+      const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
+      const conf = join(dir, "sockd.conf")
+      writeFileSync(conf, [
+        "logoutput: stderr", `internal: 127.0.0.1 port = ${port}`, "external: 127.0.0.1",
+        "clientmethod: none", "socksmethod: none",
+        ...(root ? ["user.privileged: root", "user.unprivileged: nobody"] : []),
+        "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }", "socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 }", "",
+      ].join("\n"))
+      return runPeer("dante", "socks5", bin, ["-f", conf, "-p", join(dir, "sockd.pid")], port, dir)
+    },
+  },
+  {
+    name: "tinyproxy", bin: which(["tinyproxy"]), pkg: "tinyproxy",
+    start: (bin) => async () => {
+      const port = await freePort()
+      const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
+      const conf = join(dir, "tinyproxy.conf")
+      writeFileSync(conf, [
+        `Port ${port}`, "Listen 127.0.0.1", "Timeout 600", "MaxClients 200", "LogLevel Critical", "Allow 127.0.0.1",
+        ...(root ? ["User nobody", "Group nogroup"] : []), "",
+      ].join("\n"))
+      return runPeer("tinyproxy", "http", bin, ["-d", "-c", conf], port, dir)
+    },
+  },
+]
+
+/** utime+stime in seconds of `pid` and all its descendants (0 when /proc is unreadable). */
+export const cpuSeconds = (pid: number | undefined): number => {
+  if (pid === undefined) return 0
+  const stats = new Map<number, { ppid: number; ticks: number }>()
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const s = readFileSync(`/proc/${d}/stat`, "utf8")
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" ") // f[0] is field 3 (state)
+      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) })
+    } catch { /* exited meanwhile */ }
+  }
+  let ticks = 0
+  for (const [p, s] of stats) {
+    let q: number | undefined = p
+    for (let depth = 0; q !== undefined && q > 1 && depth < 32; depth++) {
+      if (q === pid) { ticks += s.ticks; break }
+      q = stats.get(q)?.ppid
+    }
+  }
+  return ticks / 100
+}
