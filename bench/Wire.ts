@@ -1,12 +1,13 @@
 /**
  * Loopback endpoints and client-side handshakes for the network benchmark.
  *
- * Details: the sink reads in paused mode (`readable` + `read()` loop) and counts bytes, so it
+ * Details: the sink runs in a worker thread and reads in paused mode (`readable` + `read()` loop) and counts bytes, so it
  * is not capped by `data`-event overhead (see peer-baseline.md); the echo server writes back
  * what it reads. `open` connects to a target and completes a SOCKS5 no-auth CONNECT or an
  * HTTP CONNECT, one step at a time like curl, to 127.0.0.1:`port`.
  */
 import { connect, createServer, type Server, type Socket } from "node:net"
+import { Worker } from "node:worker_threads"
 import type { Target } from "./Targets.ts"
 
 export interface SinkResult { readonly bytes: number; readonly closedAt: number }
@@ -17,31 +18,46 @@ const listen = (server: Server): Promise<number> =>
     resolve(typeof a === "object" && a !== null ? a.port : 0)
   }))
 
-/** A sink: each accepted connection resolves the next `next()` promise with its byte count when it closes. */
-export const startSink = async (): Promise<{ port: number; next(): Promise<SinkResult>; close(): void }> => {
+/** The sink's server, run in a worker thread so the writing client and the counting sink do not share one event loop. */
+const SINK = `
+const { createServer } = require("node:net")
+const { parentPort } = require("node:worker_threads")
+const server = createServer((s) => {
+  let bytes = 0
+  s.on("readable", () => { let c; while ((c = s.read()) !== null) bytes += c.length })
+  s.on("error", () => {})
+  s.on("close", () => parentPort.postMessage({ bytes, closedAt: performance.timeOrigin + performance.now() }))
+})
+server.listen({ host: "127.0.0.1", port: 0, backlog: 1024 }, () => parentPort.postMessage({ port: server.address().port }))
+`
+
+/**
+ * A sink: each accepted connection resolves the next `next()` promise with its byte count when it closes.
+ * `closedAt` is on the `now()` clock (epoch milliseconds, shared across threads).
+ */
+export const startSink = async (): Promise<{ port: number; next(): Promise<SinkResult>; close(): Promise<void> }> => {
   const waiting: Array<(r: SinkResult) => void> = []
   const done: Array<SinkResult> = []
-  const server = createServer((s) => {
-    let bytes = 0
-    s.on("readable", () => {
-      let c: Buffer | null
-      while ((c = s.read() as Buffer | null) !== null) bytes += c.length
-    })
-    s.on("error", () => {})
-    s.on("close", () => {
-      const r = { bytes, closedAt: performance.now() }
+  const worker = new Worker(SINK, { eval: true })
+  const port = await new Promise<number>((resolve, reject) => {
+    worker.once("error", reject)
+    worker.on("message", (m: { port?: number; bytes?: number; closedAt?: number }) => {
+      if (m.port !== undefined) { resolve(m.port); return }
+      const r = { bytes: m.bytes ?? 0, closedAt: m.closedAt ?? 0 }
       const w = waiting.shift()
       if (w !== undefined) w(r)
       else done.push(r)
     })
   })
-  const port = await listen(server)
   return {
     port,
     next: () => { const r = done.shift(); return r !== undefined ? Promise.resolve(r) : new Promise((res) => waiting.push(res)) },
-    close: () => { server.close() },
+    close: async () => { await worker.terminate() },
   }
 }
+
+/** Milliseconds on a clock shared by the main thread and the sink's worker. */
+export const now = (): number => performance.timeOrigin + performance.now()
 
 export const startEcho = async (): Promise<{ port: number; close(): void }> => {
   const server = createServer((s) => { s.on("data", (c) => s.write(c)); s.on("error", () => {}) })
