@@ -17,7 +17,7 @@ import { Effect } from "effect"
 import { Errors, type Inbound, Outbound } from "@proxyd/runtime"
 import { SocksClient } from "socks"
 import { failed, type Hop, type HopFailure, type Target, timedOut } from "./Hop.ts"
-import { handshakeLength, mapError } from "./SocksClient.ts"
+import { handshakeLength, mapError, proxyOf } from "./SocksClient.ts"
 
 /** Length of a SOCKS5 reply at the start of `b`, or undefined if incomplete. */
 const replyLength = (b: Buffer): number | undefined => {
@@ -51,11 +51,7 @@ export const socksBind = (hop: Hop, target: Target, ctx: Outbound.OutboundContex
         socket.destroy()
         finish({ error: failed(hop.name, "BIND ended") })
       }
-      const proxy = {
-        host: hop.host, port: hop.port, type: version,
-        ...(hop.user === undefined ? {} : { userId: hop.user }),
-        ...(hop.pass === undefined || version === 4 ? {} : { password: hop.pass }),
-      } as const
+      const proxy = proxyOf(hop, version)
       let client: SocksClient
       try {
         client = new SocksClient({ command: "bind", destination: { host: target.host, port: target.port }, proxy, timeout: ms, existing_socket: socket })

@@ -58,6 +58,13 @@ export const mapError = (hop: Hop, message: string, seen: Buffer, last: boolean)
   return failed(hop.name, `SOCKS handshake failed: ${message.slice(0, 120)}`)
 }
 
+/** The `socks` package's proxy settings for a hop (SOCKS4 sends no password). */
+export const proxyOf = (hop: Hop, version: 4 | 5) => ({
+  host: hop.host, port: hop.port, type: version,
+  ...(hop.user === undefined ? {} : { userId: hop.user }),
+  ...(hop.pass === undefined || version === 4 ? {} : { password: hop.pass }),
+}) as const
+
 /** Runs one SOCKS handshake on `socket` asking for `target`; resolves with the same socket, paused, early data intact. */
 export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs: number, last: boolean): Promise<net.Socket> =>
   new Promise<net.Socket>((resolve, reject) => {
@@ -66,11 +73,7 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
     const tap = (b: Buffer): void => { if (phase === "handshake") seen.push(b) }
     socket.on("data", tap)
     const version = hop.kind === "socks5" ? 5 : 4
-    const proxy = {
-      host: hop.host, port: hop.port, type: version,
-      ...(hop.user === undefined ? {} : { userId: hop.user }),
-      ...(hop.pass === undefined || version === 4 ? {} : { password: hop.pass }),
-    } as const
+    const proxy = proxyOf(hop, version)
     let client: SocksClient
     try {
       client = new SocksClient({ command: "connect", destination: { host: target.host, port: target.port }, proxy, timeout: timeoutMs, existing_socket: socket })
