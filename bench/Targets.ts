@@ -1,5 +1,5 @@
 /**
- * Benchmark targets: proxyd and the peers (microsocks, Dante, tinyproxy), started on 127.0.0.1.
+ * Benchmark targets: proxyd and the peers (microsocks, Dante, tinyproxy, proxy-chain), started on 127.0.0.1.
  *
  * Details: each target is a child process started by the harness and stopped by its PID
  * (SIGTERM, then SIGKILL after 3 s). A peer whose binary is not installed is reported as
@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { connect, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 
 export type Kind = "direct" | "socks5" | "http"
 
@@ -109,16 +110,36 @@ export const proxyd: Start = () =>
 
 const root = process.getuid?.() === 0
 
-export const PEERS: ReadonlyArray<{ name: string; bin: string | undefined; pkg: string; start: (bin: string) => Start }> = [
+/** The proxy-chain package's entry file, when `npm ci` installed it (a root devDependency). */
+const proxyChainModule = (): string | undefined => {
+  try {
+    const f = fileURLToPath(import.meta.resolve("proxy-chain"))
+    return existsSync(f) ? f : undefined
+  } catch { return undefined }
+}
+
+/**
+ * The peers: `bin` is undefined when the peer is not installed (the harness then skips it and
+ * says why, with `install`, the command that installs it; `pkg` is its Debian or npm package).
+ */
+export interface Peer {
+  readonly name: string
+  readonly bin: string | undefined
+  readonly pkg: string
+  readonly install: string
+  readonly start: (bin: string) => Start
+}
+
+export const PEERS: ReadonlyArray<Peer> = [
   {
-    name: "microsocks", bin: which(["microsocks"]), pkg: "microsocks",
+    name: "microsocks", bin: which(["microsocks"]), pkg: "microsocks", install: "apt-get install microsocks",
     start: (bin) => async () => {
       const port = await freePort()
       return runPeer("microsocks", "socks5", bin, ["-i", "127.0.0.1", "-p", String(port)], port, mkdtempSync(join(tmpdir(), "proxyd-bench-")))
     },
   },
   {
-    name: "dante", bin: which(["danted", "sockd"]), pkg: "dante-server",
+    name: "dante", bin: which(["danted", "sockd"]), pkg: "dante-server", install: "apt-get install dante-server",
     start: (bin) => async () => {
       const port = await freePort()
       const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
@@ -133,7 +154,7 @@ export const PEERS: ReadonlyArray<{ name: string; bin: string | undefined; pkg: 
     },
   },
   {
-    name: "tinyproxy", bin: which(["tinyproxy"]), pkg: "tinyproxy",
+    name: "tinyproxy", bin: which(["tinyproxy"]), pkg: "tinyproxy", install: "apt-get install tinyproxy",
     start: (bin) => async () => {
       const port = await freePort()
       const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
@@ -143,6 +164,15 @@ export const PEERS: ReadonlyArray<{ name: string; bin: string | undefined; pkg: 
         ...(root ? ["User nobody", "Group nogroup"] : []), "",
       ].join("\n"))
       return runPeer("tinyproxy", "http", bin, ["-d", "-c", conf], port, dir)
+    },
+  },
+  {
+    // Apify's proxy-chain (HTTP proxy in Node) run by bench/proxy-chain-server.ts under this
+    // Node (`process.execPath`); `bin` is the package's entry file, only to tell it is installed.
+    name: "proxy-chain", bin: proxyChainModule(), pkg: "proxy-chain (npm)", install: "npm ci (root devDependency proxy-chain)",
+    start: () => async () => {
+      const port = await freePort()
+      return runPeer("proxy-chain", "http", process.execPath, [join(import.meta.dirname, "proxy-chain-server.ts"), String(port)], port, mkdtempSync(join(tmpdir(), "proxyd-bench-")))
     },
   },
 ]
