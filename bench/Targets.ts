@@ -1,5 +1,6 @@
 /**
- * Benchmark targets: proxyd and the peers (microsocks, Dante, tinyproxy, proxy-chain), started on 127.0.0.1.
+ * Benchmark targets: proxyd (allow-all, and with a 100k-rule policy) and the peers (microsocks,
+ * Dante, tinyproxy, proxy-chain), started on 127.0.0.1.
  *
  * Details: each target is a child process started by the harness and stopped by its PID
  * (SIGTERM, then SIGKILL after 3 s). A peer whose binary is not installed is reported as
@@ -81,32 +82,58 @@ const runPeer = async (name: string, kind: Kind, bin: string, args: ReadonlyArra
 
 export const direct: Start = async () => ({ name: "direct", kind: "direct", port: 0, pid: undefined, stop: async () => {} })
 
-export const proxyd: Start = () =>
-  new Promise((resolve, reject) => {
-    const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
-    const rules = join(dir, "allow.rules")
-    writeFileSync(rules, "policy main {\n  default allow\n}\n")
-    const child = spawn(process.execPath, [PROXYD, "--rules", rules, "--listen", "mixed://127.0.0.1:0", "--log-format", "json"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+/** Where a proxyd target keeps the tail of its output for error messages (bytes). */
+const KEEP = 4096
+
+/**
+ * Starts proxyd on `mixed://127.0.0.1:0` serving `rules` (text, or a function making it) and
+ * resolves once its `listening` log line gives the port; `timeoutMs` bounds the start-up
+ * (a 100k-rule file takes tens of seconds to check).
+ */
+export const proxydWith = (name: string, rules: string | (() => string | Promise<string>), timeoutMs = 30_000): Start => async () => {
+  const text = typeof rules === "string" ? rules : await rules()
+  const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
+  const file = join(dir, "bench.rules")
+  writeFileSync(file, text)
+  return new Promise<Target>((resolve, reject) => {
+    const child = spawn(process.execPath, [PROXYD, "--rules", file, "--listen", "mixed://127.0.0.1:0", "--log-format", "json"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
     const stop = stopChild(child, dir)
-    let buf = ""
+    let tail = "" // output kept for the error message
+    let partial = { stdout: "", stderr: "" } // an unfinished line per stream
     let started = false
-    const timer = setTimeout(() => { void stop(); reject(new Error(`proxyd did not start: ${buf}`)) }, 30_000)
-    const onData = (chunk: Buffer) => {
+    const timer = setTimeout(() => { void stop(); reject(new Error(`${name} did not start within ${timeoutMs / 1000} s: ${tail}`)) }, timeoutMs)
+    const onData = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
       if (started) return // keep draining so the pipe never blocks proxyd
-      buf += chunk.toString("utf8")
-      for (const line of buf.split("\n")) {
+      const s = chunk.toString("utf8")
+      tail = (tail + s).slice(-KEEP)
+      const lines = (partial[stream] + s).split("\n")
+      partial = { ...partial, [stream]: lines.pop() ?? "" }
+      for (const line of lines) {
         if (!line.includes('"listening"')) continue
         const o = JSON.parse(line) as { port?: number; annotations?: { port?: number } }
         started = true
+        partial = { stdout: "", stderr: "" }
         clearTimeout(timer)
-        resolve({ name: "proxyd", kind: "socks5", port: Number(o.port ?? o.annotations?.port), pid: child.pid, stop })
+        resolve({ name, kind: "socks5", port: Number(o.port ?? o.annotations?.port), pid: child.pid, stop })
         return
       }
     }
-    child.stdout.on("data", onData)
-    child.stderr.on("data", onData)
-    child.once("exit", (code) => { clearTimeout(timer); if (!started) reject(new Error(`proxyd exited ${code}: ${buf}`)) })
+    child.stdout.on("data", onData("stdout"))
+    child.stderr.on("data", onData("stderr"))
+    child.once("exit", (code) => { clearTimeout(timer); rmSync(dir, { recursive: true, force: true }); if (!started) reject(new Error(`${name} exited ${code}: ${tail}`)) })
   })
+}
+
+/** proxyd with an allow-all policy. */
+export const proxyd: Start = proxydWith("proxyd", "policy main {\n  default allow\n}\n")
+
+/**
+ * proxyd with 100,000 generated rules (domains, suffixes, CIDRs, ports, users, groups; see
+ * Policy.ts) that never match the benchmark's connections, then `default allow`: the cost of a
+ * large policy per connection. Start-up checks the whole file (about a minute on the 2-core
+ * machine), hence the long timeout.
+ */
+export const proxyd100k: Start = proxydWith("proxyd-100k", async () => (await import("./Policy.ts")).largePolicy(100_000), 300_000)
 
 const root = process.getuid?.() === 0
 
