@@ -1,24 +1,28 @@
 /**
  * Loopback endpoints and client-side handshakes for the network benchmark.
  *
- * Details: the sink runs in a worker thread and reads in paused mode (`readable` + `read()` loop) and counts bytes, so it
- * is not capped by `data`-event overhead (see peer-baseline.md); the echo server writes back
- * what it reads. `open` connects to a target and completes a SOCKS5 no-auth CONNECT or an
- * HTTP CONNECT, one step at a time like curl, to 127.0.0.1:`port`.
+ * Details: the sink (counts what it reads) and the source (writes for a fixed time) run in
+ * worker threads and read/write in paused mode with 1 MiB buffers, so neither shares an event
+ * loop with the client nor pays `data`-event overhead (see peer-baseline.md). The echo server
+ * and the first-byte server (writes one byte on accept) run in a separate process, so the
+ * client's and the endpoints' file descriptors have a limit each (the memory test holds
+ * thousands) and their CPU time is counted apart. `open` connects to a target and completes a
+ * SOCKS5 no-auth CONNECT or an HTTP CONNECT, one step at a time like curl, to 127.0.0.1:`port`;
+ * it returns the socket paused, with any bytes that came after the handshake put back.
+ * Gotchas: every endpoint is stopped by `close()` (workers terminated, the process killed by PID).
  */
-import { connect, createServer, type Server, type Socket } from "node:net"
+import { type ChildProcess, spawn } from "node:child_process"
+import { connect, type Socket } from "node:net"
 import { Worker } from "node:worker_threads"
 import type { Target } from "./Targets.ts"
 
+/** Milliseconds on a clock shared by the main thread and the workers (epoch based). */
+export const now = (): number => performance.timeOrigin + performance.now()
+
 export interface SinkResult { readonly bytes: number; readonly closedAt: number }
+export interface SourceResult { readonly bytes: number; readonly startedAt: number; readonly endedAt: number }
 
-const listen = (server: Server): Promise<number> =>
-  new Promise((resolve) => server.listen({ host: "127.0.0.1", port: 0, backlog: 1024 }, () => {
-    const a = server.address()
-    resolve(typeof a === "object" && a !== null ? a.port : 0)
-  }))
-
-/** The sink's server, run in a worker thread so the writing client and the counting sink do not share one event loop. */
+/** The sink's server: counts the bytes of each connection, reports them when it closes. */
 const SINK = `
 const { createServer } = require("node:net")
 const { parentPort } = require("node:worker_threads")
@@ -31,41 +35,109 @@ const server = createServer((s) => {
 server.listen({ host: "127.0.0.1", port: 0, backlog: 1024 }, () => parentPort.postMessage({ port: server.address().port }))
 `
 
-/**
- * A sink: each accepted connection resolves the next `next()` promise with its byte count when it closes.
- * `closedAt` is on the `now()` clock (epoch milliseconds, shared across threads).
- */
-export const startSink = async (): Promise<{ port: number; next(): Promise<SinkResult>; close(): Promise<void> }> => {
-  const waiting: Array<(r: SinkResult) => void> = []
-  const done: Array<SinkResult> = []
-  const worker = new Worker(SINK, { eval: true })
+/** The source's server: on accept, writes 1 MiB chunks for workerData.seconds, then ends; reports the bytes written. */
+const SOURCE = `
+const { createServer } = require("node:net")
+const { parentPort, workerData } = require("node:worker_threads")
+const CHUNK = Buffer.alloc(1 << 20, 0x63)
+const now = () => performance.timeOrigin + performance.now()
+const server = createServer(async (s) => {
+  s.on("error", () => {})
+  let closed = false
+  s.once("close", () => { closed = true })
+  const startedAt = now()
+  const deadline = startedAt + workerData.seconds * 1000
+  let bytes = 0
+  for (let i = 0; i < 1e7 && !closed && now() < deadline; i++) {
+    bytes += CHUNK.length
+    if (!s.write(CHUNK)) await new Promise((r) => { const f = () => { s.off("drain", f); s.off("close", f); r() }; s.on("drain", f); s.on("close", f) })
+  }
+  s.end()
+  parentPort.postMessage({ bytes, startedAt, endedAt: now(), closed })
+})
+server.listen({ host: "127.0.0.1", port: 0, backlog: 1024 }, () => parentPort.postMessage({ port: server.address().port }))
+`
+
+/** Echo (writes back what it reads) and first byte (writes one byte on accept) in one process. */
+const ENDPOINTS = `
+const { createServer } = require("node:net")
+const echo = createServer((s) => { s.on("data", (c) => s.write(c)); s.on("error", () => {}) })
+const hello = createServer((s) => { s.on("error", () => {}); s.on("data", () => {}); s.write("h") })
+let n = 0
+const up = () => { if (++n === 2) process.stdout.write(JSON.stringify({ echo: echo.address().port, hello: hello.address().port }) + "\\n") }
+echo.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, up)
+hello.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, up)
+process.on("disconnect", () => process.exit(0))
+`
+
+/** Reports from an endpoint worker, one per connection, in order. */
+export interface Queue<A> { readonly port: number; next(timeoutMs: number): Promise<A>; clear(): void; close(): Promise<void> }
+
+const worker = async <A>(source: string, workerData: unknown): Promise<Queue<A>> => {
+  const waiting: Array<(r: A) => void> = []
+  const done: Array<A> = []
+  const w = new Worker(source, { eval: true, workerData })
   const port = await new Promise<number>((resolve, reject) => {
-    worker.once("error", reject)
-    worker.on("message", (m: { port?: number; bytes?: number; closedAt?: number }) => {
+    w.once("error", reject)
+    w.on("message", (m: A & { port?: number }) => {
       if (m.port !== undefined) { resolve(m.port); return }
-      const r = { bytes: m.bytes ?? 0, closedAt: m.closedAt ?? 0 }
-      const w = waiting.shift()
-      if (w !== undefined) w(r)
-      else done.push(r)
+      const next = waiting.shift()
+      if (next !== undefined) next(m)
+      else done.push(m)
     })
   })
   return {
     port,
-    next: () => { const r = done.shift(); return r !== undefined ? Promise.resolve(r) : new Promise((res) => waiting.push(res)) },
-    close: async () => { await worker.terminate() },
+    next: (timeoutMs) => {
+      const r = done.shift()
+      if (r !== undefined) return Promise.resolve(r)
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => { const i = waiting.indexOf(ok); if (i >= 0) waiting.splice(i, 1); reject(new Error(`no report from the endpoint within ${timeoutMs} ms`)) }, timeoutMs)
+        const ok = (a: A) => { clearTimeout(t); resolve(a) }
+        waiting.push(ok)
+      })
+    },
+    clear: () => { done.length = 0 },
+    close: async () => { await w.terminate() },
   }
 }
 
-/** Milliseconds on a clock shared by the main thread and the sink's worker. */
-export const now = (): number => performance.timeOrigin + performance.now()
+/** A sink: each accepted connection's byte count, in order, when it closes (`closedAt` on the `now()` clock). */
+export const startSink = (): Promise<Queue<SinkResult>> => worker<SinkResult>(SINK, undefined)
 
-export const startEcho = async (): Promise<{ port: number; close(): void }> => {
-  const server = createServer((s) => { s.on("data", (c) => s.write(c)); s.on("error", () => {}) })
-  const port = await listen(server)
-  return { port, close: () => { server.close() } }
+/** A source: each accepted connection gets `seconds` of writes; reports bytes written and when (`now()` clock). */
+export const startSource = (seconds: number): Promise<Queue<SourceResult>> => worker<SourceResult>(SOURCE, { seconds })
+
+export interface Endpoints { readonly echo: number; readonly hello: number; readonly pid: number | undefined; close(): Promise<void> }
+
+/** The echo and first-byte servers in a child process, stopped by its PID. */
+export const startEndpoints = async (): Promise<Endpoints> => {
+  const child: ChildProcess = spawn(process.execPath, ["-e", ENDPOINTS], { stdio: ["ignore", "pipe", "inherit", "ipc"] })
+  const close = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise<void>((r) => child.once("exit", () => r()))
+    if (child.pid !== undefined) process.kill(child.pid, "SIGKILL")
+    await exited
+  }
+  try {
+    const ports = await new Promise<{ echo: number; hello: number }>((resolve, reject) => {
+      let buf = ""
+      const t = setTimeout(() => reject(new Error("endpoints did not start within 10 s")), 10_000)
+      child.stdout?.on("data", (c: Buffer) => {
+        buf += c.toString()
+        const i = buf.indexOf("\n")
+        if (i >= 0) { clearTimeout(t); resolve(JSON.parse(buf.slice(0, i)) as { echo: number; hello: number }) }
+      })
+      child.once("exit", (code) => { clearTimeout(t); reject(new Error(`endpoints exited ${code}`)) })
+    })
+    return { ...ports, pid: child.pid, close }
+  } catch (e) {
+    await close()
+    throw e
+  }
 }
 
-/** Reads exactly `n` bytes (or up to and including `delim`) from a flowing socket. */
+/** Reads exactly `n` bytes (or up to and including `delim`) from a flowing socket; `detach` returns what is left over. */
 const reader = (s: Socket) => {
   let buf: Buffer = Buffer.alloc(0)
   let want: { n?: number; delim?: string; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined
@@ -82,42 +154,88 @@ const reader = (s: Socket) => {
     w.resolve(out)
   }
   const onData = (c: Buffer) => { buf = buf.length === 0 ? c : Buffer.concat([buf, c]); pump() }
-  const onEnd = () => want?.reject(new Error("closed early"))
+  const onEnd = () => want?.reject(new Error("closed during the handshake"))
   s.on("data", onData)
   s.on("close", onEnd)
   return {
     take: (n: number) => new Promise<Buffer>((resolve, reject) => { want = { n, resolve, reject }; pump() }),
     until: (delim: string) => new Promise<Buffer>((resolve, reject) => { want = { delim, resolve, reject }; pump() }),
-    detach: () => { s.off("data", onData); s.off("close", onEnd) },
+    detach: (): Buffer => { s.off("data", onData); s.off("close", onEnd); return buf },
   }
 }
 
-/** A connected socket to 127.0.0.1:`port`, through `t` (handshake done), ready for payload. */
-export const open = async (t: Target, port: number): Promise<Socket> => {
+/** Where a connection goes: the target's kind and port (enough for a worker thread to `open`). */
+export interface Via { readonly name: string; readonly kind: Target["kind"]; readonly port: number }
+
+/**
+ * A connected socket to 127.0.0.1:`port` through `t` (handshake done), paused, ready for payload.
+ * Bytes that arrived with the handshake's reply are put back (`unshift`); call `resume()` or read it.
+ */
+export const open = async (t: Via, port: number, timeoutMs = 10_000): Promise<Socket> => {
   const s = connect({ host: "127.0.0.1", port: t.kind === "direct" ? port : t.port, noDelay: true })
   s.on("error", () => {})
-  await new Promise<void>((resolve, reject) => { s.once("connect", () => resolve()); s.once("error", reject) })
-  if (t.kind === "direct") return s
-  const r = reader(s)
+  const timer = setTimeout(() => s.destroy(new Error(`${t.name}: no connection and handshake within ${timeoutMs} ms`)), timeoutMs)
   try {
-    if (t.kind === "socks5") {
-      s.write(Buffer.from([5, 1, 0]))
-      const m = await r.take(2)
-      if (m[0] !== 5 || m[1] !== 0) throw new Error(`${t.name}: SOCKS5 method reply ${m.toString("hex")}`)
-      s.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, port >> 8, port & 255]))
-      const h = await r.take(5)
-      if (h[1] !== 0) throw new Error(`${t.name}: SOCKS5 CONNECT reply ${h[1]}`)
-      await r.take(h[3] === 1 ? 5 : h[3] === 4 ? 17 : h[4]! + 2)
-    } else {
-      s.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
-      const head = (await r.until("\r\n\r\n")).toString("latin1")
-      if (!/^HTTP\/1\.[01] 200/.test(head)) throw new Error(`${t.name}: CONNECT ${head.split("\r\n")[0]}`)
+    await new Promise<void>((resolve, reject) => {
+      s.once("connect", () => resolve())
+      s.once("error", reject)
+      s.once("close", () => reject(new Error(`${t.name}: closed before connecting`)))
+    })
+    if (t.kind === "direct") { s.pause(); return s }
+    const r = reader(s)
+    let rest: Buffer = Buffer.alloc(0)
+    try {
+      if (t.kind === "socks5") {
+        s.write(Buffer.from([5, 1, 0]))
+        const m = await r.take(2)
+        if (m[0] !== 5 || m[1] !== 0) throw new Error(`${t.name}: SOCKS5 method reply ${m.toString("hex")}`)
+        s.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, port >> 8, port & 255]))
+        const h = await r.take(5)
+        if (h[1] !== 0) throw new Error(`${t.name}: SOCKS5 CONNECT reply ${h[1]}`)
+        await r.take(h[3] === 1 ? 5 : h[3] === 4 ? 17 : h[4]! + 2)
+      } else {
+        s.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
+        const head = (await r.until("\r\n\r\n")).toString("latin1")
+        if (!/^HTTP\/1\.[01] 200/.test(head)) throw new Error(`${t.name}: CONNECT ${head.split("\r\n")[0]}`)
+      }
+    } finally {
+      rest = r.detach()
     }
+    s.pause()
+    if (rest.length > 0) s.unshift(rest)
+    return s
   } catch (e) {
     s.destroy()
     throw e
   } finally {
-    r.detach()
+    clearTimeout(timer)
   }
-  return s
+}
+
+/** Writes `payload` and resolves when as many bytes came back (the socket is left paused, or closed on error). */
+export const echoOnce = (s: Socket, payload: Buffer, timeoutMs = 10_000): Promise<void> =>
+  new Promise<void>((resolve, reject) => {
+    let got = 0
+    const done = (e?: Error) => {
+      clearTimeout(timer)
+      s.off("data", onData)
+      s.off("close", onClose)
+      s.pause()
+      if (e === undefined) resolve()
+      else reject(e)
+    }
+    const onData = (c: Buffer) => { got += c.length; if (got >= payload.length) done() }
+    const onClose = () => done(new Error(`echo closed after ${got} of ${payload.length} bytes`))
+    const timer = setTimeout(() => done(new Error(`echo: ${got} of ${payload.length} bytes within ${timeoutMs} ms`)), timeoutMs)
+    s.on("data", onData)
+    s.once("close", onClose)
+    s.resume()
+    s.write(payload)
+  })
+
+/** `p`, or a rejection after `ms` (the timer is cleared either way). */
+export const within = <A>(p: Promise<A>, ms: number, what: string): Promise<A> => {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not done within ${(ms / 1000).toFixed(0)} s`)), ms) })
+  return Promise.race([p, t]).finally(() => clearTimeout(timer))
 }

@@ -1,144 +1,404 @@
 /**
  * Network benchmark: proxyd against direct and the peers on loopback (`npm run bench:net`).
  *
- * Details: targets are direct (no proxy), proxyd (the real binary with an allow-all policy),
- * microsocks, Dante and tinyproxy (skipped, and said so, when not installed). Measurements
- * are interleaved across targets (A B C A B C …) for `rounds` rounds and reported as median
- * and min–max: (1) bulk upload through a CONNECT, time-bounded, bytes counted exactly at a
- * paused-mode sink and checked against bytes written; (2) connection rate at concurrency 1
- * (connect, handshake, 64-byte echo, close) with p50/p99; (3) the target's CPU (utime+stime
- * of its process tree) per GiB and per connection.
- * Flags: `--quick` (seconds-long smoke run), `--json` (one JSON object on stdout).
- * Gotchas: the client, the endpoints and the proxy share the CPUs; not done yet: download,
- * concurrency 50, TTFB, memory per idle connection, 100k-rule policy, proxy-chain peer, chart.
+ * Details: targets are direct (no proxy: the limit), proxyd (the real binary, allow-all
+ * policy), microsocks, Dante, tinyproxy and proxy-chain (Targets.ts; skipped, and said so,
+ * when not installed), plus proxyd with a 100k-rule policy in the connection-rate rows only.
+ * Each measurement runs across all targets in turn (A B C A B C …) for `rounds` rounds,
+ * reported as median and min–max and relative to direct (or to the best target where direct
+ * has no figure): bulk upload and download (Bulk.ts), connection rate at concurrency 1 and 50
+ * with the proxy's CPU per connection (Rate.ts), time to first byte (Ttfb.ts), memory per idle
+ * relayed connection (Memory.ts). Every measurement also reads the machine's other load
+ * (Proc.ts) and marks runs where other processes used more than 0.15 cores.
+ * Flags: `--quick` (short smoke run, about a minute), `--json` (one JSON object on stdout),
+ * `--chart FILE` (SVG; default docs/benchmarks.svg in a full run, none with --quick),
+ * `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory`, `--targets a,b`, `--threads N`
+ * (load-generator threads at concurrency 50, default 2), `--hold A,B` (connections held).
+ * Gotchas: the client, the endpoints and the proxy share the machine's CPUs; at concurrency 50
+ * the rate is bounded by the CPUs of everything together (the tables print the split), so the
+ * proxy's CPU per connection is the figure to compare. Progress goes to stderr.
  */
-import { cpus } from "node:os"
-import { cpuSeconds, direct, PEERS, proxyd, type Start, type Target } from "./Targets.ts"
-import { now, open, startEcho, startSink } from "./Wire.ts"
+import { spawnSync } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { cpus, loadavg } from "node:os"
+import { dirname, join, resolve } from "node:path"
+import { type Bulk, download, upload } from "./Bulk.ts"
+import { chart, type Panel } from "./Chart.ts"
+import { type Hold, hold } from "./Memory.ts"
+import { alive, fileLimits, type MeterReading } from "./Proc.ts"
+import { type Rate, rate } from "./Rate.ts"
+import { type Summary, summary } from "./Stats.ts"
+import * as Targets from "./Targets.ts"
+import type { Start, Target } from "./Targets.ts"
+import { type Ttfb, ttfb } from "./Ttfb.ts"
+import { type Endpoints, type Queue, type SinkResult, type SourceResult, startEndpoints, startSink, startSource, within } from "./Wire.ts"
 
-const quick = process.argv.includes("--quick")
-const json = process.argv.includes("--json")
-const BULK_S = quick ? 1 : 5
-const CONN_S = quick ? 1 : 10
-const ROUNDS = quick ? 1 : 3
-const CHUNK = Buffer.alloc(1 << 20, 0x61)
-const PING = Buffer.alloc(64, 0x62)
+// ---------------------------------------------------------------------------------------------
+// flags
 
-interface Bulk { mibps: number; cpuPerGiB: number | null; verified: boolean }
-interface Rate { cps: number; p50: number; p99: number; cpuPerConn: number | null }
+const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory] [--targets a,b] [--threads N] [--hold A,B]"
+const argv = process.argv.slice(2)
+const VALUED = new Set(["--chart", "--rounds", "--only", "--targets", "--threads", "--hold"])
+const BARE = new Set(["--quick", "--json", "--no-chart", "--help"])
+for (let i = 0; i < argv.length; i++) {
+  if (VALUED.has(argv[i]!)) { if (argv[i + 1] === undefined) { process.stderr.write(`${argv[i]} needs a value\n${USAGE}\n`); process.exit(2) } i++ }
+  else if (!BARE.has(argv[i]!)) { process.stderr.write(`unknown argument ${argv[i]}\n${USAGE}\n`); process.exit(2) }
+}
+if (argv.includes("--help")) { process.stdout.write(USAGE + "\n"); process.exit(0) }
+const value = (name: string): string | undefined => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : undefined }
+const list = (name: string): Array<string> | undefined => value(name)?.split(",").map((s) => s.trim()).filter((s) => s !== "")
 
-const bulk = async (t: Target, sink: Awaited<ReturnType<typeof startSink>>): Promise<Bulk> => {
-  const s = await open(t, sink.port)
-  const cpu0 = cpuSeconds(t.pid)
-  const t0 = now()
-  const deadline = t0 + BULK_S * 1000
-  let sent = 0
-  for (let i = 0; i < 1_000_000 && now() < deadline; i++) {
-    sent += CHUNK.length
-    if (!s.write(CHUNK)) await new Promise((r) => s.once("drain", r))
+const quick = argv.includes("--quick")
+const json = argv.includes("--json")
+const ROUNDS = Number(value("--rounds") ?? (quick ? 1 : 3))
+const BULK_S = quick ? 1 : 3
+const RATE_S = quick ? 1 : 4
+const TTFB_S = quick ? 0.5 : 2
+const WARM_S = quick ? 0.3 : 1
+const THREADS = Number(value("--threads") ?? 2)
+const SETTLE_MS = quick ? 1000 : 1500
+const MEASURES = ["bulk", "rate", "ttfb", "memory"] as const
+const only = new Set(list("--only") ?? MEASURES)
+for (const m of only) if (!(MEASURES as ReadonlyArray<string>).includes(m)) { process.stderr.write(`--only: unknown measurement ${m}\n${USAGE}\n`); process.exit(2) }
+const chartPath = argv.includes("--no-chart") ? undefined : value("--chart") ?? (quick ? undefined : join(import.meta.dirname, "..", "docs", "benchmarks.svg"))
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(THREADS) || THREADS < 1) { process.stderr.write(`--rounds and --threads take a positive integer\n${USAGE}\n`); process.exit(2) }
+
+// ---------------------------------------------------------------------------------------------
+// open files: 9,000 relayed connections need 18,000 descriptors in the proxy (it inherits the
+// harness's limit), so raise the soft limit to the hard one by re-executing under `ulimit -n`.
+
+const limits = fileLimits()
+const WANT_FDS = Math.min(limits.hard, 20_000)
+if (limits.soft < WANT_FDS && process.env["PROXYD_BENCH_REEXEC"] === undefined) {
+  const r = spawnSync("bash", ["-c", `ulimit -n ${WANT_FDS} && exec "$0" "$@"`, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit", env: { ...process.env, PROXYD_BENCH_REEXEC: "1" },
+  })
+  process.exit(r.status ?? 1)
+}
+const notes: Array<string> = []
+const MAX_HELD = Math.floor((Math.min(fileLimits().soft, 1e6) - 200) / 2)
+const HOLD = (list("--hold")?.map(Number) ?? (quick ? [500, 2000] : [2000, 9000])).map((k) => {
+  if (k > MAX_HELD) { notes.push(`memory: ${k} connections need ${2 * k} descriptors in the proxy; the open-file limit is ${fileLimits().soft}, so ${MAX_HELD} are held instead`); return MAX_HELD }
+  return k
+})
+
+// ---------------------------------------------------------------------------------------------
+// every process started is stopped by its PID, also on Ctrl-C and on errors
+
+const cleanups: Array<() => Promise<void>> = []
+const stopAll = async () => {
+  const cs = cleanups.splice(0).reverse()
+  await Promise.allSettled(cs.map((c) => within(c(), 6_000, "stopping")))
+}
+let stopping = false
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    if (stopping) return
+    stopping = true
+    process.stderr.write(`\n${sig}: stopping every process the benchmark started\n`)
+    void stopAll().finally(() => process.exit(130))
+  })
+}
+const T0 = performance.now()
+const progress = (s: string) => { if (!stopping) process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${s}\n`) }
+
+// ---------------------------------------------------------------------------------------------
+// targets
+
+interface Entry { readonly name: string; readonly start: Start; readonly rateOnly: boolean }
+
+const entries = (): { entries: Array<Entry>; skipped: Array<string> } => {
+  const out: Array<Entry> = [{ name: "direct", start: Targets.direct, rateOnly: false }, { name: "proxyd", start: Targets.proxyd, rateOnly: false }]
+  const skipped: Array<string> = []
+  for (const p of Targets.PEERS) {
+    if (p.bin === undefined) skipped.push(`${p.name} (not installed: ${p.pkg})`)
+    else out.push({ name: p.name, start: p.start(p.bin), rateOnly: p.name === "proxyd-100k" })
   }
-  s.end()
-  const r = await sink.next()
-  const cpu = cpuSeconds(t.pid) - cpu0
-  const gib = r.bytes / 2 ** 30
-  return { mibps: r.bytes / 2 ** 20 / ((r.closedAt - t0) / 1000), cpuPerGiB: t.pid === undefined ? null : cpu / gib, verified: r.bytes === sent }
-}
-
-const rate = async (t: Target, echoPort: number): Promise<Rate> => {
-  const lat: Array<number> = []
-  const cpu0 = cpuSeconds(t.pid)
-  const t0 = performance.now()
-  const deadline = t0 + CONN_S * 1000
-  for (let i = 0; i < 10_000_000 && performance.now() < deadline; i++) {
-    const a = performance.now()
-    const s = await open(t, echoPort)
-    await new Promise<void>((resolve, reject) => {
-      let got = 0
-      s.on("data", (c: Buffer) => { got += c.length; if (got >= PING.length) resolve() })
-      s.once("close", () => reject(new Error(`${t.name}: echo closed after ${got} bytes`)))
-      s.write(PING)
-    })
-    lat.push(performance.now() - a)
-    s.destroy()
+  // proxyd with a 100k-rule policy: an export of Targets.ts named like `proxyd100k` (a Start)
+  if (!out.some((e) => e.name === "proxyd-100k")) {
+    const found = Object.entries(Targets as Record<string, unknown>).find(([k, v]) => /^proxyd.*100k$/i.test(k) && typeof v === "function")
+    if (found !== undefined) out.push({ name: "proxyd-100k", start: found[1] as Start, rateOnly: true })
+    else skipped.push("proxyd-100k (Targets.ts exports no proxyd100k start)")
   }
-  const elapsed = (performance.now() - t0) / 1000
-  const cpu = cpuSeconds(t.pid) - cpu0
-  lat.sort((x, y) => x - y)
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!
-  return { cps: lat.length / elapsed, p50: q(0.5), p99: q(0.99), cpuPerConn: t.pid === undefined ? null : cpu / lat.length }
+  const want = list("--targets")
+  if (want === undefined && quick) {
+    skipped.push("proxyd-100k (--quick: its start-up checks 100,000 rules, over a minute; name it in --targets to include it)")
+    return { entries: out.filter((e) => e.name !== "proxyd-100k"), skipped }
+  }
+  return { entries: want === undefined ? out : out.filter((e) => want.includes(e.name)), skipped }
 }
 
-const summary = (xs: ReadonlyArray<number>) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return { median: s[Math.floor(s.length / 2)]!, min: s[0]!, max: s[s.length - 1]! }
+// ---------------------------------------------------------------------------------------------
+// results
+
+type Kind = "up" | "down" | "c1" | "c50" | "c50x1" | "ttfb" | "memory"
+interface Results {
+  up: Map<string, Array<Bulk>>
+  down: Map<string, Array<Bulk>>
+  c1: Map<string, Array<Rate>>
+  c50: Map<string, Array<Rate>>
+  c50x1: Map<string, Array<Rate>>
+  ttfb: Map<string, Array<Ttfb>>
+  memory: Map<string, Array<Hold>>
 }
+const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: new Map(), c50x1: new Map(), ttfb: new Map(), memory: new Map() }
+const failures: Array<string> = []
+const NOISY = 0.15
+
+const fmtLoad = (l: MeterReading) => `other ${l.otherCores.toFixed(2)}${l.otherCores > NOISY ? "!" : ""}`
 
 const main = async () => {
-  const starts: Array<{ name: string; start: Start }> = [{ name: "direct", start: direct }, { name: "proxyd", start: proxyd }]
-  const skipped: Array<string> = []
-  for (const p of PEERS) {
-    if (p.bin === undefined) skipped.push(`${p.name} (not installed: apt-get install ${p.pkg})`)
-    else starts.push({ name: p.name, start: p.start(p.bin) })
-  }
+  const { entries: all, skipped } = entries()
   const sink = await startSink()
-  const echo = await startEcho()
-  const targets: Array<Target> = []
-  for (const s of starts) {
-    try { targets.push(await s.start()) } catch (e) { skipped.push(`${s.name} (failed to start: ${(e as Error).message.split("\n")[0]})`) }
+  cleanups.push(() => sink.close())
+  const source = await startSource(BULK_S)
+  cleanups.push(() => source.close())
+  const ends: Endpoints = await startEndpoints()
+  cleanups.push(() => ends.close())
+  const targets: Array<Target & { rateOnly: boolean }> = []
+  for (const e of all) {
+    if (stopping) return { skipped, targets }
+    progress(`starting ${e.name}`)
+    try {
+      const t = await within(e.start(), 120_000, `starting ${e.name}`)
+      cleanups.push(() => t.stop())
+      targets.push({ ...t, rateOnly: e.rateOnly })
+    } catch (err) {
+      skipped.push(`${e.name} (failed to start: ${(err as Error).message.split("\n")[0]})`)
+    }
   }
-  const bulks = new Map<string, Array<Bulk>>()
-  const rates = new Map<string, Array<Rate>>()
-  const failures: Array<string> = []
-  try {
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const t of targets) {
-        try { bulks.set(t.name, [...(bulks.get(t.name) ?? []), await bulk(t, sink)]) } catch (e) { failures.push(`${t.name} bulk: ${(e as Error).message}`) }
-      }
-      for (const t of targets) {
-        try { rates.set(t.name, [...(rates.get(t.name) ?? []), await rate(t, echo.port)]) } catch (e) { failures.push(`${t.name} rate: ${(e as Error).message}`) }
+  const dead = new Set<string>()
+  const attempt = async <A>(kind: Kind, round: number, t: Target, budgetMs: number, run: () => Promise<A>, show: (a: A) => string): Promise<void> => {
+    if (stopping || dead.has(t.name)) return
+    if (!alive(t.pid)) { dead.add(t.name); failures.push(`${t.name}: the process exited (noticed before ${kind}, round ${round + 1})`); return }
+    try {
+      const a = await within(run(), budgetMs, `${t.name} ${kind}`)
+      const m = results[kind] as Map<string, Array<A>>
+      m.set(t.name, [...(m.get(t.name) ?? []), a])
+      progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)}`)
+    } catch (err) {
+      failures.push(`${t.name} ${kind} (round ${round + 1}): ${(err as Error).message}`)
+      progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} FAILED: ${(err as Error).message}`)
+    }
+  }
+  const full = targets.filter((t) => !t.rateOnly)
+  const bulkShow = (b: Bulk) => `${b.mibps.toFixed(0)} MiB/s${b.verified ? "" : " BYTES DIFFER"}, ${fmtLoad(b.load)}`
+  const rateShow = (r: Rate) => `${r.cps.toFixed(0)} conn/s, p99 ${r.p99.toFixed(2)} ms, proxy ${r.cpuPerConn === null ? "–" : (r.cpuPerConn * 1e6).toFixed(0) + " µs/conn"}, client ${(r.load.clientCpu / r.load.wall).toFixed(2)} cores${r.errors > 0 ? `, ${r.errors} errors` : ""}, ${fmtLoad(r.load)}`
+  if (only.has("rate") || only.has("ttfb")) {
+    // warm-up (not reported): JIT, lazily compiled rule closures, pools; so round 1 is like the others
+    progress("warm-up")
+    for (const t of targets) {
+      if (stopping) break
+      try { await within(rate(t, ends.echo, 10, WARM_S, 1, ends.pid), WARM_S * 1000 + 30_000, `${t.name} warm-up`) } catch (err) { progress(`  warm-up ${t.name}: ${(err as Error).message}`) }
+    }
+  }
+  for (let round = 0; round < ROUNDS && !stopping; round++) {
+    progress(`round ${round + 1}/${ROUNDS} (load average ${loadavg()[0]!.toFixed(2)})`)
+    if (only.has("bulk")) {
+      for (const t of full) await attempt("up", round, t, BULK_S * 1000 + 60_000, () => upload(t, sink as Queue<SinkResult>, BULK_S, ends.pid), bulkShow)
+      for (const t of full) await attempt("down", round, t, BULK_S * 1000 + 60_000, () => download(t, source as Queue<SourceResult>, BULK_S, ends.pid), bulkShow)
+    }
+    if (only.has("memory")) {
+      for (const t of full) {
+        if (t.pid === undefined) continue
+        await attempt("memory", round, t, 240_000, () => hold(t, ends.echo, HOLD, SETTLE_MS, 180_000, ends.pid), (h) =>
+          `${h.stages.map((s) => `${s.held}: ${(s.memory.rssKiB / 1024).toFixed(1)} MiB`).join(", ")}; ${h.marginalRssKiB === null ? "–" : h.marginalRssKiB.toFixed(1)} KiB/conn${h.stopReason === null ? "" : `; stopped: ${h.stopReason}`}`)
       }
     }
-  } finally {
-    for (const t of targets) await t.stop()
-    await sink.close()
-    echo.close()
-  }
-  const directMiB = summary((bulks.get("direct") ?? []).map((b) => b.mibps)).median
-  const rows = targets.map((t) => {
-    const b = bulks.get(t.name) ?? []
-    const r = rates.get(t.name) ?? []
-    const cpuG = b.flatMap((x) => x.cpuPerGiB === null ? [] : [x.cpuPerGiB])
-    const cpuC = r.flatMap((x) => x.cpuPerConn === null ? [] : [x.cpuPerConn])
-    return {
-      target: t.name,
-      bulkUpMiBps: b.length === 0 ? null : summary(b.map((x) => x.mibps)),
-      bulkVsDirect: b.length === 0 || directMiB === undefined ? null : summary(b.map((x) => x.mibps)).median / directMiB,
-      bulkBytesVerified: b.every((x) => x.verified),
-      cpuSecPerGiB: cpuG.length === 0 ? null : summary(cpuG).median,
-      connPerSec: r.length === 0 ? null : summary(r.map((x) => x.cps)),
-      p50ms: r.length === 0 ? null : summary(r.map((x) => x.p50)).median,
-      p99ms: r.length === 0 ? null : summary(r.map((x) => x.p99)).median,
-      cpuUsPerConn: cpuC.length === 0 ? null : summary(cpuC).median * 1e6,
+    if (only.has("ttfb")) {
+      for (const t of full) await attempt("ttfb", round, t, TTFB_S * 1000 + 60_000, () => ttfb(t, ends.hello, TTFB_S, ends.pid), (x) => `p50 ${x.p50.toFixed(3)} ms, p99 ${x.p99.toFixed(3)} ms (${x.n}), ${fmtLoad(x.load)}`)
     }
-  })
-  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? "?", node: process.version, platform: process.platform }
-  const config = { quick, rounds: ROUNDS, bulkSeconds: BULK_S, connSeconds: CONN_S, chunkBytes: CHUNK.length }
-  if (json) {
-    process.stdout.write(JSON.stringify({ machine, config, rows, skipped, failures }) + "\n")
-  } else {
-    const f = (x: number | null | undefined, d = 0) => x === null || x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d)
-    const mm = (s: { median: number; min: number; max: number } | null) => s === null ? "–" : `${f(s.median)} (${f(s.min)}–${f(s.max)})`
-    const lines = [
-      `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}; ${quick ? "QUICK" : "full"} run, ${ROUNDS} round(s), bulk ${BULK_S} s, conn ${CONN_S} s`,
-      "| target | bulk up MiB/s (min–max) | ×direct | bytes verified | proxy CPU s/GiB | conn/s @1 (min–max) | p50 ms | p99 ms | proxy CPU µs/conn |",
-      "|---|---|---|---|---|---|---|---|---|",
-      ...rows.map((r) => `| ${r.target} | ${mm(r.bulkUpMiBps)} | ${f(r.bulkVsDirect, 2)} | ${r.bulkBytesVerified ? "yes" : "NO"} | ${f(r.cpuSecPerGiB, 2)} | ${mm(r.connPerSec)} | ${f(r.p50ms, 2)} | ${f(r.p99ms, 2)} | ${f(r.cpuUsPerConn)} |`),
-      ...skipped.map((s) => `skipped: ${s}`),
-      ...failures.map((s) => `failed: ${s}`),
-    ]
-    process.stdout.write(lines.join("\n") + "\n")
+    if (only.has("rate")) {
+      for (const t of targets) await attempt("c1", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 1, RATE_S, 1, ends.pid), rateShow)
+      for (const t of targets) await attempt("c50", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 50, RATE_S, THREADS, ends.pid), rateShow)
+      const d = targets.find((t) => t.name === "direct")
+      if (d !== undefined && THREADS !== 1) await attempt("c50x1", round, d, RATE_S * 1000 + 60_000, () => rate(d, ends.echo, 50, RATE_S, 1, ends.pid), rateShow)
+    }
   }
-  if (failures.length > 0) process.exitCode = 1
+  return { skipped, targets }
 }
 
-await main()
+// ---------------------------------------------------------------------------------------------
+// report
+
+const med = (xs: ReadonlyArray<number>): number | null => summary(xs)?.median ?? null
+const maxOther = (ls: ReadonlyArray<MeterReading>) => ls.length === 0 ? null : Math.max(...ls.map((l) => l.otherCores))
+const noisy = (ls: ReadonlyArray<MeterReading>) => ls.filter((l) => l.otherCores > NOISY).length
+
+const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => {
+  const get = <A>(m: Map<string, Array<A>>, n: string): Array<A> => m.get(n) ?? []
+  const ratio = (x: number | null, ref: number | null) => x === null || ref === null || ref === 0 ? null : x / ref
+  const fullNames = names.filter((n) => !rateOnly.has(n))
+  const bulkRow = (k: "up" | "down", n: string, ref: number | null) => {
+    const b = get(results[k], n)
+    const s = summary(b.map((x) => x.mibps))
+    return {
+      target: n, mibps: s, vsDirect: ratio(s?.median ?? null, ref), verified: b.length === 0 ? null : b.every((x) => x.verified),
+      cpuSecPerGiB: med(b.flatMap((x) => x.cpuPerGiB === null ? [] : [x.cpuPerGiB])), otherCoresMax: maxOther(b.map((x) => x.load)), noisyRuns: noisy(b.map((x) => x.load)), runs: b.length,
+    }
+  }
+  const bulk = (k: "up" | "down") => {
+    const ref = med(get(results[k], "direct").map((x) => x.mibps))
+    return fullNames.map((n) => bulkRow(k, n, ref))
+  }
+  const rateRows = (k: "c1" | "c50" | "c50x1", ns: ReadonlyArray<string>) => {
+    const ref = med(get(results[k === "c50x1" ? "c50" : k], "direct").map((x) => x.cps))
+    const rows = ns.map((n) => {
+      const r = get(results[k], n)
+      const s = summary(r.map((x) => x.cps))
+      const cores = (f: (l: MeterReading) => number) => med(r.map((x) => f(x.load) / x.load.wall))
+      return {
+        target: n, connPerSec: s, vsDirect: ratio(s?.median ?? null, ref),
+        p50ms: med(r.map((x) => x.p50)), p99ms: med(r.map((x) => x.p99)),
+        proxyCpuUsPerConn: summary(r.flatMap((x) => x.cpuPerConn === null ? [] : [x.cpuPerConn * 1e6])),
+        cores: { proxy: cores((l) => l.proxyCpu), client: cores((l) => l.clientCpu), echo: cores((l) => l.endpointCpu), other: cores((l) => l.otherCores * l.wall), softirq: cores((l) => l.softirqCores * l.wall), steal: cores((l) => l.stealCores * l.wall) },
+        errors: r.reduce((a, x) => a + x.errors, 0), firstError: r.find((x) => x.firstError !== null)?.firstError ?? null,
+        otherCoresMax: maxOther(r.map((x) => x.load)), noisyRuns: noisy(r.map((x) => x.load)), runs: r.length,
+      }
+    })
+    const best = Math.min(...rows.flatMap((r) => r.proxyCpuUsPerConn === null ? [] : [r.proxyCpuUsPerConn.median]))
+    return rows.map((r) => ({ ...r, cpuVsBest: r.proxyCpuUsPerConn === null || !Number.isFinite(best) ? null : r.proxyCpuUsPerConn.median / best }))
+  }
+  const ttfbRef = med(get(results.ttfb, "direct").map((x) => x.p50))
+  const ttfbRows = fullNames.map((n) => {
+    const r = get(results.ttfb, n)
+    const p50 = summary(r.map((x) => x.p50))
+    return { target: n, p50ms: p50, p99ms: summary(r.map((x) => x.p99)), handshakeP50ms: med(r.map((x) => x.handshakeP50)), vsDirect: ratio(p50?.median ?? null, ttfbRef), samples: r.reduce((a, x) => a + x.n, 0), errors: r.reduce((a, x) => a + x.errors, 0), otherCoresMax: maxOther(r.map((x) => x.load)), noisyRuns: noisy(r.map((x) => x.load)), runs: r.length }
+  })
+  const memRows = fullNames.filter((n) => n !== "direct").map((n) => {
+    const r = get(results.memory, n)
+    const stageMiB = (f: (h: Hold) => number | null | undefined) => summary(r.flatMap((h) => { const v = f(h); return v === null || v === undefined ? [] : [v / 1024] }))
+    return {
+      target: n,
+      held: HOLD.map((want, i) => ({ want, held: Math.min(...r.map((h) => h.stages[i]?.held ?? h.stoppedAt ?? 0)) })),
+      idleRssMiB: stageMiB((h) => h.idle.rssKiB),
+      rssMiB: HOLD.map((_, i) => stageMiB((h) => h.stages[i]?.memory.rssKiB)),
+      pssMiB: HOLD.map((_, i) => stageMiB((h) => h.stages[i]?.memory.pssKiB)),
+      processes: Math.max(0, ...r.flatMap((h) => h.stages.map((s) => s.memory.processes))),
+      fds: r.flatMap((h) => h.stages.map((s) => s.fds)),
+      marginalRssKiB: summary(r.flatMap((h) => h.marginalRssKiB === null ? [] : [h.marginalRssKiB])),
+      marginalPssKiB: summary(r.flatMap((h) => h.marginalPssKiB === null ? [] : [h.marginalPssKiB])),
+      stopped: r.flatMap((h) => h.stopReason === null ? [] : [h.stopReason]),
+      openSeconds: med(r.map((h) => h.openSeconds)),
+      otherCoresMax: maxOther(r.map((x) => x.load)), noisyRuns: noisy(r.map((x) => x.load)), runs: r.length,
+    }
+  })
+  const bestMem = Math.min(...memRows.flatMap((r) => r.marginalRssKiB === null ? [] : [r.marginalRssKiB.median]))
+  const memory = memRows.map((r) => ({ ...r, vsBest: r.marginalRssKiB === null || !Number.isFinite(bestMem) || bestMem <= 0 ? null : r.marginalRssKiB.median / bestMem }))
+  const c1 = rateRows("c1", names)
+  const c50 = rateRows("c50", names)
+  const c50x1 = rateRows("c50x1", ["direct"]).filter((r) => r.runs > 0)
+  const pair = (rows: ReadonlyArray<ReturnType<typeof rateRows>[number]>) => {
+    const a = rows.find((r) => r.target === "proxyd-100k")
+    const b = rows.find((r) => r.target === "proxyd")
+    return a === undefined || b === undefined ? null : {
+      connPerSec: ratio(a.connPerSec?.median ?? null, b.connPerSec?.median ?? null),
+      p99: ratio(a.p99ms, b.p99ms),
+      proxyCpuPerConn: ratio(a.proxyCpuUsPerConn?.median ?? null, b.proxyCpuUsPerConn?.median ?? null),
+    }
+  }
+  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: pair(c1), c50: pair(c50) } }
+}
+
+type Report = ReturnType<typeof report>
+
+const f = (x: number | null | undefined, d = 0) => x === null || x === undefined || !Number.isFinite(x) ? "–" : x.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d })
+const mm = (s: Summary | null, d = 0) => s === null ? "–" : s.n === 1 ? f(s.median, d) : `${f(s.median, d)} (${f(s.min, d)}–${f(s.max, d)})`
+const x2 = (r: number | null) => r === null ? "–" : `${f(r, 2)}×`
+const other = (r: { otherCoresMax: number | null; noisyRuns: number }) => r.otherCoresMax === null ? "–" : `${f(r.otherCoresMax, 2)}${r.noisyRuns > 0 ? ` (${r.noisyRuns} noisy)` : ""}`
+
+const text = (rep: Report, head: ReadonlyArray<string>): string => {
+  const out: Array<string> = [...head, ""]
+  const table = (title: string, cols: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>, present: boolean) => {
+    if (!present) return
+    out.push(`### ${title}`, "", `| ${cols.join(" | ")} |`, `|${cols.map((_, i) => i === 0 ? "---" : "---:").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`), "")
+  }
+  const bulkCols = ["target", "MiB/s (min–max)", "×direct", "bytes verified", "proxy CPU s/GiB", "other load (cores, max)"]
+  const bulkRow = (r: Report["bulkUp"][number]) => [r.target, mm(r.mibps), x2(r.vsDirect), r.verified === null ? "–" : r.verified ? "yes" : "NO", f(r.cpuSecPerGiB, 2), other(r)]
+  const any = (rows: ReadonlyArray<{ runs: number }>) => rows.some((r) => r.runs > 0)
+  table(`Bulk upload (client → proxy → sink), ${BULK_S} s`, bulkCols, rep.bulkUp.map(bulkRow), any(rep.bulkUp))
+  table(`Bulk download (source → proxy → client), ${BULK_S} s`, bulkCols, rep.bulkDown.map(bulkRow), any(rep.bulkDown))
+  const rateCols = ["target", "conn/s (min–max)", "×direct", "p50 ms", "p99 ms", "proxy CPU µs/conn (min–max)", "×best", "CPU cores: proxy / client / echo / softirq", "errors", "other load"]
+  const rateRow = (r: Report["rateC1"][number]) => [r.target, mm(r.connPerSec), x2(r.vsDirect), f(r.p50ms, 2), f(r.p99ms, 2), mm(r.proxyCpuUsPerConn), x2(r.cpuVsBest),
+    `${f(r.cores.proxy, 2)} / ${f(r.cores.client, 2)} / ${f(r.cores.echo, 2)} / ${f(r.cores.softirq, 2)}`, f(r.errors), other(r)]
+  table(`Connection rate, concurrency 1 (connect, handshake, 64-byte echo, close), ${RATE_S} s`, rateCols, rep.rateC1.map(rateRow), any(rep.rateC1))
+  table(`Connection rate, concurrency 50 (${THREADS} load-generator thread${THREADS === 1 ? "" : "s"}), ${RATE_S} s`, rateCols, [...rep.rateC50.map(rateRow), ...rep.rateC50OneThread.map((r) => rateRow({ ...r, target: "direct, 1 thread" }))], any(rep.rateC50))
+  for (const [k, v] of Object.entries(rep.proxyd100kVsProxyd)) {
+    if (v !== null) out.push(`proxyd-100k / proxyd at ${k === "c1" ? "concurrency 1" : "concurrency 50"}: conn/s ${x2(v.connPerSec)}, p99 ${x2(v.p99)}, proxy CPU per connection ${x2(v.proxyCpuPerConn)}`)
+  }
+  if (rep.proxyd100kVsProxyd.c1 !== null || rep.proxyd100kVsProxyd.c50 !== null) out.push("")
+  table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
+    rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
+  table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
+    ["target", "held", "RSS MiB idle", ...HOLD.map((k) => `RSS MiB @${f(k)}`), ...HOLD.map((k) => `PSS MiB @${f(k)}`), "KiB/conn RSS (min–max)", "KiB/conn PSS", "×best", "processes", "other load"],
+    rep.memory.map((r) => [r.target, r.held.map((h) => f(h.held)).join(" / "), mm(r.idleRssMiB, 1), ...r.rssMiB.map((s) => mm(s, 1)), ...r.pssMiB.map((s) => mm(s, 1)), mm(r.marginalRssKiB, 1), mm(r.marginalPssKiB, 1), x2(r.vsBest), f(r.processes), other(r)]), any(rep.memory))
+  for (const r of rep.memory) for (const s of [...new Set(r.stopped)]) out.push(`memory: ${r.target} stopped: ${s}`)
+  return out.join("\n") + "\n"
+}
+
+const panels = (rep: Report): Array<Panel> => {
+  const bars = <R extends { target: string }>(rows: ReadonlyArray<R>, s: (r: R) => Summary | null, ratio: (r: R) => number | null, label: string) =>
+    rows.flatMap((r) => { const v = s(r); const q = ratio(r); return v === null ? [] : [{ target: r.target, median: v.median, min: v.min, max: v.max, ratio: q === null ? null : `${f(q, 2)}× ${label}` }] })
+  return [
+    { title: "Bulk upload, MiB/s", better: "higher", bars: bars(rep.bulkUp, (r) => r.mibps, (r) => r.target === "direct" ? null : r.vsDirect, "direct") },
+    { title: "Bulk download, MiB/s", better: "higher", bars: bars(rep.bulkDown, (r) => r.mibps, (r) => r.target === "direct" ? null : r.vsDirect, "direct") },
+    { title: "Connections/s, concurrency 1", better: "higher", bars: bars(rep.rateC1, (r) => r.connPerSec, (r) => r.target === "direct" ? null : r.vsDirect, "direct") },
+    { title: "Proxy CPU µs per connection, concurrency 50", better: "lower", bars: bars(rep.rateC50, (r) => r.proxyCpuUsPerConn, (r) => r.cpuVsBest, "best") },
+    { title: "Connections/s, concurrency 50 (machine-bound)", better: "higher", bars: bars(rep.rateC50, (r) => r.connPerSec, (r) => r.target === "direct" ? null : r.vsDirect, "direct") },
+    { title: "Time to first byte p50, ms", better: "lower", bars: bars(rep.ttfb, (r) => r.p50ms, (r) => r.target === "direct" ? null : r.vsDirect, "direct") },
+    { title: "Memory KiB per idle relayed connection (RSS)", better: "lower", bars: bars(rep.memory, (r) => r.marginalRssKiB, (r) => r.vsBest, "best") },
+    { title: "Time to first byte p99, ms", better: "lower", bars: bars(rep.ttfb, (r) => r.p99ms, () => null, "") },
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const startedAt = new Date()
+const load0 = loadavg()[0]!
+let outcome: Awaited<ReturnType<typeof main>> = { skipped: [], targets: [] }
+try {
+  outcome = await main()
+} catch (e) {
+  failures.push(`harness: ${(e as Error).stack ?? String(e)}`)
+} finally {
+  progress("stopping the targets and endpoints")
+  await stopAll()
+  progress("stopped")
+}
+if (stopping) process.exit(130)
+
+const names = outcome.targets.map((t) => t.name)
+const rep = report(names, new Set(outcome.targets.filter((t) => t.rateOnly).map((t) => t.name)))
+const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? "?", node: process.version, platform: process.platform, loadAverageBefore: load0, loadAverageAfter: loadavg()[0]!, openFiles: fileLimits() }
+const config = { quick, rounds: ROUNDS, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY }
+const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load)
+const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
+const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
+notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs had other processes using more than ${NOISY} cores (marked "noisy"); steal up to ${f(maxSteal, 2)} cores`)
+const c50direct = rep.rateC50.find((r) => r.target === "direct")
+if (c50direct !== undefined && c50direct.cores.client !== null) {
+  const busy = (c50direct.cores.client ?? 0) + (c50direct.cores.echo ?? 0) + (c50direct.cores.softirq ?? 0) + (c50direct.cores.other ?? 0)
+  const one = rep.rateC50OneThread[0]
+  notes.push(`load generator at concurrency 50 through direct: client ${f(c50direct.cores.client, 2)} cores (${THREADS} threads), echo ${f(c50direct.cores.echo, 2)}, softirq ${f(c50direct.cores.softirq, 2)}: ${f(busy, 2)} of ${machine.cpus} cores busy` +
+    (one === undefined ? "" : `; with 1 client thread ${f(one.connPerSec?.median, 0)} conn/s (client ${f(one.cores.client, 2)} cores) against ${f(c50direct.connPerSec?.median, 0)} with ${THREADS}`) +
+    (busy >= 0.9 * machine.cpus ? " — the machine's CPUs are the limit, so compare proxies by CPU per connection" : ""))
+}
+if (chartPath !== undefined && names.length > 0) {
+  const svg = chart("proxyd network benchmark (loopback)", [
+    `${machine.cpus} × ${machine.cpu}, Node ${machine.node}; ${startedAt.toISOString().slice(0, 16)}Z; ${quick ? "quick" : "full"} run, ${ROUNDS} round(s); bars: median, whiskers: min–max`,
+    `targets: ${names.join(", ")}${outcome.skipped.length > 0 ? `; skipped: ${outcome.skipped.map((s) => s.split(" ")[0]).join(", ")}` : ""}`,
+  ], panels(rep))
+  const path = resolve(chartPath)
+  mkdirSync(dirname(path), { recursive: true })
+  writeFileSync(path, svg)
+  notes.push(`chart: ${path}`)
+}
+if (json) {
+  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), skipped: outcome.skipped, failures, notes }) + "\n")
+} else {
+  process.stdout.write(text(rep, [
+    `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}, load average ${f(load0, 2)} before, ${f(machine.loadAverageAfter, 2)} after; open files ${machine.openFiles.soft}`,
+    `${quick ? "QUICK" : "full"} run, ${ROUNDS} round(s): bulk ${BULK_S} s, rate ${RATE_S} s, TTFB ${TTFB_S} s, memory ${HOLD.join("/")} held; figures are median (min–max) over rounds`,
+  ]) + [...outcome.skipped.map((s) => `skipped: ${s}`), ...failures.map((s) => `failed: ${s}`), ...notes.map((s) => `note: ${s}`)].join("\n") + "\n")
+}
+if (failures.length > 0) process.exitCode = 1
