@@ -143,7 +143,10 @@ interface Results {
 }
 const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: new Map(), c50x1: new Map(), ttfb: new Map(), memory: new Map() }
 const failures: Array<string> = []
+/** runs taken again because other processes were busy */
+const rerun: Array<string> = []
 const NOISY = 0.15
+const RETRIES = 1
 
 const fmtLoad = (l: MeterReading) => `other ${l.otherCores.toFixed(2)}${l.otherCores > NOISY ? "!" : ""}`
 
@@ -168,17 +171,26 @@ const main = async () => {
     }
   }
   const dead = new Set<string>()
-  const attempt = async <A>(kind: Kind, round: number, t: Target, budgetMs: number, run: () => Promise<A>, show: (a: A) => string): Promise<void> => {
-    if (stopping || dead.has(t.name)) return
-    if (!alive(t.pid)) { dead.add(t.name); failures.push(`${t.name}: the process exited (noticed before ${kind}, round ${round + 1})`); return }
-    try {
-      const a = await within(run(), budgetMs, `${t.name} ${kind}`)
-      const m = results[kind] as Map<string, Array<A>>
-      m.set(t.name, [...(m.get(t.name) ?? []), a])
-      progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)}`)
-    } catch (err) {
-      failures.push(`${t.name} ${kind} (round ${round + 1}): ${(err as Error).message}`)
-      progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} FAILED: ${(err as Error).message}`)
+  /** One measurement of one target; a run during which other processes used more than NOISY cores is run again (up to RETRIES times), the last one kept. */
+  const attempt = async <A extends { load: MeterReading }>(kind: Kind, round: number, t: Target, budgetMs: number, run: () => Promise<A>, show: (a: A) => string, retries = RETRIES): Promise<void> => {
+    for (let again = 0; again <= retries; again++) {
+      if (stopping || dead.has(t.name)) return
+      if (!alive(t.pid)) { dead.add(t.name); failures.push(`${t.name}: the process exited (noticed before ${kind}, round ${round + 1})`); return }
+      try {
+        const a = await within(run(), budgetMs, `${t.name} ${kind}`)
+        if (a.load.otherCores > NOISY && again < retries) {
+          rerun.push(`${t.name} ${kind} round ${round + 1}: other load ${a.load.otherCores.toFixed(2)} cores`)
+          progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)} — noisy, again`)
+          continue
+        }
+        const m = results[kind] as unknown as Map<string, Array<A>>
+        m.set(t.name, [...(m.get(t.name) ?? []), a])
+        progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)}`)
+      } catch (err) {
+        failures.push(`${t.name} ${kind} (round ${round + 1}): ${(err as Error).message}`)
+        progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} FAILED: ${(err as Error).message}`)
+      }
+      return
     }
   }
   const full = targets.filter((t) => !t.rateOnly)
@@ -202,7 +214,7 @@ const main = async () => {
       for (const t of full) {
         if (t.pid === undefined) continue
         await attempt("memory", round, t, 240_000, () => hold(t, ends.echo, HOLD, SETTLE_MS, 180_000, ends.pid), (h) =>
-          `${h.stages.map((s) => `${s.held}: ${(s.memory.rssKiB / 1024).toFixed(1)} MiB`).join(", ")}; ${h.marginalRssKiB === null ? "–" : h.marginalRssKiB.toFixed(1)} KiB/conn${h.stopReason === null ? "" : `; stopped: ${h.stopReason}`}`)
+          `${h.stages.map((s) => `${s.held}: ${(s.memory.rssKiB / 1024).toFixed(1)} MiB`).join(", ")}; ${h.marginalRssKiB === null ? "–" : h.marginalRssKiB.toFixed(1)} KiB/conn${h.stopReason === null ? "" : `; stopped: ${h.stopReason}`}`, 0)
       }
     }
     if (only.has("ttfb")) {
@@ -374,7 +386,7 @@ const config = { quick, rounds: ROUNDS, bulkSeconds: BULK_S, rateSeconds: RATE_S
 const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load)
 const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
 const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
-notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs had other processes using more than ${NOISY} cores (marked "noisy"); steal up to ${f(maxSteal, 2)} cores`)
+notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs kept had other processes using more than ${NOISY} cores (marked "noisy"); ${rerun.length} noisy run(s) were taken again (${RETRIES} retry each, memory never); steal up to ${f(maxSteal, 2)} cores`)
 const c50direct = rep.rateC50.find((r) => r.target === "direct")
 if (c50direct !== undefined && c50direct.cores.client !== null) {
   const busy = (c50direct.cores.client ?? 0) + (c50direct.cores.echo ?? 0) + (c50direct.cores.softirq ?? 0) + (c50direct.cores.other ?? 0)
@@ -394,7 +406,7 @@ if (chartPath !== undefined && names.length > 0) {
   notes.push(`chart: ${path}`)
 }
 if (json) {
-  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), skipped: outcome.skipped, failures, notes }) + "\n")
+  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), skipped: outcome.skipped, failures, rerun, notes }) + "\n")
 } else {
   process.stdout.write(text(rep, [
     `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}, load average ${f(load0, 2)} before, ${f(machine.loadAverageAfter, 2)} after; open files ${machine.openFiles.soft}`,
