@@ -54,21 +54,24 @@ export const hold = async (t: Via & { pid: number | undefined }, echoPort: numbe
     for (const want of wants) {
       const a = performance.now()
       let failed = false
-      let opening = 0 // connections under way, so the parallel loops stop at exactly `want`
+      const opening = new Set<Socket>() // connections under way, so the parallel loops stop at exactly `want`
       const loop = async () => {
-        while (!failed && held.length + opening < want && performance.now() < deadline) {
-          opening++
+        while (!failed && held.length + opening.size < want && performance.now() < deadline) {
           let s: Socket | undefined
           try {
-            s = await open(t, echoPort, 10_000)
+            s = await open(t, echoPort, 10_000, (x) => { s = x; opening.add(x) })
             await echoOnce(s, PING, 10_000)
-            held.push(s)
+            if (!failed) held.push(s)
+            else s.destroy()
           } catch (e) {
             s?.destroy()
-            if (!failed) stopReason = `${(e as Error).message} (at ${held.length} held)`
-            failed = true
+            if (!failed) {
+              stopReason = `${(e as Error).message} (at ${held.length} held)`
+              failed = true
+              for (const x of opening) x.destroy() // do not wait for the others' timeouts
+            }
           } finally {
-            opening--
+            if (s !== undefined) opening.delete(s)
           }
         }
       }

@@ -8,7 +8,8 @@
  * client's and the endpoints' file descriptors have a limit each (the memory test holds
  * thousands) and their CPU time is counted apart. `open` connects to a target and completes a
  * SOCKS5 no-auth CONNECT or an HTTP CONNECT, one step at a time like curl, to 127.0.0.1:`port`;
- * it returns the socket paused, with any bytes that came after the handshake put back.
+ * it returns the socket paused, with any bytes that came after the handshake put back
+ * (`track` sees the socket at once, so a caller can destroy connections still under way).
  * Gotchas: every endpoint is stopped by `close()` (workers terminated, the process killed by PID).
  */
 import { type ChildProcess, spawn } from "node:child_process"
@@ -171,9 +172,10 @@ export interface Via { readonly name: string; readonly kind: Target["kind"]; rea
  * A connected socket to 127.0.0.1:`port` through `t` (handshake done), paused, ready for payload.
  * Bytes that arrived with the handshake's reply are put back (`unshift`); call `resume()` or read it.
  */
-export const open = async (t: Via, port: number, timeoutMs = 10_000): Promise<Socket> => {
+export const open = async (t: Via, port: number, timeoutMs = 10_000, track?: (s: Socket) => void): Promise<Socket> => {
   const s = connect({ host: "127.0.0.1", port: t.kind === "direct" ? port : t.port, noDelay: true })
   s.on("error", () => {})
+  track?.(s)
   const timer = setTimeout(() => s.destroy(new Error(`${t.name}: no connection and handshake within ${timeoutMs} ms`)), timeoutMs)
   try {
     await new Promise<void>((resolve, reject) => {

@@ -246,7 +246,9 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
     const s = summary(b.map((x) => x.mibps))
     return {
       target: n, mibps: s, vsDirect: ratio(s?.median ?? null, ref), verified: b.length === 0 ? null : b.every((x) => x.verified),
-      cpuSecPerGiB: med(b.flatMap((x) => x.cpuPerGiB === null ? [] : [x.cpuPerGiB])), otherCoresMax: maxOther(b.map((x) => x.load)), noisyRuns: noisy(b.map((x) => x.load)), runs: b.length,
+      cpuSecPerGiB: med(b.flatMap((x) => x.cpuPerGiB === null ? [] : [x.cpuPerGiB])),
+      cores: { proxy: med(b.map((x) => x.load.proxyCpu / x.load.wall)), harness: med(b.map((x) => x.load.clientCpu / x.load.wall)), softirq: med(b.map((x) => x.load.softirqCores)) },
+      otherCoresMax: maxOther(b.map((x) => x.load)), noisyRuns: noisy(b.map((x) => x.load)), runs: b.length,
     }
   }
   const bulk = (k: "up" | "down") => {
@@ -325,8 +327,9 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
     if (!present) return
     out.push(`### ${title}`, "", `| ${cols.join(" | ")} |`, `|${cols.map((_, i) => i === 0 ? "---" : "---:").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`), "")
   }
-  const bulkCols = ["target", "MiB/s (min–max)", "×direct", "bytes verified", "proxy CPU s/GiB", "other load (cores, max)"]
-  const bulkRow = (r: Report["bulkUp"][number]) => [r.target, mm(r.mibps), x2(r.vsDirect), r.verified === null ? "–" : r.verified ? "yes" : "NO", f(r.cpuSecPerGiB, 2), other(r)]
+  const bulkCols = ["target", "MiB/s (min–max)", "×direct", "bytes verified", "proxy CPU s/GiB", "CPU cores: proxy / harness / softirq", "other load (cores, max)"]
+  const bulkRow = (r: Report["bulkUp"][number]) => [r.target, mm(r.mibps), x2(r.vsDirect), r.verified === null ? "–" : r.verified ? "yes" : "NO", f(r.cpuSecPerGiB, 2),
+    `${f(r.cores.proxy, 2)} / ${f(r.cores.harness, 2)} / ${f(r.cores.softirq, 2)}`, other(r)]
   const any = (rows: ReadonlyArray<{ runs: number }>) => rows.some((r) => r.runs > 0)
   table(`Bulk upload (client → proxy → sink), ${BULK_S} s`, bulkCols, rep.bulkUp.map(bulkRow), any(rep.bulkUp))
   table(`Bulk download (source → proxy → client), ${BULK_S} s`, bulkCols, rep.bulkDown.map(bulkRow), any(rep.bulkDown))
@@ -342,8 +345,8 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
   table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
     rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
   table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
-    ["target", "held", "RSS MiB idle", ...HOLD.map((k) => `RSS MiB @${f(k)}`), ...HOLD.map((k) => `PSS MiB @${f(k)}`), "KiB/conn RSS (min–max)", "KiB/conn PSS", "×best", "processes", "other load"],
-    rep.memory.map((r) => [r.target, r.held.map((h) => f(h.held)).join(" / "), mm(r.idleRssMiB, 1), ...r.rssMiB.map((s) => mm(s, 1)), ...r.pssMiB.map((s) => mm(s, 1)), mm(r.marginalRssKiB, 1), mm(r.marginalPssKiB, 1), x2(r.vsBest), f(r.processes), other(r)]), any(rep.memory))
+    ["target", "held", "RSS MiB idle", ...HOLD.map((k) => `RSS MiB @${f(k)}`), ...HOLD.map((k) => `PSS MiB @${f(k)}`), "KiB/conn RSS (min–max)", "KiB/conn PSS", "×best", "processes", "proxy fds", "other load"],
+    rep.memory.map((r) => [r.target, r.held.map((h) => f(h.held)).join(" / "), mm(r.idleRssMiB, 1), ...r.rssMiB.map((s) => mm(s, 1)), ...r.pssMiB.map((s) => mm(s, 1)), mm(r.marginalRssKiB, 1), mm(r.marginalPssKiB, 1), x2(r.vsBest), f(r.processes), f(Math.max(0, ...r.fds.flatMap((n) => n === null ? [] : [n]))), other(r)]), any(rep.memory))
   for (const r of rep.memory) for (const s of [...new Set(r.stopped)]) out.push(`memory: ${r.target} stopped: ${s}`)
   return out.join("\n") + "\n"
 }
