@@ -1,7 +1,9 @@
 /**
  * A TCP listener over `node:net`: one fiber per connection, limits, drain-then-interrupt.
  *
- * Details: the server is `pauseOnConnect` and `allowHalfOpen`; each accepted
+ * Details: the server is `pauseOnConnect`, `allowHalfOpen` and `noDelay` (a
+ * relay forwards what it reads at once; Nagle would hold a small reply behind
+ * an unacknowledged one); each accepted
  * socket gets a no-op `error` listener (an unhandled socket error would crash
  * the process) and is admitted by the `Gate`s (overall and per source IP, one
  * gate per listener plus one shared by all). Beyond a limit the connection is
@@ -87,7 +89,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
     const fibers = yield* FiberSet.make<void, never>().pipe(Scope.provide(scope))
     const run = yield* FiberSet.runtime(fibers)<never>()
     let open = 0
-    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true })
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true })
     /** Enters every gate, or none (then the connection is rejected). */
     const enter = (socket: net.Socket, peer: Peer): Array<Gate> | undefined => {
       const entered: Array<Gate> = []

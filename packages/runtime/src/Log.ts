@@ -3,13 +3,17 @@
  *
  * Details: a `Log` is a plain synchronous object (hot-path friendly; no Effect
  * per line). Lines below the level are dropped before any formatting. The sink
- * is injectable (`write`) so tests can capture lines.
+ * is injectable (`write`) so tests can capture lines. The default sink is
+ * stderr, batched: lines written in one turn of the event loop go out in one
+ * write (at the next `setImmediate`, or at once past 64 KiB), and whatever is
+ * pending is written synchronously when the process exits, so no line is lost.
  *
  * Gotchas: fields whose key looks like a credential (`pass`, `password`,
  * `secret`, `token`, `authorization`, `cookie`, `hash`) are replaced by
  * `"[redacted]"` before writing, whatever the caller passes — a second line of
  * defence; callers must not pass secrets in the first place.
  */
+import { writeSync } from "node:fs"
 
 export type Level = "debug" | "info" | "warn" | "error"
 export type Format = "json" | "pretty"
@@ -38,14 +42,39 @@ export interface LogOptions {
 
 const SECRET_KEY = /pass|secret|token|authorization|cookie|hash|credential/i
 
-const redact = (fields: Readonly<Record<string, unknown>>): Record<string, unknown> => {
-  const out: Record<string, unknown> = {}
-  for (const k of Object.keys(fields)) {
+/** Copies `fields` into `out`, without undefined values and with credential-like keys redacted. */
+const redactInto = (out: Record<string, unknown>, fields: Readonly<Record<string, unknown>>): Record<string, unknown> => {
+  for (const k in fields) {
     const v = fields[k]
     if (v === undefined) continue
     out[k] = SECRET_KEY.test(k) ? "[redacted]" : v
   }
   return out
+}
+
+let pending = ""
+let flushScheduled = false
+const flush = (): void => {
+  flushScheduled = false
+  if (pending.length === 0) return
+  const out = pending
+  pending = ""
+  process.stderr.write(out)
+}
+let exitHooked = false
+/** stderr, one write per event-loop turn (see the module's Details). */
+const batchedStderr = (line: string): void => {
+  if (!exitHooked) {
+    exitHooked = true
+    process.once("exit", () => {
+      if (pending.length === 0) return
+      try { writeSync(2, pending) } catch { /* stderr closed */ }
+      pending = ""
+    })
+  }
+  pending += line + "\n"
+  if (pending.length > 65_536) flush()
+  else if (!flushScheduled) { flushScheduled = true; setImmediate(flush) }
 }
 
 // Anything but printable ASCII (spaces, quotes, `=`, control bytes, escapes) is quoted and escaped.
@@ -55,15 +84,15 @@ const prettyValue = (v: unknown): string =>
 export const make = (opts: LogOptions = {}): Log => {
   const level = opts.level ?? "info"
   const format = opts.format ?? "json"
-  const write = opts.write ?? ((line: string) => process.stderr.write(line + "\n"))
+  const write = opts.write ?? batchedStderr
   const min = RANK[level]
   const log = (lv: Level, msg: string, fields: Readonly<Record<string, unknown>> = {}): void => {
     if (RANK[lv] < min) return
-    const safe = redact(fields)
     const time = new Date().toISOString()
     if (format === "json") {
-      write(JSON.stringify({ time, level: lv, msg, ...safe }))
+      write(JSON.stringify(redactInto({ time, level: lv, msg }, fields)))
     } else {
+      const safe = redactInto({}, fields)
       let line = `${time} ${lv.toUpperCase().padEnd(5)} ${msg}`
       for (const k of Object.keys(safe)) line += ` ${k}=${prettyValue(safe[k])}`
       write(line)

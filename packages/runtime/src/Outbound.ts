@@ -15,7 +15,7 @@
  * code never changes.
  *
  * Gotchas: the connect timeout (default 10 s) covers lookup + all attempts.
- * Every outbound socket is `allowHalfOpen` and keeps a no-op `error` listener
+ * Every outbound socket is `allowHalfOpen` and `noDelay` and keeps a no-op `error` listener
  * (the session destroys it; an unhandled `error` would crash the process).
  * errno → reason: ECONNREFUSED Refused, EHOSTUNREACH HostUnreachable,
  * ENETUNREACH NetworkUnreachable, ETIMEDOUT/timeout Timeout, ENOTFOUND DnsFailed.
@@ -97,7 +97,7 @@ export const reasonOf = (e: unknown, host: string): OutboundReason => {
 export const connectSocket = (opts: net.NetConnectOpts & { readonly host: string; readonly port: number }, timeoutMs: number): Effect.Effect<net.Socket, OutboundError> =>
   Effect.callback<net.Socket, OutboundError>((resume) => {
     let done = false
-    const s = net.connect({ ...opts, allowHalfOpen: true })
+    const s = net.connect({ ...opts, allowHalfOpen: true, noDelay: true })
     s.on("error", noop)
     const finish = (r: Effect.Effect<net.Socket, OutboundError>) => {
       if (done) return

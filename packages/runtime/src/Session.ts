@@ -29,7 +29,7 @@
  * country/ASN facts of `decide`.
  */
 import type { Socket } from "node:net"
-import { Deferred, Effect } from "effect"
+import { Effect, type Fiber } from "effect"
 import type { Ir } from "@proxyd/rules"
 import type { AuthSource } from "./Auth.ts"
 import { decide } from "./Decide.ts"
@@ -142,10 +142,15 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
     // A rule with the `log` modifier decided this connection: its close line is logged at warn,
     // so `--log-level warn` keeps exactly those.
     let logged = false
-    const expired = yield* Deferred.make<void>()
+    // The handshake deadline interrupts the connection's fiber (no racing fibers per connection);
+    // `phase` says what was being waited for, for the close line.
+    let phase: "tls" | "sniff" | "handler" = "handler"
+    let timedOut = false
+    const self: Fiber.Fiber<unknown, unknown> = yield* Effect.withFiber((f) => Effect.succeed(f))
     let handshakeTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
       handshakeTimer = undefined
-      Deferred.doneUnsafe(expired, Effect.void)
+      timedOut = true
+      self.interruptUnsafe()
     }, Math.max(0, env.listener.handshakeMs - (Date.now() - started)))
     const endHandshake = () => {
       if (handshakeTimer !== undefined) { clearTimeout(handshakeTimer); handshakeTimer = undefined }
@@ -204,8 +209,9 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
 
     const body = Effect.gen(function*() {
       if (env.tls !== undefined) {
-        const r = yield* handshake(raw, env.tls).pipe(Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))))
-        if (r === "timeout") { outcome = "handshake-timeout"; line["error"] = "TLS handshake not completed"; return }
+        phase = "tls"
+        const r = yield* handshake(raw, env.tls)
+        phase = "handler"
         if (!r.ok) { outcome = "tls-error"; line["error"] = r.message; return }
         client = r.socket
         // The TLS socket owns the raw socket's handle: close through it (flushing close_notify), then the raw one.
@@ -216,8 +222,9 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
       }
       let handler: InboundHandler | undefined
       if (env.listener.kind === "mixed") {
-        const protocol = yield* sniff(client).pipe(Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))))
-        if (protocol === "timeout") { outcome = "handshake-timeout"; return }
+        phase = "sniff"
+        const protocol = yield* sniff(client)
+        phase = "handler"
         if (protocol === undefined) { outcome = "closed-before-handshake"; return }
         handler = env.handlers[protocol]
       } else {
@@ -333,14 +340,15 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
           }
         },
       }
-      const r = yield* handler.handle(client, ctx).pipe(
-        Effect.raceFirst(Deferred.await(expired).pipe(Effect.as("timeout" as const))),
-      )
-      if (r === "timeout") outcome = "handshake-timeout"
+      yield* handler.handle(client, ctx)
     })
 
     yield* body.pipe(
-      Effect.onInterrupt(() => Effect.sync(() => { outcome = "shutdown" })),
+      Effect.onInterrupt(() => Effect.sync(() => {
+        if (!timedOut) { outcome = "shutdown"; return }
+        outcome = "handshake-timeout"
+        if (phase === "tls") line["error"] = "TLS handshake not completed"
+      })),
       Effect.catchCause((cause) => Effect.sync(() => { outcome = "error"; line["error"] = String(cause).slice(0, 200) })),
       Effect.ensuring(finish),
     )

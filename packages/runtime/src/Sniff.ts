@@ -1,17 +1,20 @@
 /**
- * Mixed listeners: pick the protocol from the first byte, leaving it in the socket.
+ * Mixed listeners: pick the protocol from the first byte, leaving the bytes in the socket.
  *
- * Details: waits for exactly one byte on the paused socket (`'readable'` +
- * `read(1)`), puts it back with `unshift`, and removes its listeners, so the
- * handler reads the same bytes from the start and a later `pipe` works (the
- * socket stays in paused mode). 0x05 → socks5, 0x04 → socks4, anything else →
- * http. `undefined` when the client closes before sending anything.
- * Interruption removes the listeners (the caller destroys the socket).
+ * Details: waits on the paused socket (`'readable'` + `read()`) for the first
+ * bytes, puts them back with `unshift`, removes its listeners and answers at
+ * once (no extra event-loop turn), so the handler reads the same bytes from the
+ * start and a later `pipe` works (the socket stays in paused mode). 0x05 →
+ * socks5, 0x04 → socks4, anything else → http. `undefined` when the client
+ * closes before sending anything. Interruption removes the listeners (the
+ * caller destroys the socket).
  *
  * Gotchas: Node emits 'readable' for already-buffered bytes only when a
  * listener is attached while `readableListening` is false, which Node resets
- * on the tick after a listener is removed; so the result is delivered via
- * `setImmediate`. Handlers should still try `socket.read()` before waiting.
+ * on the tick after a listener is removed. A handler that attaches its own
+ * 'readable' listener in the same tick therefore gets no event for the bytes
+ * put back: it must call `socket.read()` before waiting, as
+ * `Wire.readMessage` does.
  */
 import type { Socket } from "node:net"
 import { Effect } from "effect"
@@ -19,7 +22,7 @@ import type { ProtocolName } from "./Inbound.ts"
 
 export const protocolOf = (first: number): ProtocolName => (first === 0x05 ? "socks5" : first === 0x04 ? "socks4" : "http")
 
-/** Reads one byte and unshifts it back. */
+/** The first byte the client sends (every buffered byte is put back). */
 export const peekByte = (socket: Socket): Effect.Effect<number | undefined> =>
   Effect.callback<number | undefined>((resume) => {
     const cleanup = () => {
@@ -29,14 +32,11 @@ export const peekByte = (socket: Socket): Effect.Effect<number | undefined> =>
       socket.off("error", onEnd)
     }
     const onReadable = () => {
-      const b = socket.read(1) as Buffer | null
-      if (b === null) return
+      const b = socket.read() as Buffer | null
+      if (b === null || b.length === 0) return
       cleanup()
       socket.unshift(b)
-      // Resume after Node's nextTick that clears `readableListening`: a handler
-      // attaching its own 'readable' listener then gets an event for the
-      // buffered bytes (same tick, it would wait for new data forever).
-      setImmediate(() => resume(Effect.succeed(b[0]!)))
+      resume(Effect.succeed(b[0]!))
     }
     const onEnd = () => { cleanup(); resume(Effect.succeed(undefined)) }
     socket.on("readable", onReadable)

@@ -106,12 +106,32 @@ export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Bu
 export const readSome = (socket: Socket, reader: ByteReader): Effect.Effect<Buffer | undefined> =>
   Effect.map(readMessage(socket, reader, (b) => (b.length > 0 ? ok(b, b.length) : more)), (r) => (r.k === "ok" ? r.value : undefined))
 
-/** Writes and waits until the bytes are handed to the kernel; false when the socket failed. */
-export const write = (socket: Socket, data: Uint8Array | string): Effect.Effect<boolean> =>
-  Effect.callback<boolean>((resume) => {
-    if (socket.destroyed || socket.writableEnded) return resume(Effect.succeed(false))
-    socket.write(data, (err) => resume(Effect.succeed(err == null)))
+/**
+ * Writes with backpressure: answers at once while the socket's buffer is below
+ * its high-water mark (no callback, no extra tick: handshake replies), else
+ * when it drains. False when the socket is already closed or fails before
+ * draining; a write that fails later shows as a destroyed socket.
+ */
+export const write = (socket: Socket, data: Uint8Array | string): Effect.Effect<boolean> => {
+  if (socket.destroyed || socket.writableEnded) return Effect.succeed(false)
+  if (socket.write(data)) return Effect.succeed(true)
+  return Effect.callback<boolean>((resume) => {
+    const done = (ok: boolean) => () => {
+      socket.off("drain", onDrain)
+      socket.off("close", onClose)
+      resume(Effect.succeed(ok))
+    }
+    const onDrain = done(true)
+    const onClose = done(false)
+    if (socket.destroyed) return onClose()
+    socket.once("drain", onDrain)
+    socket.once("close", onClose)
+    return Effect.sync(() => {
+      socket.off("drain", onDrain)
+      socket.off("close", onClose)
+    })
   })
+}
 
 /** Sends a final reply (if any), then closes: see the module's Gotchas. */
 export const closeWith = (socket: Socket, data?: Uint8Array | string, lingerMs = 2000): Effect.Effect<void> =>
