@@ -11,7 +11,8 @@
  * min–max of the receiver's bytes over its seconds), the ratio to direct, and the proxy's CPU
  * (utime+stime of its process tree) per GiB.
  * Flags: `--quick` (1 s, 1 round), `--seconds N`, `--rounds N`, `--100k` (also proxyd-100k:
- * about a minute to start), `--json` (one JSON object on stdout).
+ * about a minute to start), `--targets a,b` (only these, and direct), `--json` (one JSON
+ * object on stdout).
  * Gotchas: needs iperf3 and proxychains4 (Debian; .ci/run installs them) and exits 1 without
  * them; iperf3 serves one test at a time, so runs are sequential. The LD_PRELOAD hook of
  * proxychains adds nothing per byte, but the proxy, iperf3's two ends and this process share
@@ -134,6 +135,8 @@ const main = async () => {
     if (p.bin === undefined) skipped.push(`${p.name} (not installed: ${p.install})`)
     else starts.push({ name: p.name, start: p.start(p.bin) })
   }
+  const want = args.includes("--targets") ? args[args.indexOf("--targets") + 1]?.split(",") ?? [] : undefined
+  if (want !== undefined) starts.splice(0, starts.length, ...starts.filter((s) => s.name === "direct" || want.includes(s.name)))
   const dir = mkdtempSync(join(tmpdir(), "proxyd-iperf-"))
   const server = await startServer(iperf3)
   const targets: Array<{ t: Target; conf: string | undefined }> = []

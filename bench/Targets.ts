@@ -4,8 +4,10 @@
  *
  * Details: each target is a child process started by the harness and stopped by its PID
  * (SIGTERM, then SIGKILL after 3 s). A peer whose binary is not installed is reported as
- * skipped, never installed here. `cpuSeconds` sums utime+stime over the target's process
- * tree from /proc/PID/stat (Dante forks workers).
+ * skipped, never installed here. `cpuSeconds` sums utime+stime+cutime+cstime over the
+ * target's process tree from /proc/PID/stat (Dante forks workers: a worker that exits and is
+ * reaped between two readings moves its CPU into its parent's cutime/cstime instead of
+ * vanishing from the sum).
  * Gotchas: clock ticks are assumed to be 100 Hz (USER_HZ on Linux), so CPU figures have a
  * 10 ms resolution — short `--quick` runs give coarse per-connection CPU.
  */
@@ -204,7 +206,7 @@ export const PEERS: ReadonlyArray<Peer> = [
   },
 ]
 
-/** utime+stime in seconds of `pid` and all its descendants (0 when /proc is unreadable). */
+/** utime+stime+cutime+cstime in seconds of `pid` and all its descendants (0 when /proc is unreadable). */
 export const cpuSeconds = (pid: number | undefined): number => {
   if (pid === undefined) return 0
   const stats = new Map<number, { ppid: number; ticks: number }>()
@@ -213,7 +215,7 @@ export const cpuSeconds = (pid: number | undefined): number => {
     try {
       const s = readFileSync(`/proc/${d}/stat`, "utf8")
       const f = s.slice(s.lastIndexOf(")") + 2).split(" ") // f[0] is field 3 (state)
-      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) })
+      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) })
     } catch { /* exited meanwhile */ }
   }
   let ticks = 0
