@@ -52,8 +52,8 @@ const quick = argv.includes("--quick")
 const json = argv.includes("--json")
 const ROUNDS = Number(value("--rounds") ?? (quick ? 1 : 3))
 const BULK_S = quick ? 1 : 3
-const RATE_S = quick ? 1 : 4
-const TTFB_S = quick ? 0.5 : 2
+const RATE_S = quick ? 1 : 3
+const TTFB_S = quick ? 0.5 : 1.5
 const WARM_S = quick ? 0.3 : 1
 const THREADS = Number(value("--threads") ?? 2)
 const SETTLE_MS = quick ? 1000 : 1500
@@ -147,6 +147,8 @@ const failures: Array<string> = []
 const rerun: Array<string> = []
 const NOISY = 0.15
 const RETRIES = 1
+/** at most this many re-runs in all, so a machine that stays busy does not double the run's time */
+const RETRY_BUDGET = quick ? 6 : 12
 
 const fmtLoad = (l: MeterReading) => `other ${l.otherCores.toFixed(2)}${l.otherCores > NOISY ? "!" : ""}`
 
@@ -171,14 +173,14 @@ const main = async () => {
     }
   }
   const dead = new Set<string>()
-  /** One measurement of one target; a run during which other processes used more than NOISY cores is run again (up to RETRIES times), the last one kept. */
+  /** One measurement of one target; a run during which other processes used more than NOISY cores is run again (up to RETRIES times, RETRY_BUDGET in all), the last one kept. */
   const attempt = async <A extends { load: MeterReading }>(kind: Kind, round: number, t: Target, budgetMs: number, run: () => Promise<A>, show: (a: A) => string, retries = RETRIES): Promise<void> => {
     for (let again = 0; again <= retries; again++) {
       if (stopping || dead.has(t.name)) return
       if (!alive(t.pid)) { dead.add(t.name); failures.push(`${t.name}: the process exited (noticed before ${kind}, round ${round + 1})`); return }
       try {
         const a = await within(run(), budgetMs, `${t.name} ${kind}`)
-        if (a.load.otherCores > NOISY && again < retries) {
+        if (a.load.otherCores > NOISY && again < retries && rerun.length < RETRY_BUDGET) {
           rerun.push(`${t.name} ${kind} round ${round + 1}: other load ${a.load.otherCores.toFixed(2)} cores`)
           progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)} — noisy, again`)
           continue
@@ -210,13 +212,6 @@ const main = async () => {
       for (const t of full) await attempt("up", round, t, BULK_S * 1000 + 60_000, () => upload(t, sink as Queue<SinkResult>, BULK_S, ends.pid), bulkShow)
       for (const t of full) await attempt("down", round, t, BULK_S * 1000 + 60_000, () => download(t, source as Queue<SourceResult>, BULK_S, ends.pid), bulkShow)
     }
-    if (only.has("memory")) {
-      for (const t of full) {
-        if (t.pid === undefined) continue
-        await attempt("memory", round, t, 240_000, () => hold(t, ends.echo, HOLD, SETTLE_MS, 180_000, ends.pid), (h) =>
-          `${h.stages.map((s) => `${s.held}: ${(s.memory.rssKiB / 1024).toFixed(1)} MiB`).join(", ")}; ${h.marginalRssKiB === null ? "–" : h.marginalRssKiB.toFixed(1)} KiB/conn${h.stopReason === null ? "" : `; stopped: ${h.stopReason}`}`, 0)
-      }
-    }
     if (only.has("ttfb")) {
       for (const t of full) await attempt("ttfb", round, t, TTFB_S * 1000 + 60_000, () => ttfb(t, ends.hello, TTFB_S, ends.pid), (x) => `p50 ${x.p50.toFixed(3)} ms, p99 ${x.p99.toFixed(3)} ms (${x.n}), ${fmtLoad(x.load)}`)
     }
@@ -225,6 +220,29 @@ const main = async () => {
       for (const t of targets) await attempt("c50", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 50, RATE_S, THREADS, ends.pid), rateShow)
       const d = targets.find((t) => t.name === "direct")
       if (d !== undefined && THREADS !== 1) await attempt("c50x1", round, d, RATE_S * 1000 + 60_000, () => rate(d, ends.echo, 50, RATE_S, 1, ends.pid), rateShow)
+    }
+    // memory last: closing 9,000 connections leaves ports in TIME_WAIT for 60 s (Dante binds one
+    // per outbound connection), which would starve the next connection-rate run if it came next
+    if (only.has("memory")) {
+      for (const t of full) {
+        if (t.pid === undefined) continue
+        const start = all.find((e) => e.name === t.name)?.start
+        if (start === undefined) continue
+        // a fresh instance each time: a process that has relayed bulk data keeps its freed buffers
+        // (RSS does not shrink), and new connections would reuse them and look free
+        const fresh = async () => {
+          const f = await within(start(), 60_000, `starting a fresh ${t.name}`)
+          const stop = () => f.stop()
+          cleanups.push(stop)
+          try { return await hold(f, ends.echo, HOLD, SETTLE_MS, 180_000, ends.pid) } finally {
+            const i = cleanups.indexOf(stop)
+            if (i >= 0) cleanups.splice(i, 1)
+            await within(f.stop(), 10_000, `stopping the fresh ${t.name}`).catch(() => {})
+          }
+        }
+        await attempt("memory", round, t, 300_000, fresh, (h) =>
+          `${h.stages.map((s) => `${s.held}: ${(s.memory.rssKiB / 1024).toFixed(1)} MiB`).join(", ")}; ${h.marginalRssKiB === null ? "–" : h.marginalRssKiB.toFixed(1)} KiB/conn${h.stopReason === null ? "" : `; stopped: ${h.stopReason}`}`, 0)
+      }
     }
   }
   return { skipped, targets }
@@ -347,6 +365,8 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
   table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
     ["target", "held", "RSS MiB idle", ...HOLD.map((k) => `RSS MiB @${f(k)}`), ...HOLD.map((k) => `PSS MiB @${f(k)}`), "KiB/conn RSS (min–max)", "KiB/conn PSS", "×best", "processes", "proxy fds", "other load"],
     rep.memory.map((r) => [r.target, r.held.map((h) => f(h.held)).join(" / "), mm(r.idleRssMiB, 1), ...r.rssMiB.map((s) => mm(s, 1)), ...r.pssMiB.map((s) => mm(s, 1)), mm(r.marginalRssKiB, 1), mm(r.marginalPssKiB, 1), x2(r.vsBest), f(r.processes), f(Math.max(0, ...r.fds.flatMap((n) => n === null ? [] : [n]))), other(r)]), any(rep.memory))
+  for (const [k, rows] of [["concurrency 1", rep.rateC1], ["concurrency 50", rep.rateC50]] as const)
+    for (const r of rows) if (r.errors > 0) out.push(`errors: ${r.target} at ${k}: ${r.errors} iterations failed, the first: ${r.firstError ?? "?"}`)
   for (const r of rep.memory) for (const s of [...new Set(r.stopped)]) out.push(`memory: ${r.target} stopped: ${s}`)
   return out.join("\n") + "\n"
 }
@@ -389,7 +409,7 @@ const config = { quick, rounds: ROUNDS, bulkSeconds: BULK_S, rateSeconds: RATE_S
 const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load)
 const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
 const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
-notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs kept had other processes using more than ${NOISY} cores (marked "noisy"); ${rerun.length} noisy run(s) were taken again (${RETRIES} retry each, memory never); steal up to ${f(maxSteal, 2)} cores`)
+notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs kept had other processes using more than ${NOISY} cores (marked "noisy"); ${rerun.length} noisy run(s) were taken again (${RETRIES} retry each, ${RETRY_BUDGET} in all, memory never); steal up to ${f(maxSteal, 2)} cores`)
 const c50direct = rep.rateC50.find((r) => r.target === "direct")
 if (c50direct !== undefined && c50direct.cores.client !== null) {
   const busy = (c50direct.cores.client ?? 0) + (c50direct.cores.echo ?? 0) + (c50direct.cores.softirq ?? 0) + (c50direct.cores.other ?? 0)
