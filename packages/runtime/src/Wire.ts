@@ -133,6 +133,25 @@ export const write = (socket: Socket, data: Uint8Array | string): Effect.Effect<
   })
 }
 
+/**
+ * Runs `effect` (a handshake reading from `socket`) under a deadline that destroys the socket when it
+ * passes (after calling `onTimeout`), so pending reads end; `timedOut` says whether it did. No fiber is forked (unlike
+ * `Effect.timeout`), which matters once per connection.
+ */
+export const withDeadline = <A>(socket: Socket, ms: number, effect: Effect.Effect<A>, onTimeout?: () => void): Effect.Effect<{ readonly value: A; readonly timedOut: boolean }> =>
+  Effect.suspend(() => {
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      onTimeout?.()
+      socket.destroy()
+    }, ms)
+    return effect.pipe(
+      Effect.map((value) => ({ value, timedOut })),
+      Effect.ensuring(Effect.sync(() => clearTimeout(timer))),
+    )
+  })
+
 /** Sends a final reply (if any), then closes: see the module's Gotchas. */
 export const closeWith = (socket: Socket, data?: Uint8Array | string, lingerMs = 2000): Effect.Effect<void> =>
   Effect.callback<void>((resume) => {

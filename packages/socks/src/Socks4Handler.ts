@@ -42,10 +42,10 @@ export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundH
           yield* Wire.closeWith(client, reply)
           return undefined
         })
-      const r = yield* Wire.readMessage(client, reader, C.parseRequest).pipe(
-        Effect.timeoutOrElse({ duration: ctx.handshakeTimeoutMs, orElse: () => Effect.succeed({ k: "eof" } as const) }),
-      )
-      if (r.k === "eof") return yield* reject("handshake timeout or client closed", Buffer.alloc(0))
+      const { value: r, timedOut } = yield* Wire.withDeadline(client, ctx.handshakeTimeoutMs, Wire.readMessage(client, reader, C.parseRequest),
+        () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
+      if (timedOut) return undefined
+      if (r.k === "eof") return yield* reject("client closed before its request", Buffer.alloc(0))
       if (r.k === "error") return yield* reject(r.message, r.code === "version" ? Buffer.alloc(0) : cd91)
       const req = r.value
       if (req.userId !== "") ctx.note({ userid: req.userId })

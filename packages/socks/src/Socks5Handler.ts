@@ -6,7 +6,7 @@
  * `none` → 0x00; nothing acceptable → `05 FF` and close. RFC 1929 replies
  * with version 0x01 and closes after a failure. The handshake (greeting, auth,
  * request) is bounded by `ctx.handshakeTimeoutMs`; on timeout the socket
- * closes. Commands: CONNECT and BIND (`Commands.ts`), UDP ASSOCIATE
+ * is destroyed (`Wire.withDeadline`, no forked fiber). Commands: CONNECT and BIND (`Commands.ts`), UDP ASSOCIATE
  * (`Udp.ts`); any other → REP 0x07. Unknown ATYP → REP 0x08; an empty name or
  * one with control bytes → REP 0x04 (no DNS query). A request that is not
  * SOCKS5 closes without a reply. Every reply is complete and every failure
@@ -31,6 +31,9 @@ const replies: Replies = {
   fail: (reason) => C.encodeReply(Errors.socks5Rep(reason)),
 }
 
+/** Connections whose handshake deadline passed (their close note is already written). */
+const timedOut = new WeakSet<Socket>()
+
 const chooseMethod = (auth: Inbound.SessionContext["auth"], offered: ReadonlyArray<number>): number => {
   const has = (m: number) => offered.includes(m)
   if (auth === "required") return has(C.METHOD_USERPASS) ? C.METHOD_USERPASS : C.METHOD_UNACCEPTABLE
@@ -40,6 +43,8 @@ const chooseMethod = (auth: Inbound.SessionContext["auth"], offered: ReadonlyArr
 
 const reject = (client: Socket, ctx: Inbound.SessionContext, error: string, reply?: Buffer) =>
   Effect.gen(function*() {
+    // After the deadline the socket is gone and the note already says "handshake timeout".
+    if (timedOut.has(client)) return undefined
     ctx.note({ outcome: "rejected", error })
     yield* Wire.closeWith(client, reply)
     return undefined
@@ -83,12 +88,12 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
     handle: (client, ctx) =>
       Effect.gen(function*() {
         const reader = new Wire.ByteReader()
-        const req = yield* handshake(client, ctx, reader).pipe(
-          Effect.timeoutOrElse({
-            duration: ctx.handshakeTimeoutMs,
-            orElse: () => reject(client, ctx, "handshake timeout"),
-          }),
-        )
+        const h = yield* Wire.withDeadline(client, ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
+          timedOut.add(client)
+          ctx.note({ outcome: "rejected", error: "handshake timeout" })
+        })
+        if (h.timedOut) return
+        const req = h.value
         if (req === undefined) return
         const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
         switch (req.cmd) {
