@@ -8,15 +8,16 @@
  * smaps_rollup) over the target's process tree, and counts its open descriptors. Marginal
  * KiB/connection = (memory at the last stage − memory at the first) / (connections between).
  * A target that cannot hold a stage (refused, reset, timed out) is reported with the count it
- * held and why; the later stages are not attempted. All connections are closed at the end and
- * the benchmark waits (bounded) until the client saw them closed.
+ * held and why; the later stages are not attempted. At the end the echo endpoint closes every
+ * connection first (so the TIME_WAIT of thousands of connections does not hold ephemeral ports
+ * that the next target needs), then the benchmark waits (bounded) for the target's descriptors.
  * Gotchas: the target needs 2 descriptors per connection (its file limit is inherited from the
  * harness); the client holds K and the echo endpoint K in its own process. Node targets'
  * memory depends on when their GC last ran.
  */
 import type { Socket } from "node:net"
 import { type Memory, meter, type MeterReading, openFds, tree, treeMemory } from "./Proc.ts"
-import { echoOnce, open, type Via } from "./Wire.ts"
+import { echoOnce, open, reset, type Via, within } from "./Wire.ts"
 
 export interface Stage { readonly want: number; readonly held: number; readonly memory: Memory; readonly fds: number | null }
 export interface Hold {
@@ -38,7 +39,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /** Open descriptors summed over `pid`'s process tree (null when unreadable). */
 const fdsOf = (pid: number): number | null => tree(pid).reduce<number | null>((acc, p) => { const n = openFds(p); return acc === null || n === null ? null : acc + n }, 0)
 
-export const hold = async (t: Via & { pid: number | undefined }, echoPort: number, wants: ReadonlyArray<number>, settleMs: number, budgetMs: number, endpointPid: number | undefined): Promise<Hold> => {
+export const hold = async (t: Via & { pid: number | undefined }, echoPort: number, wants: ReadonlyArray<number>, settleMs: number, budgetMs: number, endpointPid: number | undefined, closeEcho: () => Promise<number>): Promise<Hold> => {
   if (t.pid === undefined) throw new Error("no process to measure")
   const read = meter(t.pid, endpointPid)
   const pid = t.pid
@@ -83,7 +84,11 @@ export const hold = async (t: Via & { pid: number | undefined }, echoPort: numbe
       stages.push({ want, held: held.length, memory: treeMemory(pid), fds: fdsOf(pid) })
     }
   } finally {
-    for (const s of held) s.destroy()
+    // the echo side closes first: its TIME_WAIT lands on the echo port, and the target's outbound
+    // sockets close passively, so thousands of ephemeral ports are not held for 60 s afterwards
+    const closed = Promise.all(held.map((s) => s.closed ? Promise.resolve() : new Promise<void>((r) => { s.once("close", () => r()); s.resume() })))
+    await closeEcho().then(() => within(closed, 10_000, "connections closing")).catch(() => {})
+    for (const s of held) reset(s)
     // let the target close its side before the next measurement: wait (bounded) until its descriptors are back near idle
     for (let i = 0; i < 100 && held.length > 0; i++) {
       await sleep(100)

@@ -163,3 +163,29 @@ export const fileLimits = (): { soft: number; hard: number } => {
 export const openFds = (pid: number): number | null => {
   try { return readdirSync(`/proc/${pid}/fd`).length } catch { return null }
 }
+
+/**
+ * TIME_WAIT sockets on loopback and the distinct ephemeral local ports they hold: a bind to
+ * port 0 cannot take such a port (a connect on loopback can, with tcp_tw_reuse).
+ */
+export const timeWaitPorts = (): { sockets: number; ports: number; range: number } => {
+  let lo = 32768
+  let hi = 60999
+  try { [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number) as [number, number] } catch { /* default */ }
+  let n = 0
+  const ports = new Set<number>()
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = ""
+    try { text = readFileSync(f, "latin1") } catch { continue }
+    for (let i = text.indexOf("\n") + 1; i > 0 && i < text.length; i = text.indexOf("\n", i) + 1) {
+      // "  sl  local_address rem_address   st ...": local is "HEX:PORT", st is the 4th field
+      const line = text.slice(i, text.indexOf("\n", i) >>> 0)
+      const m = /^\s*\d+:\s+[0-9A-F]+:([0-9A-F]{4})\s+\S+\s+06\s/.exec(line)
+      if (m === null) continue
+      n++
+      const port = parseInt(m[1]!, 16)
+      if (port >= lo && port <= hi) ports.add(port)
+    }
+  }
+  return { sockets: n, ports: ports.size, range: hi - lo + 1 }
+}

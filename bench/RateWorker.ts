@@ -2,11 +2,11 @@
  * One load-generating thread of the connection-rate measurement (see Rate.ts).
  *
  * Details: runs `concurrency` loops that each connect, hand-shake, echo 64 bytes and close,
- * until the deadline; posts back every iteration's latency (ms), the errors, and this
+ * until the deadline (closing with a reset: no TIME_WAIT on the client side, see Wire.reset); posts back every iteration's latency (ms), the errors, and this
  * thread's own CPU time. Waits for a "go" message so all threads start together.
  */
 import { parentPort, workerData } from "node:worker_threads"
-import { echoOnce, open, type Via } from "./Wire.ts"
+import { echoOnce, open, reset, type Via } from "./Wire.ts"
 
 export interface RateJob { readonly via: Via; readonly port: number; readonly concurrency: number; readonly seconds: number }
 export interface RateDone { readonly lat: Float64Array; readonly errors: number; readonly firstError: string | null; readonly cpuSeconds: number; readonly wall: number }
@@ -42,7 +42,7 @@ const run = async (): Promise<RateDone> => {
         if (errors > 1000) return
         await new Promise((r) => setTimeout(r, 10))
       } finally {
-        s?.destroy()
+        reset(s)
       }
     }
   }

@@ -9,7 +9,7 @@
  */
 import { meter, type MeterReading } from "./Proc.ts"
 import { quantile } from "./Stats.ts"
-import { open, type Via } from "./Wire.ts"
+import { open, reset, type Via } from "./Wire.ts"
 
 export interface Ttfb { readonly p50: number; readonly p99: number; readonly handshakeP50: number; readonly n: number; readonly errors: number; readonly load: MeterReading }
 
@@ -43,7 +43,7 @@ export const ttfb = async (t: Via & { pid: number | undefined }, helloPort: numb
       errors++
       firstError ||= (e as Error).message
     } finally {
-      s?.destroy()
+      reset(s)
     }
   }
   if (total.length === 0) throw new Error(`no first byte (${errors} errors: ${firstError})`)

@@ -62,7 +62,10 @@ server.listen({ host: "127.0.0.1", port: 0, backlog: 1024 }, () => parentPort.po
 /** Echo (writes back what it reads) and first byte (writes one byte on accept) in one process. */
 const ENDPOINTS = `
 const { createServer } = require("node:net")
-const echo = createServer((s) => { s.on("data", (c) => s.write(c)); s.on("error", () => {}) })
+const conns = new Set()
+const echo = createServer((s) => { conns.add(s); s.on("close", () => conns.delete(s)); s.on("data", (c) => s.write(c)); s.on("error", () => {}) })
+// "close-echo": end every echo connection from this side (TIME_WAIT lands on the echo port, not on ephemeral ports)
+process.on("message", (m) => { if (m === "close-echo") { const n = conns.size; for (const s of conns) s.end(); process.send({ closed: n }) } })
 const hello = createServer((s) => { s.on("error", () => {}); s.on("data", () => {}); s.write("h") })
 let n = 0
 const up = () => { if (++n === 2) process.stdout.write(JSON.stringify({ echo: echo.address().port, hello: hello.address().port }) + "\\n") }
@@ -109,7 +112,14 @@ export const startSink = (): Promise<Queue<SinkResult>> => worker<SinkResult>(SI
 /** A source: each accepted connection gets `seconds` of writes; reports bytes written and when (`now()` clock). */
 export const startSource = (seconds: number): Promise<Queue<SourceResult>> => worker<SourceResult>(SOURCE, { seconds })
 
-export interface Endpoints { readonly echo: number; readonly hello: number; readonly pid: number | undefined; close(): Promise<void> }
+export interface Endpoints {
+  readonly echo: number
+  readonly hello: number
+  readonly pid: number | undefined
+  /** ends every open echo connection from the server's side; resolves with how many */
+  closeEcho(): Promise<number>
+  close(): Promise<void>
+}
 
 /** The echo and first-byte servers in a child process, stopped by its PID. */
 export const startEndpoints = async (): Promise<Endpoints> => {
@@ -131,7 +141,12 @@ export const startEndpoints = async (): Promise<Endpoints> => {
       })
       child.once("exit", (code) => { clearTimeout(t); reject(new Error(`endpoints exited ${code}`)) })
     })
-    return { ...ports, pid: child.pid, close }
+    const closeEcho = () => within(new Promise<number>((resolve) => {
+      const on = (m: { closed?: number }) => { if (m.closed !== undefined) { child.off("message", on); resolve(m.closed) } }
+      child.on("message", on)
+      child.send("close-echo")
+    }), 10_000, "closing the echo connections")
+    return { ...ports, pid: child.pid, closeEcho, close }
   } catch (e) {
     await close()
     throw e
@@ -240,4 +255,15 @@ export const within = <A>(p: Promise<A>, ms: number, what: string): Promise<A> =
   let timer: ReturnType<typeof setTimeout> | undefined
   const t = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not done within ${(ms / 1000).toFixed(0)} s`)), ms) })
   return Promise.race([p, t]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Closes `s` with a reset (SO_LINGER 0), so the client leaves no TIME_WAIT behind: the harness
+ * opens tens of thousands of connections a minute and would otherwise fill the ephemeral port
+ * range for 60 s, starving the next target (Dante binds a port for each outbound connection).
+ * The proxy still sees its client leave first and closes its outbound side first.
+ */
+export const reset = (s: Socket | undefined): void => {
+  if (s === undefined || s.destroyed) return
+  try { s.resetAndDestroy() } catch { s.destroy() }
 }

@@ -25,7 +25,7 @@ import { dirname, join, resolve } from "node:path"
 import { type Bulk, download, upload } from "./Bulk.ts"
 import { chart, type Panel } from "./Chart.ts"
 import { type Hold, hold } from "./Memory.ts"
-import { alive, fileLimits, type MeterReading } from "./Proc.ts"
+import { alive, fileLimits, type MeterReading, timeWaitPorts } from "./Proc.ts"
 import { type Rate, rate } from "./Rate.ts"
 import { type Summary, summary } from "./Stats.ts"
 import * as Targets from "./Targets.ts"
@@ -145,6 +145,9 @@ const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: n
 const failures: Array<string> = []
 /** runs taken again because other processes were busy */
 const rerun: Array<string> = []
+/** ephemeral ports held by TIME_WAIT sockets when each run started */
+const timeWait: Array<{ kind: Kind; target: string; round: number; sockets: number; ports: number; range: number }> = []
+const twMax = (kind: ReadonlyArray<Kind>, target: string) => Math.max(0, ...timeWait.filter((x) => kind.includes(x.kind) && x.target === target).map((x) => x.ports))
 const NOISY = 0.15
 const RETRIES = 1
 /** at most this many re-runs in all, so a machine that stays busy does not double the run's time */
@@ -179,6 +182,8 @@ const main = async () => {
       if (stopping || dead.has(t.name)) return
       if (!alive(t.pid)) { dead.add(t.name); failures.push(`${t.name}: the process exited (noticed before ${kind}, round ${round + 1})`); return }
       try {
+        const tw = timeWaitPorts()
+        timeWait.push({ kind, target: t.name, round: round + 1, ...tw })
         const a = await within(run(), budgetMs, `${t.name} ${kind}`)
         if (a.load.otherCores > NOISY && again < retries && rerun.length < RETRY_BUDGET) {
           rerun.push(`${t.name} ${kind} round ${round + 1}: other load ${a.load.otherCores.toFixed(2)} cores`)
@@ -187,7 +192,7 @@ const main = async () => {
         }
         const m = results[kind] as unknown as Map<string, Array<A>>
         m.set(t.name, [...(m.get(t.name) ?? []), a])
-        progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)}`)
+        progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} ${show(a)}; ${tw.ports} ports in TIME_WAIT before`)
       } catch (err) {
         failures.push(`${t.name} ${kind} (round ${round + 1}): ${(err as Error).message}`)
         progress(`  ${kind.padEnd(6)} ${t.name.padEnd(12)} FAILED: ${(err as Error).message}`)
@@ -234,7 +239,7 @@ const main = async () => {
           const f = await within(start(), 60_000, `starting a fresh ${t.name}`)
           const stop = () => f.stop()
           cleanups.push(stop)
-          try { return await hold(f, ends.echo, HOLD, SETTLE_MS, 180_000, ends.pid) } finally {
+          try { return await hold(f, ends.echo, HOLD, SETTLE_MS, 180_000, ends.pid, ends.closeEcho) } finally {
             const i = cleanups.indexOf(stop)
             if (i >= 0) cleanups.splice(i, 1)
             await within(f.stop(), 10_000, `stopping the fresh ${t.name}`).catch(() => {})
@@ -366,8 +371,8 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
     ["target", "held", "RSS MiB idle", ...HOLD.map((k) => `RSS MiB @${f(k)}`), ...HOLD.map((k) => `PSS MiB @${f(k)}`), "KiB/conn RSS (min–max)", "KiB/conn PSS", "×best", "processes", "proxy fds", "other load"],
     rep.memory.map((r) => [r.target, r.held.map((h) => f(h.held)).join(" / "), mm(r.idleRssMiB, 1), ...r.rssMiB.map((s) => mm(s, 1)), ...r.pssMiB.map((s) => mm(s, 1)), mm(r.marginalRssKiB, 1), mm(r.marginalPssKiB, 1), x2(r.vsBest), f(r.processes), f(Math.max(0, ...r.fds.flatMap((n) => n === null ? [] : [n]))), other(r)]), any(rep.memory))
   for (const [k, rows] of [["concurrency 1", rep.rateC1], ["concurrency 50", rep.rateC50]] as const)
-    for (const r of rows) if (r.errors > 0) out.push(`errors: ${r.target} at ${k}: ${r.errors} iterations failed, the first: ${r.firstError ?? "?"}`)
-  for (const r of rep.memory) for (const s of [...new Set(r.stopped)]) out.push(`memory: ${r.target} stopped: ${s}`)
+    for (const r of rows) if (r.errors > 0) out.push(`errors: ${r.target} at ${k}: ${r.errors} iterations failed, the first: ${r.firstError ?? "?"} (up to ${f(twMax([k === "concurrency 1" ? "c1" : "c50"], r.target))} ephemeral ports were in TIME_WAIT when a run started)`)
+  for (const r of rep.memory) for (const s of [...new Set(r.stopped)]) out.push(`memory: ${r.target} stopped: ${s} (up to ${f(twMax(["memory"], r.target))} ephemeral ports were in TIME_WAIT when a run started)`)
   return out.join("\n") + "\n"
 }
 
@@ -429,7 +434,7 @@ if (chartPath !== undefined && names.length > 0) {
   notes.push(`chart: ${path}`)
 }
 if (json) {
-  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), skipped: outcome.skipped, failures, rerun, notes }) + "\n")
+  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), skipped: outcome.skipped, failures, rerun, timeWait, notes }) + "\n")
 } else {
   process.stdout.write(text(rep, [
     `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}, load average ${f(load0, 2)} before, ${f(machine.loadAverageAfter, 2)} after; open files ${machine.openFiles.soft}`,
