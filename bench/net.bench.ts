@@ -8,15 +8,19 @@
  * reported as median and min–max and relative to direct (or to the best target where direct
  * has no figure): bulk upload and download (Bulk.ts), connection rate at concurrency 1 and 50
  * with the proxy's CPU per connection (Rate.ts), time to first byte (Ttfb.ts), memory per idle
- * relayed connection (Memory.ts). Every measurement also reads the machine's other load
- * (Proc.ts) and marks runs where other processes used more than 0.15 cores.
+ * relayed connection (Memory.ts, on a fresh instance of each target). Every run also reads
+ * the machine's other load (Proc.ts): a run where other processes used more than 0.15 cores
+ * is taken again once (within a budget) and marked if still noisy.
  * Flags: `--quick` (short smoke run, about a minute), `--json` (one JSON object on stdout),
  * `--chart FILE` (SVG; default docs/benchmarks.svg in a full run, none with --quick),
  * `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory`, `--targets a,b`, `--threads N`
  * (load-generator threads at concurrency 50, default 2), `--hold A,B` (connections held).
  * Gotchas: the client, the endpoints and the proxy share the machine's CPUs; at concurrency 50
  * the rate is bounded by the CPUs of everything together (the tables print the split), so the
- * proxy's CPU per connection is the figure to compare. Progress goes to stderr.
+ * proxy's CPU per connection is the figure to compare. The harness leaves no TIME_WAIT of its
+ * own (reset closes; the echo side closes the memory test's connections), because the ephemeral
+ * ports are shared with the targets and Dante binds one per outbound connection. Progress goes
+ * to stderr.
  */
 import { spawnSync } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
