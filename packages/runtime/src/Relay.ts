@@ -1,21 +1,29 @@
 /**
- * Relays bytes both ways with native `pipe` until both directions are done.
+ * Relays bytes both ways until both directions are done.
  *
- * Details: no Effect per chunk: `client.pipe(upstream)` and
- * `upstream.pipe(client)`. Half-close: both sockets are `allowHalfOpen`, and
- * `pipe` ends the destination's write side when its source ends, so the other
+ * Details: no Effect per chunk. Each direction whose source is a plain socket
+ * is a `pump` (Pump.ts: reads into reusable buffers of up to 512 KiB, one
+ * `write` per read — about half the CPU per GiB of `pipe`); any other source
+ * (TLS, a socket with a `data` listener of its own) uses native `pipe`, as
+ * does every direction under `PROXYD_RELAY=pipe`.
+ * Half-close: both sockets are `allowHalfOpen`, and both `pump` and `pipe`
+ * end the destination's write side when its source ends, so the other
  * direction keeps flowing until it ends too. Finishes when both sockets have
  * closed. Byte counts come from the upstream socket (`bytesWritten` = up,
  * `bytesRead` = down). Idle timeout: `setTimeout` on both sockets (any read or
  * write on a socket resets its timer); when either fires, both are destroyed.
  * An error on either destroys both. Interruption destroys both.
  *
+ * Bytes a source already buffered (a handler's `unshift`) are relayed first.
+ *
  * Gotchas: the client must not be in flowing mode with a `data` listener of
- * its own (bytes would be lost); `pipe` resumes a paused socket itself.
+ * its own (bytes would be lost; such a source falls back to `pipe`); both
+ * `pump` and `pipe` resume a paused socket themselves.
  */
 import type { Socket } from "node:net"
 import { Effect } from "effect"
 import type { RelayStats } from "./Inbound.ts"
+import { canPump, pump } from "./Pump.ts"
 
 export interface RelayResult extends RelayStats {
   /** Why the relay ended: both sides finished, idle timeout, or an error on one side. */
@@ -23,6 +31,16 @@ export interface RelayResult extends RelayStats {
 }
 
 const isClosed = (s: Socket): boolean => s.destroyed && s.closed
+
+/** `PROXYD_RELAY=pipe` turns the pump off (a way out should a Node release change the internals it uses; also for A/B runs). */
+const pumpOn = process.env["PROXYD_RELAY"] !== "pipe"
+
+/** Starts one direction; returns what detaches it. */
+const flow = (src: Socket, dst: Socket): () => void => {
+  if (pumpOn && canPump(src)) return pump(src, dst)
+  src.pipe(dst)
+  return () => {}
+}
 
 export const relay = (client: Socket, upstream: Socket, idleMs: number): Effect.Effect<RelayResult> =>
   Effect.callback<RelayResult>((resume) => {
@@ -37,7 +55,10 @@ export const relay = (client: Socket, upstream: Socket, idleMs: number): Effect.
       cleanup()
       resume(Effect.succeed({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, end }))
     }
+    let stops: Array<() => void> = []
     const cleanup = () => {
+      for (const stop of stops) stop()
+      stops = []
       client.off("error", onError); upstream.off("error", onError)
       client.off("timeout", onIdle); upstream.off("timeout", onIdle)
       client.off("close", onClose); upstream.off("close", onClose)
@@ -51,9 +72,8 @@ export const relay = (client: Socket, upstream: Socket, idleMs: number): Effect.
     }
     // A side that already closed (e.g. the upstream hung up before the relay) closes the other.
     if (client.destroyed || upstream.destroyed) destroyBoth()
-    client.pipe(upstream)
-    upstream.pipe(client)
-    // A side that had already ended before `pipe` was attached still ends the other side.
+    stops = [flow(client, upstream), flow(upstream, client)]
+    // A side that had already ended before the relay started still ends the other side.
     if (client.readableEnded) upstream.end()
     if (upstream.readableEnded) client.end()
     onClose()
