@@ -107,8 +107,12 @@ export interface SessionContext {
    * none does. Optional for test doubles; the runtime always provides it.
    */
   connectBind?(decided: Decided): Effect.Effect<UpstreamBind, OutboundError>
-  /** Pipes both ways until both directions end; applies the idle timeout; returns byte counts. */
-  relay(client: Socket, upstream: Socket): Effect.Effect<RelayStats>
+  /**
+   * Hands both sockets to the relay (pipe both ways until both directions end, with the idle
+   * timeout). The runtime starts it when the handler returns, so call it last, at most once, and
+   * return; the connection lasts until the relay ends. (A test double may relay before answering.)
+   */
+  relay(client: Socket, upstream: Socket): Effect.Effect<void>
   /** Adds fields to the connection's close log line (never secrets). */
   note(fields: Readonly<Record<string, unknown>>): void
   readonly handshakeTimeoutMs: number

@@ -156,6 +156,7 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
       if (handshakeTimer !== undefined) { clearTimeout(handshakeTimer); handshakeTimer = undefined }
     }
     let lastDecided: Decided | undefined
+    let handedOff: { readonly client: Socket; readonly upstream: Socket; readonly idleMs: number } | undefined
     const observers = env.observers ?? []
     let handshakeMs: number | undefined
     let killed = false
@@ -327,11 +328,8 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
           endHandshake()
           sockets.add(upstream)
           const mod = lastDecided?.decision.modifiers.find((m) => m.k === "idle")
-          const idle = mod?.k === "idle" ? mod.ms : env.listener.idleMs
-          return relay(c, upstream, idle).pipe(Effect.map((r) => {
-            if (r.end === "idle") outcome = "idle-timeout"
-            return { bytesUp: r.bytesUp, bytesDown: r.bytesDown }
-          }))
+          handedOff = { client: c, upstream, idleMs: mod?.k === "idle" ? mod.ms : env.listener.idleMs }
+          return Effect.void
         },
         note: (fields) => {
           for (const k of Object.keys(fields)) {
@@ -343,7 +341,19 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
       yield* handler.handle(client, ctx)
     })
 
-    yield* body.pipe(
+    // The relay runs once the handler has returned, so the handler's state (its generators, the
+    // context object, buffers) is garbage while the bytes flow: what an idle connection holds is
+    // its sockets, this function's state and the relay's listeners.
+    const relayPhase = Effect.suspend(() => {
+      const h = handedOff
+      if (h === undefined) return Effect.void
+      handedOff = undefined
+      return relay(h.client, h.upstream, h.idleMs).pipe(Effect.map((r) => {
+        if (r.end === "idle") outcome = "idle-timeout"
+      }))
+    })
+
+    yield* Effect.andThen(body, relayPhase).pipe(
       Effect.onInterrupt(() => Effect.sync(() => {
         if (!timedOut) { outcome = "shutdown"; return }
         outcome = "handshake-timeout"
