@@ -206,6 +206,21 @@ export const PEERS: ReadonlyArray<Peer> = [
   },
 ]
 
+/**
+ * Reference rows, not peers (never counted as "best peer"): `node-floor` is the least a SOCKS5
+ * relay in Node does (bench/node-floor-server.ts: CONNECT and native pipe, no policy, log, limits
+ * or timeouts), run under this Node, so a reader sees what proxyd costs on top of Node itself.
+ */
+export const REFERENCES: ReadonlyArray<Peer> = [
+  {
+    name: "node-floor", bin: process.execPath, pkg: "(bench/node-floor-server.ts)", install: "nothing: it runs under the repo's Node",
+    start: () => async () => {
+      const port = await freePort()
+      return runPeer("node-floor", "socks5", process.execPath, [join(import.meta.dirname, "node-floor-server.ts"), String(port)], port, mkdtempSync(join(tmpdir(), "proxyd-bench-")))
+    },
+  },
+]
+
 /** utime+stime+cutime+cstime in seconds of `pid` and all its descendants (0 when /proc is unreadable). */
 export const cpuSeconds = (pid: number | undefined): number => {
   if (pid === undefined) return 0
