@@ -15,7 +15,9 @@
  * A span over several lines is underlined to the end of its first line. Tabs
  * before the caret are copied so the caret lines up. Without the source text
  * the frame is left out. JSON is one plain object per diagnostic with
- * 1-based `line`/`column` and exclusive `endLine`/`endColumn`.
+ * 1-based `line`/`column` and exclusive `endLine`/`endColumn`. The line
+ * starts of each source are indexed once (per `sources` map), so rendering
+ * thousands of diagnostics of a large file stays linear.
  */
 import type { Span } from "./Ast.ts"
 import type { Diagnostic } from "./Diagnostic.ts"
@@ -26,11 +28,36 @@ const paint = (on: boolean, code: string, s: string): string => (on ? `\u001b[${
 
 const location = (s: Span): string => `${s.file}:${s.start.line}:${s.start.column}`
 
+/** Offsets of the line starts of each source text, computed once per sources map and file (code frames stay linear in the number of diagnostics). */
+const lineIndexes = new WeakMap<ReadonlyMap<string, string>, Map<string, Uint32Array>>()
+
+const lineStarts = (sources: ReadonlyMap<string, string>, file: string, text: string): Uint32Array => {
+  let perFile = lineIndexes.get(sources)
+  if (perFile === undefined) lineIndexes.set(sources, (perFile = new Map()))
+  let starts = perFile.get(file)
+  if (starts === undefined) {
+    let n = 1
+    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) n++
+    starts = new Uint32Array(n)
+    let k = 1
+    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) starts[k++] = i + 1
+    perFile.set(file, starts)
+  }
+  return starts
+}
+
+/** Line `line` (1-based) of `file` without its newline, or undefined past the end. */
+const sourceLine = (sources: ReadonlyMap<string, string>, file: string, line: number): string | undefined => {
+  const text = sources.get(file)
+  if (text === undefined || line < 1) return undefined
+  const starts = lineStarts(sources, file, text)
+  if (line > starts.length) return undefined
+  const end = line < starts.length ? starts[line]! - 1 : text.length
+  return text.slice(starts[line - 1]!, end)
+}
+
 const frame = (span: Span, sources: ReadonlyMap<string, string>, color: boolean, caretColor: string): string[] => {
-  const text = sources.get(span.file)
-  if (text === undefined) return []
-  const lines = text.split("\n")
-  const raw = lines[span.start.line - 1]
+  const raw = sourceLine(sources, span.file, span.start.line)
   if (raw === undefined) return []
   const line = raw.replace(/\r$/, "")
   const num = String(span.start.line)

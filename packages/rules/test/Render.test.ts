@@ -44,6 +44,22 @@ describe("Render.renderHuman", () => {
     expect(renderHuman([], SRC)).toBe("")
   })
 
+  it("frames the right line of a large file for every diagnostic (CRLF, last line without newline, a line past the end) in linear time", () => {
+    const n = 50_000
+    const lines = Array.from({ length: n }, (_, i) => `  rule r${i} when dst.port == ${i % 65536} -> block`)
+    const text = `${lines.join("\r\n")}`
+    const src = new Map([["big.rules", text]])
+    const ds = [...Array.from({ length: 5_000 }, (_, k) => warning("L051", "w", span(1 + k * 10, 3, 7, 1 + k * 10, "big.rules"))), warning("L051", "last", span(n, 3, 7, n, "big.rules")), warning("L051", "past", span(n + 1, 1, 2, n + 1, "big.rules"))]
+    const started = performance.now()
+    const out = renderHuman(ds, src)
+    // Splitting the whole file per diagnostic took seconds here; indexed line starts take milliseconds.
+    expect(performance.now() - started).toBeLessThan(2_000)
+    const blocks = out.split("\n\n")
+    expect(blocks[1]).toBe(["big.rules:11:3: warning[L051]: w", `  11 | ${lines[10]}`, "     |   ^^^^"].join("\n"))
+    expect(blocks[5_000]).toBe([`big.rules:${n}:3: warning[L051]: last`, `  ${n} | ${lines[n - 1]}`, "        |   ^^^^"].join("\n"))
+    expect(blocks[5_001]).toBe(`big.rules:${n + 1}:1: warning[L051]: past`)
+  })
+
   it("colours severity, caret and hint only when asked", () => {
     const d = error("T010", "undefined outbound `corpp`", span(3, 16, 21), { hint: "did you mean `corp`?" })
     const colored = renderHuman([d], SRC, { color: true })
