@@ -224,14 +224,9 @@ const main = async () => {
     if (only.has("ttfb")) {
       for (const t of full) await attempt("ttfb", round, t, TTFB_S * 1000 + 60_000, () => ttfb(t, ends.hello, TTFB_S, ends.pid), (x) => `p50 ${x.p50.toFixed(3)} ms, p99 ${x.p99.toFixed(3)} ms (${x.n}), ${fmtLoad(x.load)}`)
     }
-    if (only.has("rate")) {
-      for (const t of targets) await attempt("c1", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 1, RATE_S, 1, ends.pid), rateShow)
-      for (const t of targets) await attempt("c50", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 50, RATE_S, THREADS, ends.pid), rateShow)
-      const d = targets.find((t) => t.name === "direct")
-      if (d !== undefined && THREADS !== 1) await attempt("c50x1", round, d, RATE_S * 1000 + 60_000, () => rate(d, ends.echo, 50, RATE_S, 1, ends.pid), rateShow)
-    }
-    // memory last: closing 9,000 connections leaves ports in TIME_WAIT for 60 s (Dante binds one
-    // per outbound connection), which would starve the next connection-rate run if it came next
+    // memory before the rates: its connections are closed from the echo side (no TIME_WAIT on
+    // ephemeral ports), while the rate runs leave the targets' own TIME_WAIT (Dante binds a port
+    // per outbound connection), which has drained by the next round's memory test
     if (only.has("memory")) {
       for (const t of full) {
         if (t.pid === undefined) continue
@@ -240,6 +235,19 @@ const main = async () => {
         // a fresh instance each time: a process that has relayed bulk data keeps its freed buffers
         // (RSS does not shrink), and new connections would reuse them and look free
         const fresh = async () => {
+          // the test needs up to 2 ephemeral ports per connection (the client's, the target's
+          // outbound); earlier runs' TIME_WAIT (the target's own, from the rate runs) may hold
+          // them for up to 60 s: wait for them to drain, bounded, and say so
+          const need = 2 * Math.max(...HOLD) + 500
+          const w0 = performance.now()
+          for (let i = 0; i < 70; i++) {
+            const tw = timeWaitPorts()
+            if (tw.range - tw.ports >= need) break
+            if (i === 0) progress(`  memory ${t.name}: ${tw.ports} of ${tw.range} ephemeral ports in TIME_WAIT, waiting (at most 70 s) for ${need} free`)
+            await new Promise((r) => setTimeout(r, 1000))
+          }
+          const waited = (performance.now() - w0) / 1000
+          if (waited > 1) notes.push(`memory: waited ${waited.toFixed(0)} s before ${t.name} (round ${round + 1}) for ports in TIME_WAIT to drain`)
           const f = await within(start(), 60_000, `starting a fresh ${t.name}`)
           const stop = () => f.stop()
           cleanups.push(stop)
@@ -252,6 +260,12 @@ const main = async () => {
         await attempt("memory", round, t, 300_000, fresh, (h) =>
           `${h.stages.map((s) => `${s.held}: ${(s.memory.rssKiB / 1024).toFixed(1)} MiB`).join(", ")}; ${h.marginalRssKiB === null ? "–" : h.marginalRssKiB.toFixed(1)} KiB/conn${h.stopReason === null ? "" : `; stopped: ${h.stopReason}`}`, 0)
       }
+    }
+    if (only.has("rate")) {
+      for (const t of targets) await attempt("c1", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 1, RATE_S, 1, ends.pid), rateShow)
+      for (const t of targets) await attempt("c50", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 50, RATE_S, THREADS, ends.pid), rateShow)
+      const d = targets.find((t) => t.name === "direct")
+      if (d !== undefined && THREADS !== 1) await attempt("c50x1", round, d, RATE_S * 1000 + 60_000, () => rate(d, ends.echo, 50, RATE_S, 1, ends.pid), rateShow)
     }
   }
   return { skipped, targets }
