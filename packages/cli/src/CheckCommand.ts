@@ -38,6 +38,8 @@ export interface FileReport {
   /** The entry could not be read. */
   readonly ioError: boolean
   readonly tests: TestRunner.TestRun | undefined
+  /** The analysis lints ran (see `EntryOptions.analyze`). */
+  readonly analyzed?: boolean
 }
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? "" : "s"}`
@@ -49,20 +51,35 @@ const BUILTIN_PLUGINS: Extension.CheckOptions = Registry.checkOptions(builtins)
 /** The vocabularies of the built-in plugins and of the plugins `file` names (imported, never started). */
 export const pluginOptions = (file: string): Effect.Effect<Extension.CheckOptions> => Effect.promise(() => Registry.forCheck(file, builtins))
 
-export const checkEntry = (io: IoShape, file: string, opts: { readonly requireTests?: boolean; readonly runTests?: boolean; readonly plugins?: Extension.CheckOptions } = {}): FileReport => {
+export interface EntryOptions {
+  readonly requireTests?: boolean
+  readonly runTests?: boolean
+  /**
+   * Run the analysis lints (L050–L052): always (default), never, or only when
+   * the file's policies have at most `maxRules` guards and rules together
+   * (`run`: they never refuse a file, so a large policy starts without them).
+   */
+  readonly analyze?: boolean | { readonly maxRules: number }
+  readonly plugins?: Extension.CheckOptions
+}
+
+export const checkEntry = (io: IoShape, file: string, opts: EntryOptions = {}): FileReport => {
   const read = io.readFile(file)
   if (!read.ok) {
     const d = Diagnostic.error("E001", `cannot read \`${file}\`: ${read.message}`, Diagnostic.fileSpan(file))
-    return { file, program: undefined, diagnostics: [d], sources: new Map(), ioError: true, tests: undefined }
+    return { file, program: undefined, diagnostics: [d], sources: new Map(), ioError: true, tests: undefined, analyzed: false }
   }
   // The reader serves the entry's text as read above, so the file is read once.
   const reader: Check.SourceReader = { read: (p) => (p === file ? read.text : io.reader.read(p)), resolve: io.reader.resolve }
   const checked = Check.checkFiles([file], reader, opts.plugins ?? BUILTIN_PLUGINS)
   const diagnostics = [...checked.diagnostics]
   let tests: TestRunner.TestRun | undefined
+  let analyzed = false
   const program = checked.program
   if (program !== undefined) {
-    for (const policy of program.policies.values()) diagnostics.push(...Analysis.analyzePolicy(policy))
+    const a = opts.analyze ?? true
+    analyzed = typeof a === "boolean" ? a : ruleCount(program) <= a.maxRules
+    if (analyzed) for (const policy of program.policies.values()) diagnostics.push(...Analysis.analyzePolicy(policy))
     if (opts.runTests !== false) {
       tests = TestRunner.runTests(program)
       diagnostics.push(...tests.diagnostics)
@@ -74,7 +91,14 @@ export const checkEntry = (io: IoShape, file: string, opts: { readonly requireTe
     }
   }
   diagnostics.sort(Check.compareDiagnostics)
-  return { file, program, diagnostics, sources: checked.sources, ioError: false, tests }
+  return { file, program, diagnostics, sources: checked.sources, ioError: false, tests, analyzed }
+}
+
+/** Guards and rules over every policy of the program. */
+export const ruleCount = (program: Ir.Program): number => {
+  let n = 0
+  for (const p of program.policies.values()) n += p.guards.length + p.rules.length
+  return n
 }
 
 const countTests = (r: FileReport): { passed: number; failed: number } => {

@@ -2,7 +2,10 @@
  * `proxyd run --rules FILE` (also `proxyd --rules FILE`): serve the rules.
  *
  * Details: a file that does not check (errors or failing tests) refuses to
- * start, printing the same diagnostics as `proxyd check`. Otherwise the
+ * start, printing the same diagnostics as `proxyd check`. A file that starts
+ * prints its warnings (the first `MAX_START_WARNINGS`, then a count); the
+ * analysis lints run only for policies up to `ANALYZE_AT_START_MAX_RULES`
+ * rules (they never refuse a file; `proxyd check` runs them). Otherwise the
  * runtime (`@proxyd/runtime`) opens the file's listeners (or the `--listen`
  * overrides) with the SOCKS and HTTP handlers, reloads on SIGHUP and on file
  * changes, and drains on SIGTERM/SIGINT (exit 0; a second signal exits at
@@ -16,7 +19,7 @@ import { httpHandler } from "@proxyd/http"
 import { makeUpstreams } from "@proxyd/upstream"
 import { makeTor } from "@proxyd/tor"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
-import { checkEntry, exitCode, pluginOptions, renderDiagnostics, summaryLine } from "./CheckCommand.ts"
+import { checkEntry, exitCode, type FileReport, pluginOptions, renderDiagnostics, ruleCount, summaryLine } from "./CheckCommand.ts"
 import { Io } from "./Io.ts"
 import { builtins } from "./Plugins.ts"
 
@@ -35,12 +38,35 @@ export const runHelp = helpText(
   "Exit status: 0 after a graceful shutdown, 1 the file has errors, failing tests or uses\nsomething the runtime cannot enforce yet, 2 usage or I/O errors.",
 )
 
+/**
+ * Start-up (and `check`) refuse a file for errors and failing tests only; the
+ * analysis lints are advisory and grow with the square of the rules, so a
+ * policy larger than this starts without them (the log says to run `check`).
+ */
+export const ANALYZE_AT_START_MAX_RULES = 2_000
+/** Warnings printed with code frames at start-up; the rest are counted. */
+export const MAX_START_WARNINGS = 20
+
+const plural = (n: number, word: string): string => `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`
+
+/** The warnings of a file that starts: all of them up to `MAX_START_WARNINGS`, then a count and where to see them. */
+export const startWarnings = (report: FileReport, color: boolean): string => {
+  const ds = report.diagnostics
+  const shown = ds.length <= MAX_START_WARNINGS ? report : { ...report, diagnostics: ds.slice(0, MAX_START_WARNINGS) }
+  let out = renderDiagnostics(shown, color)
+  if (ds.length > MAX_START_WARNINGS) out += `... and ${plural(ds.length - MAX_START_WARNINGS, "more warning")}: run \`proxyd check ${report.file}\` to see them all\n`
+  if (report.analyzed === false) {
+    out += `${report.file}: ${plural(report.program === undefined ? 0 : ruleCount(report.program), "rule")}: the analysis lints (unreachable, shadowed and overlapping rules) are not run at start-up for more than ${ANALYZE_AT_START_MAX_RULES.toLocaleString("en-US")} rules; run \`proxyd check ${report.file}\` for them\n`
+  }
+  return out
+}
+
 export const runRun = (args: Parsed) => Effect.gen(function*() {
   const io = yield* Io
   const file = str(args, "rules")
   if (file === undefined) return yield* new UsageError({ message: "run needs --rules FILE", command: "run" })
   if (args.positionals.length > 0) return yield* new UsageError({ message: `unexpected argument \`${args.positionals[0]}\``, command: "run" })
-  const report = checkEntry(io, file, { plugins: yield* pluginOptions(file) })
+  const report = checkEntry(io, file, { plugins: yield* pluginOptions(file), analyze: { maxRules: ANALYZE_AT_START_MAX_RULES } })
   const code = exitCode([report])
   const color = io.color && !bool(args, "no-color")
   if (code !== 0 || report.program === undefined) {
@@ -48,7 +74,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
     io.err(`${summaryLine(report)}\n`)
     return code === 0 ? 1 : code
   }
-  io.err(renderDiagnostics(report, color))
+  io.err(startWarnings(report, color))
   const maxUdp = report.program.options["max-udp-associations-per-ip"]
   const logFormat = str(args, "log-format")
   const logLevel = str(args, "log-level")

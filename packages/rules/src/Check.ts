@@ -6,11 +6,12 @@
  * when there is exactly one entry and no error. `checkSource` checks text in
  * memory; `extraFiles` are further files (includes, set files) by path.
  * Diagnostics are sorted by file, line, column. Never throws: an internal
- * failure becomes diagnostic `T000` (a checker bug).
+ * failure becomes diagnostic `T000` (a checker bug). A single entry that
+ * checked without errors is remembered, and checking it again with the same
+ * plugins and unchanged files returns that result (see `last`).
  */
 import { posix } from "node:path"
 import { readFileSync } from "node:fs"
-import type { FileNode } from "./Ast.ts"
 import { type Diagnostic, error, fileSpan, hasErrors } from "./Diagnostic.ts"
 import type { Program } from "./Ir.ts"
 import type { CheckOptions } from "./Extension.ts"
@@ -26,7 +27,6 @@ export interface CheckResult {
   readonly diagnostics: ReadonlyArray<Diagnostic>
   /** Every file read (for code frames). */
   readonly sources: ReadonlyMap<string, string>
-  readonly asts: ReadonlyMap<string, FileNode>
 }
 
 export const compareDiagnostics = (a: Diagnostic, b: Diagnostic): number =>
@@ -47,23 +47,67 @@ const checkOne = (entry: string, reader: SourceReader, options: CheckOptions): C
     }
   }
   diagnostics.sort(compareDiagnostics)
-  return { program: hasErrors(diagnostics) ? undefined : program, diagnostics, sources: loaded.sources, asts: loaded.asts }
+  // The parse trees are dropped here (the program keeps what it needs): at 100,000 rules they are most of the memory a check uses.
+  return { program: hasErrors(diagnostics) ? undefined : program, diagnostics, sources: loaded.sources }
+}
+
+/**
+ * The last single-entry result without errors. `proxyd --rules` checks its
+ * file in the CLI, the plugin registry and the policy store in turn; the
+ * later ones get this result when the entry, the plugins and the text of
+ * every file it was built from are the same (each file is read again and
+ * compared, so an edit in between is never missed). The checker is a function
+ * of those inputs, and its result is never mutated.
+ */
+let last: { readonly entry: string; readonly options: CheckOptions; readonly result: CheckResult } | undefined
+
+const sameVocabulary = (a: object, b: object): boolean => {
+  if (a === b) return true
+  const ka = Object.keys(a)
+  if (ka.length !== Object.keys(b).length) return false
+  return ka.every((k) => Object.hasOwn(b, k) && (a as Record<string, unknown>)[k] === (b as Record<string, unknown>)[k])
+}
+
+const sameOptions = (a: CheckOptions, b: CheckOptions): boolean => {
+  const pa = a.plugins ?? []
+  const pb = b.plugins ?? []
+  return pa.length === pb.length && pa.every((x, i) => sameVocabulary(x, pb[i]!)) && JSON.stringify(a.pluginErrors ?? []) === JSON.stringify(b.pluginErrors ?? [])
+}
+
+const unchanged = (sources: ReadonlyMap<string, string>, reader: SourceReader): boolean => {
+  for (const [path, text] of sources) {
+    let now: string | undefined
+    try {
+      now = reader.read(path)
+    } catch {
+      return false
+    }
+    if (now !== text) return false
+  }
+  return true
+}
+
+const checkOneShared = (entry: string, reader: SourceReader, options: CheckOptions): CheckResult => {
+  const prev = last
+  if (prev !== undefined && prev.entry === entry && sameOptions(prev.options, options) && unchanged(prev.result.sources, reader)) return prev.result
+  last = undefined
+  const result = checkOne(entry, reader, options)
+  if (result.program !== undefined) last = { entry, options, result }
+  return result
 }
 
 /** `options.plugins`: vocabularies of the plugins the files name (see `Extension.ts`). */
 export const checkFiles = (entries: ReadonlyArray<string>, reader: SourceReader, options: CheckOptions = {}): CheckResult => {
-  if (entries.length === 1) return checkOne(entries[0]!, reader, options)
+  if (entries.length === 1) return checkOneShared(entries[0]!, reader, options)
   const diagnostics: Diagnostic[] = []
   const sources = new Map<string, string>()
-  const asts = new Map<string, FileNode>()
   for (const entry of entries) {
     const r = checkOne(entry, reader, options)
     diagnostics.push(...r.diagnostics)
     for (const [k, v] of r.sources) sources.set(k, v)
-    for (const [k, v] of r.asts) asts.set(k, v)
   }
   diagnostics.sort(compareDiagnostics)
-  return { program: undefined, diagnostics, sources, asts }
+  return { program: undefined, diagnostics, sources }
 }
 
 const join = (from: string, rel: string, p: typeof posix): string =>

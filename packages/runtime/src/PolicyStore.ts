@@ -5,7 +5,11 @@
  * cannot enforce (`Support.ts`) + load auth sources + compile every policy +
  * derive listener specs. Only a fully valid result replaces the state; on any
  * error the old state keeps serving and the reason is returned (rendered like
- * `proxyd check`). Connections read the state when they decide, so a running
+ * `proxyd check`; warnings beyond `MAX_LOGGED_WARNINGS` are counted, not
+ * rendered). The advisory analysis lints are not run here (`proxyd check`
+ * runs them), and `Check.checkFiles` hands back the result the CLI already
+ * computed when no file changed, so start-up checks the file once.
+ * Connections read the state when they decide, so a running
  * connection keeps the decision it got.
  * `watchFiles` watches every file the state was built from (rules file,
  * includes, set files, htpasswd files) through their directories, so editors'
@@ -15,7 +19,7 @@
 import { watch, type FSWatcher } from "node:fs"
 import { basename, dirname, isAbsolute, resolve as resolvePath } from "node:path"
 import { Effect, Ref } from "effect"
-import { Check, Render } from "@proxyd/rules"
+import { Check, type Diagnostic, Render } from "@proxyd/rules"
 import type { Ir } from "@proxyd/rules"
 import * as Auth from "./Auth.ts"
 import { globalSpec, listenerSpecs, type GlobalSpec, type ListenerSpec, type ListenOverride } from "./Config.ts"
@@ -60,6 +64,15 @@ const htpasswdPath = (a: Ir.AuthIR): string | undefined => {
 
 const isProblems = (x: Auth.AuthSource | ReadonlyArray<string>): x is ReadonlyArray<string> => Array.isArray(x)
 
+/** Warnings logged in full at start and reload; the rest are counted (a generated policy can have thousands). */
+export const MAX_LOGGED_WARNINGS = 20
+
+const renderWarnings = (ds: ReadonlyArray<Diagnostic.Diagnostic>, sources: ReadonlyMap<string, string>, file: string): string => {
+  if (ds.length <= MAX_LOGGED_WARNINGS) return Render.renderHuman(ds, sources)
+  const shown = ds.slice(0, MAX_LOGGED_WARNINGS).map((d) => Render.renderOne(d, sources)).join("\n\n")
+  return `${shown}\n\n... and ${ds.length - MAX_LOGGED_WARNINGS} more warnings (${ds.length} in all): run \`proxyd check ${file}\` to see them\n`
+}
+
 export const load = (opts: LoadOptions, version: number): LoadResult => {
   const host = opts.plugins
   const checked = Check.checkFiles([opts.rulesFile], Check.nodeReader, host?.checkOptions ?? {})
@@ -68,7 +81,7 @@ export const load = (opts: LoadOptions, version: number): LoadResult => {
     const text = Render.renderHuman(checked.diagnostics, checked.sources)
     return { ok: false, message: text.length > 0 ? text : `${opts.rulesFile}: cannot be loaded` }
   }
-  const warnings = checked.diagnostics.length > 0 ? Render.renderHuman(checked.diagnostics, checked.sources) : undefined
+  const warnings = checked.diagnostics.length > 0 ? renderWarnings(checked.diagnostics, checked.sources, opts.rulesFile) : undefined
   const listeners = listenerSpecs(program, opts.overrides)
   const provided = host === undefined ? opts.provided : new Set([...(opts.provided ?? []), ...pluginProvided(host)])
   const problems = [...unsupported(program, provided), ...(opts.extraCheck?.(program, listeners) ?? [])]
