@@ -124,22 +124,63 @@ const tooDeep = (source: string, file: string): Diagnostic => {
  */
 export const MAX_DEPTH = 256
 
-/** The span of the first node nested deeper than `MAX_DEPTH` (counted in spanned nodes), or undefined. Iterative. */
+/** The span of the first node nested deeper than `MAX_DEPTH` (counted in spanned nodes), or undefined. Iterative, two flat stacks (no tuple per node). */
 const tooDeepNode = (root: unknown): Span | undefined => {
-  const stack: Array<[unknown, number]> = [[root, 0]]
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!
+  const nodes: Array<unknown> = [root]
+  const depths: Array<number> = [0]
+  while (nodes.length > 0) {
+    const v = nodes.pop()
+    const depth = depths.pop()!
     if (v === null || typeof v !== "object") continue
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const child: unknown = v[i]
+        if (child !== null && typeof child === "object") { nodes.push(child); depths.push(depth) }
+      }
+      continue
+    }
     const span = (v as { span?: Span }).span
-    const d = span !== undefined && !Array.isArray(v) ? depth + 1 : depth
+    const d = span !== undefined ? depth + 1 : depth
     if (d > MAX_DEPTH && span !== undefined) return span
-    for (const [k, child] of Object.entries(v)) if (k !== "span") stack.push([child, d])
+    for (const k in v) {
+      if (k === "span") continue
+      const child = (v as Record<string, unknown>)[k]
+      if (child !== null && typeof child === "object") { nodes.push(child); depths.push(d) }
+    }
   }
   return undefined
 }
 
+/**
+ * The last parse, kept for a moment: `proxyd --rules` reads a file's `plugin`
+ * declarations (twice) and then checks it, each parsing the same text, which
+ * at 100,000 rules takes seconds each time. The tree is released
+ * `PARSE_MEMO_MS` after its last use, so a running server does not keep it.
+ * Parse trees are never mutated (callers copy what they change).
+ */
+let memo: { readonly source: string; readonly file: string; readonly result: ParseResult } | undefined
+let memoTimer: ReturnType<typeof setTimeout> | undefined
+const PARSE_MEMO_MS = 3_000
+/** Texts shorter than this are parsed again (cheap), so only large files are memoised. */
+const PARSE_MEMO_MIN = 64 * 1024
+
+const remember = (source: string, file: string, result: ParseResult): ParseResult => {
+  if (source.length < PARSE_MEMO_MIN) return result
+  memo = { source, file, result }
+  if (memoTimer !== undefined) clearTimeout(memoTimer)
+  memoTimer = setTimeout(() => { memo = undefined; memoTimer = undefined }, PARSE_MEMO_MS)
+  memoTimer.unref?.()
+  return result
+}
+
 /** Parses one file's text. Never throws. */
 export const parse = (source: string, file: string): ParseResult => {
+  const m = memo
+  if (m !== undefined && m.file === file && m.source === source) return remember(source, file, m.result)
+  return remember(source, file, parseText(source, file))
+}
+
+const parseText = (source: string, file: string): ParseResult => {
   const diagnostics: Diagnostic[] = []
   // A byte-order mark (Windows editors) reads as a space: offsets and columns stay exact.
   let text = source.charCodeAt(0) === 0xfeff ? ` ${source.slice(1)}` : source
