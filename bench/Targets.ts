@@ -189,7 +189,7 @@ export const PEERS: ReadonlyArray<Peer> = [
       const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
       const conf = join(dir, "tinyproxy.conf")
       writeFileSync(conf, [
-        `Port ${port}`, "Listen 127.0.0.1", "Timeout 600", "MaxClients 200", "LogLevel Critical", "Allow 127.0.0.1",
+        `Port ${port}`, "Listen 127.0.0.1", "Timeout 600", "MaxClients 10000", "LogLevel Critical", "Allow 127.0.0.1",
         ...(root ? ["User nobody", "Group nogroup"] : []), "",
       ].join("\n"))
       return runPeer("tinyproxy", "http", bin, ["-d", "-c", conf], port, dir)
