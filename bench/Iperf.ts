@@ -22,7 +22,8 @@ import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { cpuSeconds, direct, freePort, PEERS, proxyd, proxyd100k, type Start, type Target } from "./Targets.ts"
+import { treeCpu } from "./Proc.ts"
+import { direct, freePort, PEERS, proxyd, proxyd100k, type Start, type Target } from "./Targets.ts"
 
 const args = process.argv.slice(2)
 const opt = (name: string): number | undefined => {
@@ -101,9 +102,9 @@ const startServer = async (iperf3: string): Promise<{ port: number; stop(): Prom
 const iperf = async (tools: { iperf3: string; proxychains4: string }, t: Target, conf: string | undefined, serverPort: number, reverse: boolean): Promise<Run> => {
   const client = [tools.iperf3, "-c", "127.0.0.1", "-p", String(serverPort), "-t", String(SECONDS), "--json", ...(reverse ? ["-R"] : [])]
   const [cmd, ...argv] = conf === undefined ? client : [tools.proxychains4, "-f", conf, ...client]
-  const cpu0 = cpuSeconds(t.pid)
+  const cpu0 = treeCpu(t.pid)
   const out = await run(cmd!, argv, SECONDS * 1000 + 30_000)
-  const cpu = cpuSeconds(t.pid) - cpu0
+  const cpu = treeCpu(t.pid) - cpu0
   const j = JSON.parse(out) as IperfJson
   if (j.error !== undefined) throw new Error(`iperf3: ${j.error}`)
   const sum = j.end?.sum_received

@@ -4,15 +4,12 @@
  *
  * Details: each target is a child process started by the harness and stopped by its PID
  * (SIGTERM, then SIGKILL after 3 s). A peer whose binary is not installed is reported as
- * skipped, never installed here. `cpuSeconds` sums utime+stime+cutime+cstime over the
- * target's process tree from /proc/PID/stat (Dante forks workers: a worker that exits and is
- * reaped between two readings moves its CPU into its parent's cutime/cstime instead of
- * vanishing from the sum).
- * Gotchas: clock ticks are assumed to be 100 Hz (USER_HZ on Linux), so CPU figures have a
- * 10 ms resolution — short `--quick` runs give coarse per-connection CPU.
+ * skipped, never installed here. A target's CPU time is read by `Proc.treeCpu`
+ * (utime+stime+cutime+cstime over its process tree from /proc/PID/stat: Dante forks workers,
+ * and a worker reaped between two readings keeps its CPU in its parent's cutime/cstime).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { connect, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -221,25 +218,3 @@ export const REFERENCES: ReadonlyArray<Peer> = [
   },
 ]
 
-/** utime+stime+cutime+cstime in seconds of `pid` and all its descendants (0 when /proc is unreadable). */
-export const cpuSeconds = (pid: number | undefined): number => {
-  if (pid === undefined) return 0
-  const stats = new Map<number, { ppid: number; ticks: number }>()
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const s = readFileSync(`/proc/${d}/stat`, "utf8")
-      const f = s.slice(s.lastIndexOf(")") + 2).split(" ") // f[0] is field 3 (state)
-      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) })
-    } catch { /* exited meanwhile */ }
-  }
-  let ticks = 0
-  for (const [p, s] of stats) {
-    let q: number | undefined = p
-    for (let depth = 0; q !== undefined && q > 1 && depth < 32; depth++) {
-      if (q === pid) { ticks += s.ticks; break }
-      q = stats.get(q)?.ppid
-    }
-  }
-  return ticks / 100
-}
