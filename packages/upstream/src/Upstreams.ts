@@ -127,9 +127,15 @@ export const makeUpstreams = (): UpstreamOutbound => {
   const prepared = new WeakMap<Ir.Program, Prepared>()
   let active: Active = { routes: new Map(), groups: new Map() }
 
-  const open = (state: Active, name: string, dest: Target, key: { user?: string; dst: string; src: string }, ctx: Outbound.OutboundContext, depth: number, tried: { n: number }): Effect.Effect<{ socket: net.Socket; member: string }, HopFailure> => {
+  /**
+   * Opens `name`: a route with `leaf`; a group through its healthy candidates in order (at most
+   * `tries`), each opened the same way. With `health`, attempts are counted, outcomes reported to
+   * the group's passive health, and a failure at the destination stops the tries (TCP); UDP
+   * paths just try the next candidate.
+   */
+  const through = <A>(state: Active, name: string, key: { user?: string; dst: string; src: string }, depth: number, leaf: (route: Route, member: string) => Effect.Effect<A, HopFailure>, health?: { readonly tried: { n: number } }): Effect.Effect<A, HopFailure> => {
     const route = state.routes.get(name)
-    if (route !== undefined) return openRoute(route, dest, ctx).pipe(Effect.map((socket) => ({ socket, member: name })))
+    if (route !== undefined) return leaf(route, name)
     const g = state.groups.get(name)
     if (g === undefined || depth > 8) return Effect.fail(failed(name, `\`${name}\` is not declared in the current rules`))
     return Effect.gen(function*() {
@@ -137,10 +143,14 @@ export const makeUpstreams = (): UpstreamOutbound => {
       if (cands.length === 0) return yield* Effect.fail(new NoHealthy({ _tag: "UpstreamFailed", hop: name }, false, `group ${name} has no healthy member`))
       let last: HopFailure | undefined
       for (const c of cands.slice(0, Math.max(1, g.ir.tries))) {
-        tried.n++
-        const r = yield* Effect.result(open(state, c, dest, key, ctx, depth + 1, tried))
-        if (r._tag === "Success") { g.report(c, undefined); return r.success }
+        if (health !== undefined) health.tried.n++
+        const r = yield* Effect.result(through(state, c, key, depth + 1, leaf, health))
+        if (r._tag === "Success") {
+          if (health !== undefined) g.report(c, undefined)
+          return r.success
+        }
         last = r.failure
+        if (health === undefined) continue
         if (r.failure.destination) break
         g.report(c, r.failure.message)
       }
@@ -148,24 +158,12 @@ export const makeUpstreams = (): UpstreamOutbound => {
     })
   }
 
+  const open = (state: Active, name: string, dest: Target, key: { user?: string; dst: string; src: string }, ctx: Outbound.OutboundContext, depth: number, tried: { n: number }): Effect.Effect<{ socket: net.Socket; member: string }, HopFailure> =>
+    through(state, name, key, depth, (route, member) => openRoute(route, dest, ctx).pipe(Effect.map((socket) => ({ socket, member }))), { tried })
+
   /** A UDP path: the target's route (a group: its candidates in order, bounded by `tries`). */
-  const openUdpPath = (state: Active, name: string, key: { user?: string; dst: string; src: string }, ctx: Outbound.OutboundContext, depth: number): Effect.Effect<{ channel: Inbound.UdpChannel; member: string }, HopFailure> => {
-    const route = state.routes.get(name)
-    if (route !== undefined) return openUdp(route, ctx).pipe(Effect.map((channel) => ({ channel, member: name })))
-    const g = state.groups.get(name)
-    if (g === undefined || depth > 8) return Effect.fail(failed(name, `\`${name}\` is not declared in the current rules`))
-    return Effect.gen(function*() {
-      const cands = g.candidates(key)
-      if (cands.length === 0) return yield* Effect.fail(new NoHealthy({ _tag: "UpstreamFailed", hop: name }, false, `group ${name} has no healthy member`))
-      let last: HopFailure | undefined
-      for (const c of cands.slice(0, Math.max(1, g.ir.tries))) {
-        const r = yield* Effect.result(openUdpPath(state, c, key, ctx, depth + 1))
-        if (r._tag === "Success") return r.success
-        last = r.failure
-      }
-      return yield* Effect.fail(last!)
-    })
-  }
+  const openUdpPath = (state: Active, name: string, key: { user?: string; dst: string; src: string }, ctx: Outbound.OutboundContext, depth: number): Effect.Effect<{ channel: Inbound.UdpChannel; member: string }, HopFailure> =>
+    through(state, name, key, depth, (route, member) => openUdp(route, ctx).pipe(Effect.map((channel) => ({ channel, member }))))
 
   const udpVia: Outbound.UdpConnector = (decided, ctx) => {
     const a = decided.decision.action
