@@ -2,9 +2,11 @@
  * One client connection: its `SessionContext`, its handshake deadline, and its close log line.
  *
  * Details: `serveConnection` runs a connection to its end: (mixed listeners)
- * sniff the protocol, build the context, run the handler raced against the
- * handshake deadline, then destroy every socket the connection opened and
- * write ONE log line. The handshake phase lasts from accept until the handler
+ * sniff the protocol, build the context, run the handler (a timer interrupts
+ * the connection's fiber when the handshake deadline passes), run the relay
+ * the handler handed over (after the handler has returned, so its state is
+ * garbage while bytes flow), then destroy every socket the connection opened
+ * and write ONE log line. The handshake phase lasts from accept until the handler
  * first calls `decide` (the client has said what it wants); then the connect
  * timeout and the relay's idle timeout apply. The decision and the policy are
  * taken from the policy state current at `decide` time; a reload later does
