@@ -15,6 +15,9 @@
  * yields the client's address, and only then are the gates entered, so
  * per-IP limits count the carried address. Connections in their preamble are
  * open (drained, interrupted) but not yet counted by the gates.
+ * A connection can outlive its fiber (`ConnectionHandle.detach`: a relay runs on plain
+ * callbacks once the handshake is over): it stays counted (gates, `active`) until it ends,
+ * `close` drains it like a fiber and then calls its `abort`.
  */
 import * as net from "node:net"
 import { Effect, Exit, FiberSet, Scope } from "effect"
@@ -61,8 +64,18 @@ export interface ServeOptions {
    * `undefined` to drop the connection (the preamble logged why).
    */
   readonly preamble?: (socket: net.Socket) => Effect.Effect<Peer | undefined> | undefined
-  readonly onConnection: (socket: net.Socket, peer: Peer, acceptedAt: number) => Effect.Effect<void>
+  readonly onConnection: (socket: net.Socket, peer: Peer, acceptedAt: number, handle: ConnectionHandle) => Effect.Effect<void>
   readonly onReject: (socket: net.Socket, peer: Peer) => void
+}
+
+/** Lets a connection go on after its fiber has ended (see the module's Details). */
+export interface ConnectionHandle {
+  /**
+   * Keeps the connection open (counted, drained at close) after its fiber returns: `abort`
+   * ends it at shutdown (called once, after the drain deadline). Returns `done`, which the
+   * connection calls when it ends by itself (idempotent).
+   */
+  detach(abort: () => void): () => void
 }
 
 export interface RunningListener {
@@ -89,6 +102,9 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
     const fibers = yield* FiberSet.make<void, never>().pipe(Scope.provide(scope))
     const run = yield* FiberSet.runtime(fibers)<never>()
     let open = 0
+    /** Connections that outlived their fiber. */
+    const detached = new Set<Admitted>()
+    let onDetachedEmpty: (() => void) | undefined
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true })
     /** Enters every gate, or none (then the connection is rejected). */
     const enter = (socket: net.Socket, peer: Peer): Array<Gate> | undefined => {
@@ -103,21 +119,47 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
       }
       return entered
     }
-    const served = (socket: net.Socket, peer: Peer, acceptedAt: number, entered: ReadonlyArray<Gate>) =>
-      opts.onConnection(socket, peer, acceptedAt).pipe(Effect.ensuring(Effect.sync(() => {
-        for (const e of entered) e.leave(peer.ip)
-      })))
-    const closeOpen = Effect.sync(() => { open-- })
+    /** One accepted connection's bookkeeping: released once, when its fiber ends or (detached) when it ends. */
+    class Admitted implements ConnectionHandle {
+      entered: ReadonlyArray<Gate> = []
+      ip = ""
+      kept = false
+      released = false
+      abort: (() => void) | undefined
+      release(): void {
+        if (this.released) return
+        this.released = true
+        for (const e of this.entered) e.leave(this.ip)
+        open--
+        if (this.kept) {
+          detached.delete(this)
+          if (detached.size === 0) onDetachedEmpty?.()
+        }
+      }
+      detach(abort: () => void): () => void {
+        this.kept = true
+        this.abort = abort
+        detached.add(this)
+        return () => this.release()
+      }
+      /** The fiber's end: releases unless the connection was detached. */
+      readonly fiberDone = Effect.sync(() => { if (!this.kept) this.release() })
+    }
+    const served = (socket: net.Socket, peer: Peer, acceptedAt: number, a: Admitted) =>
+      opts.onConnection(socket, peer, acceptedAt, a)
     server.on("connection", (socket) => {
       socket.on("error", () => {})
       const acceptedAt = Date.now()
       const real: Peer = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 }
       const pre = opts.preamble?.(socket)
+      const a = new Admitted()
       if (pre === undefined) {
         const entered = enter(socket, real)
         if (entered === undefined) return
+        a.entered = entered
+        a.ip = real.ip
         open++
-        run(served(socket, real, acceptedAt, entered).pipe(Effect.ensuring(closeOpen)))
+        run(Effect.ensuring(served(socket, real, acceptedAt, a), a.fiberDone))
         return
       }
       open++
@@ -125,11 +167,28 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         Effect.flatMap((peer) => {
           if (peer === undefined) return Effect.sync(() => { socket.destroy() })
           const entered = enter(socket, peer)
-          return entered === undefined ? Effect.void : served(socket, peer, acceptedAt, entered)
+          if (entered === undefined) return Effect.void
+          a.entered = entered
+          a.ip = peer.ip
+          return served(socket, peer, acceptedAt, a)
         }),
         Effect.onInterrupt(() => Effect.sync(() => { socket.destroy() })),
-        Effect.ensuring(closeOpen),
+        Effect.ensuring(a.fiberDone),
       ))
+    })
+    /** Resolves when no detached connection is left. */
+    const detachedEmpty = Effect.callback<void>((resume) => {
+      if (detached.size === 0) return resume(Effect.void)
+      onDetachedEmpty = () => { onDetachedEmpty = undefined; resume(Effect.void) }
+      return Effect.sync(() => { onDetachedEmpty = undefined })
+    })
+    const drained: Effect.Effect<void> = Effect.gen(function*() {
+      // Fibers can still detach while being awaited; loop until neither kind is left.
+      for (;;) {
+        yield* FiberSet.awaitEmpty(fibers)
+        if (detached.size === 0) return
+        yield* detachedEmpty
+      }
     })
     const bound = yield* Effect.callback<net.AddressInfo, ListenError>((resume) => {
       const onError = (e: NodeJS.ErrnoException) => resume(Effect.fail(new ListenError(`cannot listen on ${opts.host}:${opts.port}: ${e.code ?? e.message}`, e.code)))
@@ -154,8 +213,9 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         if (closing) return
         closing = true
         yield* Effect.sync(stop)
-        yield* FiberSet.awaitEmpty(fibers).pipe(Effect.timeoutOrElse({ duration: drainMs, orElse: () => Effect.void }))
+        yield* drained.pipe(Effect.timeoutOrElse({ duration: drainMs, orElse: () => Effect.void }))
         yield* Scope.close(scope, Exit.void)
+        for (const a of [...detached]) { a.abort?.(); a.release() }
       }),
     }
   })

@@ -42,42 +42,57 @@ const flow = (src: Socket, dst: Socket): () => void => {
   return () => {}
 }
 
+/**
+ * Starts relaying and returns at once (no Effect, no fiber: an idle relayed connection holds
+ * only its sockets and these listeners). `onEnd` is called once, when both sockets have closed;
+ * the returned `abort` destroys both sockets without calling `onEnd` (the caller ends the
+ * connection itself).
+ */
+export const startRelay = (client: Socket, upstream: Socket, idleMs: number, onEnd: (r: RelayResult) => void): () => void => {
+  let end: RelayResult["end"] = "done"
+  let finished = false
+  const destroyBoth = () => { client.destroy(); upstream.destroy() }
+  const onError = () => { if (end === "done") end = "error"; destroyBoth() }
+  const onIdle = () => { if (end === "done") end = "idle"; destroyBoth() }
+  let stopUp: () => void = noop, stopDown: () => void = noop
+  const cleanup = () => {
+    stopUp(); stopDown()
+    stopUp = noop; stopDown = noop
+    client.off("error", onError); upstream.off("error", onError)
+    client.off("timeout", onIdle); upstream.off("timeout", onIdle)
+    client.off("close", onClose); upstream.off("close", onClose)
+    if (idleMs > 0) { client.setTimeout(0); upstream.setTimeout(0) }
+  }
+  function onClose(): void {
+    if (finished || !isClosed(client) || !isClosed(upstream)) return
+    finished = true
+    cleanup()
+    onEnd({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, end })
+  }
+  client.on("error", onError); upstream.on("error", onError)
+  client.on("close", onClose); upstream.on("close", onClose)
+  if (idleMs > 0) {
+    client.setTimeout(idleMs); upstream.setTimeout(idleMs)
+    client.on("timeout", onIdle); upstream.on("timeout", onIdle)
+  }
+  // A side that already closed (e.g. the upstream hung up before the relay) closes the other.
+  if (client.destroyed || upstream.destroyed) destroyBoth()
+  stopUp = flow(client, upstream)
+  stopDown = flow(upstream, client)
+  // A side that had already ended before the relay started still ends the other side.
+  if (client.readableEnded) upstream.end()
+  if (upstream.readableEnded) client.end()
+  onClose()
+  return () => {
+    if (!finished) { finished = true; cleanup(); destroyBoth() }
+  }
+}
+
+const noop = (): void => {}
+
+/** `startRelay` as an effect: completes when the relay ends; interruption destroys both sockets. */
 export const relay = (client: Socket, upstream: Socket, idleMs: number): Effect.Effect<RelayResult> =>
   Effect.callback<RelayResult>((resume) => {
-    let end: RelayResult["end"] = "done"
-    let finished = false
-    const destroyBoth = () => { client.destroy(); upstream.destroy() }
-    const onError = () => { if (end === "done") end = "error"; destroyBoth() }
-    const onIdle = () => { if (end === "done") end = "idle"; destroyBoth() }
-    const onClose = () => {
-      if (finished || !isClosed(client) || !isClosed(upstream)) return
-      finished = true
-      cleanup()
-      resume(Effect.succeed({ bytesUp: upstream.bytesWritten, bytesDown: upstream.bytesRead, end }))
-    }
-    let stops: Array<() => void> = []
-    const cleanup = () => {
-      for (const stop of stops) stop()
-      stops = []
-      client.off("error", onError); upstream.off("error", onError)
-      client.off("timeout", onIdle); upstream.off("timeout", onIdle)
-      client.off("close", onClose); upstream.off("close", onClose)
-      client.setTimeout(0); upstream.setTimeout(0)
-    }
-    client.on("error", onError); upstream.on("error", onError)
-    client.on("close", onClose); upstream.on("close", onClose)
-    if (idleMs > 0) {
-      client.setTimeout(idleMs); upstream.setTimeout(idleMs)
-      client.on("timeout", onIdle); upstream.on("timeout", onIdle)
-    }
-    // A side that already closed (e.g. the upstream hung up before the relay) closes the other.
-    if (client.destroyed || upstream.destroyed) destroyBoth()
-    stops = [flow(client, upstream), flow(upstream, client)]
-    // A side that had already ended before the relay started still ends the other side.
-    if (client.readableEnded) upstream.end()
-    if (upstream.readableEnded) client.end()
-    onClose()
-    return Effect.sync(() => {
-      if (!finished) { finished = true; cleanup(); destroyBoth() }
-    })
+    const abort = startRelay(client, upstream, idleMs, (r) => resume(Effect.succeed(r)))
+    return Effect.sync(abort)
   })

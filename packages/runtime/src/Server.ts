@@ -226,7 +226,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
           const cidrs = o.spec.proxyProtocol
           return cidrs === undefined ? undefined : readProxyHeader(o.spec, cidrs, socket)
         },
-        onConnection: (socket, peer, acceptedAt) => {
+        onConnection: (socket, peer, acceptedAt, handle) => {
           const s = o.spec
           const secure = s.tls === undefined ? undefined : tlsOf.get(s)
           if (s.tls !== undefined && secure === undefined) {
@@ -251,6 +251,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
             geo: geoip,
             observers,
             sessions,
+            detach: (abort) => handle.detach(abort),
           })
         },
         onReject: (socket, peer) => rejectConnection(o as Open, socket, peer),

@@ -42,7 +42,7 @@ import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
 import { notify, type Observer, type Sessions } from "./Observe.ts"
 import type { BindRegistry, OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
-import { relay } from "./Relay.ts"
+import { relay, startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
 import { handshake, type TlsContext } from "./Tls.ts"
@@ -89,6 +89,12 @@ export interface ConnectionEnv {
   readonly observers?: ReadonlyArray<Observer>
   /** Lists the connection while it is open (admin API). */
   readonly sessions?: Sessions | undefined
+  /**
+   * Lets the relay outlive the connection's fiber (Listener's `ConnectionHandle.detach`): the
+   * fiber ends when the handler returns and the relay runs on plain callbacks, so an idle
+   * relayed connection holds no fiber. Absent: the relay runs inside the fiber.
+   */
+  readonly detach?: ((abort: () => void) => () => void) | undefined
 }
 
 let counter = 0
@@ -180,7 +186,10 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
       },
     })
 
-    const finish = Effect.sync(() => {
+    let finished = false
+    const finish = (): void => {
+      if (finished) return
+      finished = true
       endHandshake()
       // Bytes exchanged with destinations, from the sockets themselves (relay or a handler's own forwarding).
       for (const s of sockets) {
@@ -208,7 +217,7 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         outcome,
         tags: tags.length > 0 ? tags : undefined,
       })
-    })
+    }
 
     const body = Effect.gen(function*() {
       if (env.tls !== undefined) {
@@ -344,15 +353,32 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
     })
 
     // The relay runs once the handler has returned, so the handler's state (its generators, the
-    // context object, buffers) is garbage while the bytes flow: what an idle connection holds is
-    // its sockets, this function's state and the relay's listeners.
+    // context object, buffers) is garbage while the bytes flow. With `env.detach` the fiber ends
+    // too: the relay's end (or the listener's abort at shutdown) writes the close line.
+    let detachedRelay = false
     const relayPhase = Effect.suspend(() => {
       const h = handedOff
       if (h === undefined) return Effect.void
       handedOff = undefined
-      return relay(h.client, h.upstream, h.idleMs).pipe(Effect.map((r) => {
+      if (env.detach === undefined) {
+        return relay(h.client, h.upstream, h.idleMs).pipe(Effect.map((r) => {
+          if (r.end === "idle") outcome = "idle-timeout"
+        }))
+      }
+      detachedRelay = true
+      // Detach first: a relay whose sockets are already closed ends inside `startRelay`.
+      let abort: () => void = () => {}
+      const done = env.detach(() => {
+        outcome = "shutdown"
+        abort()
+        finish()
+      })
+      abort = startRelay(h.client, h.upstream, h.idleMs, (r) => {
         if (r.end === "idle") outcome = "idle-timeout"
-      }))
+        finish()
+        done()
+      })
+      return Effect.void
     })
 
     yield* Effect.andThen(body, relayPhase).pipe(
@@ -362,6 +388,6 @@ export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<
         if (phase === "tls") line["error"] = "TLS handshake not completed"
       })),
       Effect.catchCause((cause) => Effect.sync(() => { outcome = "error"; line["error"] = String(cause).slice(0, 200) })),
-      Effect.ensuring(finish),
+      Effect.ensuring(Effect.sync(() => { if (!detachedRelay) finish() })),
     )
   })
