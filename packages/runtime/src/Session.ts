@@ -37,10 +37,10 @@ import type { AuthSource } from "./Auth.ts"
 import { decide } from "./Decide.ts"
 import type { Compiled } from "./Engine.ts"
 import { OutboundError } from "./Errors.ts"
-import type { Connected, Decided, InboundHandler, ProtocolName, RequestInput, SessionContext } from "./Inbound.ts"
+import type { AuthResult, Connected, Decided, InboundHandler, ProtocolName, RequestInput, SessionContext, UdpChannel, UpstreamBind } from "./Inbound.ts"
 import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
-import { notify, type Observer, type Sessions } from "./Observe.ts"
+import { notify, type Observer, type SessionEntry, type SessionInfo, type Sessions } from "./Observe.ts"
 import type { BindRegistry, OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
 import { relay, startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
@@ -126,268 +126,353 @@ const closeAfterFlush = (s: Socket): void => {
   s.end()
 }
 
+const NO_OBSERVERS: ReadonlyArray<Observer> = []
+
+/** The handshake deadline passed: interrupt the connection's fiber (module-level: no closure per connection). */
+const onDeadline = (c: Conn): void => {
+  c.handshakeTimer = undefined
+  c.timedOut = true
+  const f = c.fiber
+  c.fiber = undefined
+  f?.interruptUnsafe()
+}
+
+/**
+ * One connection's state, its `SessionContext` (the handler calls its methods) and its entry in
+ * the session listing — one object, so a connection allocates no closures for them and an idle
+ * relayed connection holds little more than this object, its close-line fields and its sockets.
+ */
+class Conn implements SessionContext, SessionEntry {
+  readonly id: string
+  readonly listener: string
+  readonly srcIp: string
+  readonly srcPort: number
+  readonly handshakeTimeoutMs: number
+  readonly started: number
+  readonly env: ConnectionEnv
+  readonly raw: Socket
+  readonly observers: ReadonlyArray<Observer>
+  client: Socket
+  /** Every socket the connection opened (the client's first); destroyed at the end. */
+  sockets: Array<Socket>
+  /** Close-line fields in order (handlers' notes included). */
+  readonly line: Record<string, unknown>
+  outcome = "ok"
+  protocol: ProtocolName | undefined = undefined
+  user: string | undefined = undefined
+  groups: ReadonlyArray<string> | undefined = undefined
+  authMethod = "none"
+  tags: Array<string> | undefined = undefined
+  /** A rule with the `log` modifier decided this connection: its close line is logged at warn. */
+  logged = false
+  /** What the handshake deadline found being waited for (close line). */
+  phase: "tls" | "sniff" | "handler" = "handler"
+  timedOut = false
+  /** The connection's fiber while the handshake deadline may interrupt it. */
+  fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  lastDecided: Decided | undefined = undefined
+  handedOff: { readonly client: Socket; readonly upstream: Socket; readonly idleMs: number } | undefined = undefined
+  handshakeMs: number | undefined = undefined
+  killed = false
+  finished = false
+  detachedRelay = false
+
+  constructor(raw: Socket, env: ConnectionEnv) {
+    this.started = env.acceptedAt ?? Date.now()
+    this.id = nextId()
+    this.env = env
+    this.raw = raw
+    this.client = raw
+    this.sockets = [raw]
+    this.listener = env.listener.name
+    this.handshakeTimeoutMs = env.listener.handshakeMs
+    this.observers = env.observers ?? NO_OBSERVERS
+    const rawIp = raw.remoteAddress ?? ""
+    const rawPort = raw.remotePort ?? 0
+    this.srcIp = env.peer?.ip ?? rawIp
+    this.srcPort = env.peer?.port ?? rawPort
+    this.line = { id: this.id, listener: this.listener, src: hostPort(this.srcIp === "" ? "?" : this.srcIp, this.srcPort) }
+    if (this.srcIp !== rawIp || this.srcPort !== rawPort) this.line["proxy"] = hostPort(rawIp === "" ? "?" : rawIp, rawPort)
+  }
+
+  // --- SessionContext ------------------------------------------------------------------------
+
+  get localAddress(): string { return this.client.localAddress ?? "" }
+
+  get auth(): SessionContext["auth"] {
+    const v = this.env.view()
+    return v.auth === undefined ? "none" : v.authRequired ? "required" : "optional"
+  }
+
+  authenticate(u: string, p: string): Effect.Effect<AuthResult> {
+    const v = this.env.view()
+    if (v.auth === undefined) return Effect.succeed({ ok: false })
+    const source = v.auth
+    return Effect.promise(() => source.verify(u, p, { src: this.srcIp, listener: this.listener })).pipe(Effect.map((r) => {
+      notify(this.observers, "authenticated", { listener: this.listener, ok: r.ok })
+      return r.ok ? { ok: true, user: u, groups: unionGroups(u, r.groups, v.usergroups) } : { ok: false }
+    }))
+  }
+
+  setUser(u: string | undefined, gs?: ReadonlyArray<string>): void {
+    this.user = u
+    this.authMethod = u === undefined ? "none" : "password"
+    this.groups = u === undefined ? undefined : unionGroups(u, gs ?? [], this.env.view().usergroups)
+  }
+
+  decide(input: RequestInput): Effect.Effect<Decided> {
+    this.endHandshake()
+    this.handshakeMs ??= Date.now() - this.started
+    const decideStart = performance.now()
+    const v = this.env.view()
+    const req: Ir.Request = {
+      command: input.command,
+      dstHost: input.dstHost,
+      dstPort: input.dstPort,
+      listener: this.listener,
+      protocol: input.protocol,
+      srcIp: this.srcIp,
+      srcPort: this.srcPort,
+      auth: this.authMethod,
+      time: Date.now(),
+      ...(this.user !== undefined ? { user: this.user } : {}),
+      ...(this.groups !== undefined ? { groups: this.groups } : {}),
+    }
+    this.line["dst"] = hostPort(input.dstHost, input.dstPort)
+    return Effect.map(decide(v.compiled, req, this.env.resolver, this.env.geo), (d) => {
+      this.lastDecided = d
+      const action = d.decision.action.k
+      notify(this.observers, "decided", {
+        listener: this.listener, protocol: this.protocol ?? input.protocol, policy: v.policy ?? "", rule: d.decision.rule, action,
+        durationMs: performance.now() - decideStart,
+      })
+      this.line["rule"] = d.decision.rule
+      this.line["action"] = action
+      if (d.resolved !== undefined) this.line["dst_ip"] = d.resolved
+      if (action === "block") this.outcome = "blocked"
+      for (const m of d.decision.modifiers) {
+        if (m.k === "tag") (this.tags ??= []).push(m.value)
+        else if (m.k === "log") this.logged = true
+      }
+      return d
+    })
+  }
+
+  private outboundContext(): OutboundContext {
+    return { resolver: this.env.resolver, connectTimeoutMs: this.env.listener.connectMs, note: (f) => this.note(f) }
+  }
+
+  connect(decided: Decided): Effect.Effect<Connected, OutboundError> {
+    const action = decided.decision.action.k
+    const connector = this.env.registry.get(action)
+    if (connector === undefined) {
+      this.outcome = "error"
+      this.line["error"] = `General: no outbound for ${action}`
+      notify(this.observers, "connected", { listener: this.listener, action, ok: false, durationMs: 0 })
+      return Effect.fail(new OutboundError({ reason: { _tag: "General", message: `no outbound for ${action}` } }))
+    }
+    const connectStart = performance.now()
+    return Effect.matchEffect(connector(decided, this.outboundContext()), {
+      onSuccess: (s) => {
+        this.sockets.push(s)
+        notify(this.observers, "connected", { listener: this.listener, action, ok: true, durationMs: performance.now() - connectStart })
+        // The address connected to: a socket's own peer address when the connector did not say otherwise.
+        const remoteAddress = s.remoteAddress ?? "?"
+        const remotePort = s.remotePort ?? 0
+        this.line["dst_connected"] = hostPort(remoteAddress, remotePort)
+        return Effect.succeed<Connected>({ socket: s, localAddress: s.localAddress ?? "", localPort: s.localPort ?? 0, remoteAddress, remotePort })
+      },
+      onFailure: (e) => {
+        if (e.reason._tag !== "Blocked") {
+          notify(this.observers, "connected", { listener: this.listener, action, ok: false, durationMs: performance.now() - connectStart })
+          this.outcome = "error"
+          this.line["error"] = reasonText(e)
+        }
+        return Effect.fail(e)
+      },
+    })
+  }
+
+  connectUdp(decided: Decided): Effect.Effect<UdpChannel, OutboundError> {
+    const c = this.env.udpRegistry?.get(decided.decision.action.k)
+    if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
+    return c(decided, this.outboundContext())
+  }
+
+  connectBind(decided: Decided): Effect.Effect<UpstreamBind, OutboundError> {
+    const c = this.env.bindRegistry?.get(decided.decision.action.k)
+    if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
+    return c(decided, this.outboundContext())
+  }
+
+  relay(c: Socket, upstream: Socket): Effect.Effect<void> {
+    this.endHandshake()
+    if (!this.sockets.includes(upstream)) this.sockets.push(upstream)
+    const mod = this.lastDecided?.decision.modifiers.find((m) => m.k === "idle")
+    this.handedOff = { client: c, upstream, idleMs: mod?.k === "idle" ? mod.ms : this.env.listener.idleMs }
+    return Effect.void
+  }
+
+  note(fields: Readonly<Record<string, unknown>>): void {
+    for (const k of Object.keys(fields)) {
+      if (k === "outcome" && typeof fields[k] === "string") this.outcome = fields[k]
+      else this.line[k] = fields[k]
+    }
+  }
+
+  // --- SessionEntry (admin listing) ----------------------------------------------------------
+
+  info(): SessionInfo {
+    let up = 0, down = 0
+    for (const s of this.sockets) if (s !== this.client) { up += s.bytesWritten; down += s.bytesRead }
+    const line = this.line
+    const str = (k: string): Record<string, string> => (typeof line[k] === "string" ? { [k]: line[k] } : {})
+    return {
+      id: this.id, listener: this.listener, src: line["src"] as string, startedAt: new Date(this.started).toISOString(),
+      ...str("protocol"), ...(this.user === undefined ? {} : { user: this.user }), ...str("dst"), ...str("rule"), ...str("action"),
+      bytesUp: up, bytesDown: down,
+    }
+  }
+
+  kill(): void {
+    this.killed = true
+    for (const s of this.sockets) s.destroy()
+  }
+
+  // --- the connection's course ---------------------------------------------------------------
+
+  endHandshake(): void {
+    if (this.handshakeTimer !== undefined) { clearTimeout(this.handshakeTimer); this.handshakeTimer = undefined }
+    this.fiber = undefined
+  }
+
+  /** Destroys the sockets, reports `closed` and writes the close line; once. */
+  finish(): void {
+    if (this.finished) return
+    this.finished = true
+    this.endHandshake()
+    const env = this.env
+    // Bytes exchanged with destinations, from the sockets themselves (relay or a handler's own forwarding).
+    let bytesUp = 0, bytesDown = 0
+    for (const s of this.sockets) {
+      if (s !== this.client) { bytesUp += s.bytesWritten; bytesDown += s.bytesRead }
+    }
+    for (const s of this.sockets) {
+      if (s === this.client && this.outcome !== "shutdown" && !s.destroyed && s.writableLength > 0) closeAfterFlush(s)
+      else s.destroy()
+    }
+    env.sessions?.remove(this.id)
+    if (this.killed) this.outcome = "killed"
+    const durationMs = Date.now() - this.started
+    const line = this.line
+    notify(this.observers, "closed", {
+      listener: this.listener,
+      protocol: this.protocol,
+      action: typeof line["action"] === "string" ? line["action"] : undefined,
+      rule: typeof line["rule"] === "string" ? line["rule"] : undefined,
+      outcome: this.outcome, bytesUp, bytesDown, durationMs, handshakeMs: this.handshakeMs,
+    })
+    line["user"] = this.user
+    line["bytes_up"] = bytesUp
+    line["bytes_down"] = bytesDown
+    line["duration_ms"] = durationMs
+    line["outcome"] = this.outcome
+    line["tags"] = this.tags
+    env.log.log(this.logged ? "warn" : "info", "connection", line)
+  }
+
+  /** Runs the handler of this connection's protocol (after TLS and sniffing). */
+  private serve(handler: InboundHandler | undefined): Effect.Effect<void> {
+    if (handler === undefined) {
+      this.outcome = "error"
+      this.line["error"] = "no handler for this protocol"
+      return Effect.void
+    }
+    this.protocol = handler.protocol
+    this.line["protocol"] = handler.protocol
+    return handler.handle(this.client, this)
+  }
+
+  private afterTls(): Effect.Effect<void> {
+    const env = this.env
+    if (env.listener.kind !== "mixed") return this.serve(env.handlers[env.listener.kind])
+    this.phase = "sniff"
+    return Effect.flatMap(sniff(this.client), (protocol) => {
+      this.phase = "handler"
+      if (protocol === undefined) { this.outcome = "closed-before-handshake"; return Effect.void }
+      return this.serve(env.handlers[protocol])
+    })
+  }
+
+  private body(): Effect.Effect<void> {
+    const tls = this.env.tls
+    if (tls === undefined) return this.afterTls()
+    this.phase = "tls"
+    const raw = this.raw
+    return Effect.flatMap(handshake(raw, tls), (r) => {
+      this.phase = "handler"
+      if (!r.ok) { this.outcome = "tls-error"; this.line["error"] = r.message; return Effect.void }
+      const client = r.socket
+      this.client = client
+      // The TLS socket owns the raw socket's handle: close through it (flushing close_notify), then the raw one.
+      this.sockets[0] = client
+      client.once("close", () => raw.destroy())
+      this.line["tls"] = client.getProtocol() ?? "tls"
+      return this.afterTls()
+    })
+  }
+
+  /**
+   * The relay runs once the handler has returned, so the handler's state (its generators,
+   * buffers) is garbage while the bytes flow. With `env.detach` the fiber ends too: the relay's
+   * end (or the listener's abort at shutdown) writes the close line.
+   */
+  private relayPhase(): Effect.Effect<void> {
+    const h = this.handedOff
+    if (h === undefined) return Effect.void
+    this.handedOff = undefined
+    const detach = this.env.detach
+    if (detach === undefined) {
+      return Effect.map(relay(h.client, h.upstream, h.idleMs), (r) => {
+        if (r.end === "idle") this.outcome = "idle-timeout"
+      })
+    }
+    this.detachedRelay = true
+    // Detach first: a relay whose sockets are already closed ends inside `startRelay`.
+    let abort: () => void = () => {}
+    const done = detach(() => {
+      this.outcome = "shutdown"
+      abort()
+      this.finish()
+    })
+    abort = startRelay(h.client, h.upstream, h.idleMs, (r) => {
+      if (r.end === "idle") this.outcome = "idle-timeout"
+      this.finish()
+      done()
+    })
+    return Effect.void
+  }
+
+  run(): Effect.Effect<void> {
+    return Effect.withFiber((fiber) => {
+      this.fiber = fiber
+      this.handshakeTimer = setTimeout(onDeadline, Math.max(0, this.env.listener.handshakeMs - (Date.now() - this.started)), this)
+      notify(this.observers, "accepted", { listener: this.listener })
+      this.env.sessions?.add(this.id, this)
+      return Effect.flatMap(this.body(), () => this.relayPhase())
+    }).pipe(
+      Effect.onInterrupt(() => Effect.sync(() => {
+        if (!this.timedOut) { this.outcome = "shutdown"; return }
+        this.outcome = "handshake-timeout"
+        if (this.phase === "tls") this.line["error"] = "TLS handshake not completed"
+      })),
+      Effect.catchCause((cause) => Effect.sync(() => { this.outcome = "error"; this.line["error"] = String(cause).slice(0, 200) })),
+      Effect.ensuring(Effect.sync(() => { if (!this.detachedRelay) this.finish() })),
+    )
+  }
+}
+
 /** Serves one accepted (paused) client socket to its end. Never fails. */
 export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const started = env.acceptedAt ?? Date.now()
-    const id = nextId()
-    let client = raw
-    const sockets = new Set<Socket>([client])
-    const srcIp = env.peer?.ip ?? client.remoteAddress ?? ""
-    const srcPort = env.peer?.port ?? client.remotePort ?? 0
-    const line: Record<string, unknown> = {
-      id,
-      listener: env.listener.name,
-      src: hostPort(srcIp === "" ? "?" : srcIp, srcPort),
-    }
-    if (srcIp !== (raw.remoteAddress ?? "") || srcPort !== (raw.remotePort ?? 0)) line["proxy"] = hostPort(raw.remoteAddress ?? "?", raw.remotePort ?? 0)
-    let outcome = "ok"
-    let user: string | undefined
-    let groups: ReadonlyArray<string> | undefined
-    let authMethod = "none"
-    let bytesUp = 0, bytesDown = 0
-    const tags: Array<string> = []
-    // A rule with the `log` modifier decided this connection: its close line is logged at warn,
-    // so `--log-level warn` keeps exactly those.
-    let logged = false
-    // The handshake deadline interrupts the connection's fiber (no racing fibers per connection);
-    // `phase` says what was being waited for, for the close line.
-    let phase: "tls" | "sniff" | "handler" = "handler"
-    let timedOut = false
-    const self: Fiber.Fiber<unknown, unknown> = yield* Effect.withFiber((f) => Effect.succeed(f))
-    let handshakeTimer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
-      handshakeTimer = undefined
-      timedOut = true
-      self.interruptUnsafe()
-    }, Math.max(0, env.listener.handshakeMs - (Date.now() - started)))
-    const endHandshake = () => {
-      if (handshakeTimer !== undefined) { clearTimeout(handshakeTimer); handshakeTimer = undefined }
-    }
-    let lastDecided: Decided | undefined
-    let handedOff: { readonly client: Socket; readonly upstream: Socket; readonly idleMs: number } | undefined
-    const observers = env.observers ?? []
-    let handshakeMs: number | undefined
-    let killed = false
-    notify(observers, "accepted", { listener: env.listener.name })
-    env.sessions?.add(id, {
-      info: () => {
-        let up = 0, down = 0
-        for (const s of sockets) if (s !== client) { up += s.bytesWritten; down += s.bytesRead }
-        const str = (k: string): Record<string, string> => (typeof line[k] === "string" ? { [k]: line[k] } : {})
-        return {
-          id, listener: env.listener.name, src: line["src"] as string, startedAt: new Date(started).toISOString(),
-          ...str("protocol"), ...(user === undefined ? {} : { user }), ...str("dst"), ...str("rule"), ...str("action"),
-          bytesUp: up, bytesDown: down,
-        }
-      },
-      kill: () => {
-        killed = true
-        for (const s of sockets) s.destroy()
-      },
-    })
-
-    let finished = false
-    const finish = (): void => {
-      if (finished) return
-      finished = true
-      endHandshake()
-      // Bytes exchanged with destinations, from the sockets themselves (relay or a handler's own forwarding).
-      for (const s of sockets) {
-        if (s !== client) { bytesUp += s.bytesWritten; bytesDown += s.bytesRead }
-      }
-      for (const s of sockets) {
-        if (s === client && outcome !== "shutdown" && !s.destroyed && s.writableLength > 0) closeAfterFlush(s)
-        else s.destroy()
-      }
-      env.sessions?.remove(id)
-      if (killed) outcome = "killed"
-      notify(observers, "closed", {
-        listener: env.listener.name,
-        protocol: typeof line["protocol"] === "string" ? line["protocol"] : undefined,
-        action: typeof line["action"] === "string" ? line["action"] : undefined,
-        rule: typeof line["rule"] === "string" ? line["rule"] : undefined,
-        outcome, bytesUp, bytesDown, durationMs: Date.now() - started, handshakeMs,
-      })
-      env.log.log(logged ? "warn" : "info", "connection", {
-        ...line,
-        user,
-        bytes_up: bytesUp,
-        bytes_down: bytesDown,
-        duration_ms: Date.now() - started,
-        outcome,
-        tags: tags.length > 0 ? tags : undefined,
-      })
-    }
-
-    const body = Effect.gen(function*() {
-      if (env.tls !== undefined) {
-        phase = "tls"
-        const r = yield* handshake(raw, env.tls)
-        phase = "handler"
-        if (!r.ok) { outcome = "tls-error"; line["error"] = r.message; return }
-        client = r.socket
-        // The TLS socket owns the raw socket's handle: close through it (flushing close_notify), then the raw one.
-        sockets.delete(raw)
-        sockets.add(client)
-        client.once("close", () => raw.destroy())
-        line["tls"] = r.socket.getProtocol() ?? "tls"
-      }
-      let handler: InboundHandler | undefined
-      if (env.listener.kind === "mixed") {
-        phase = "sniff"
-        const protocol = yield* sniff(client)
-        phase = "handler"
-        if (protocol === undefined) { outcome = "closed-before-handshake"; return }
-        handler = env.handlers[protocol]
-      } else {
-        handler = env.handlers[env.listener.kind]
-      }
-      if (handler === undefined) { outcome = "error"; line["error"] = "no handler for this protocol"; return }
-      line["protocol"] = handler.protocol
-      const protocol = handler.protocol
-      const initialView = env.view()
-
-      const ctx: SessionContext = {
-        id,
-        listener: env.listener.name,
-        srcIp,
-        srcPort,
-        localAddress: client.localAddress ?? "",
-        auth: initialView.auth === undefined ? "none" : initialView.authRequired ? "required" : "optional",
-        handshakeTimeoutMs: env.listener.handshakeMs,
-        authenticate: (u, p) => {
-          const v = env.view()
-          if (v.auth === undefined) return Effect.succeed({ ok: false })
-          const source = v.auth
-          return Effect.promise(() => source.verify(u, p, { src: ctx.srcIp, listener: env.listener.name })).pipe(Effect.map((r) => {
-            notify(observers, "authenticated", { listener: env.listener.name, ok: r.ok })
-            return r.ok ? { ok: true, user: u, groups: unionGroups(u, r.groups, v.usergroups) } : { ok: false }
-          }))
-        },
-        setUser: (u, gs) => {
-          user = u
-          authMethod = u === undefined ? "none" : "password"
-          groups = u === undefined ? undefined : unionGroups(u, gs ?? [], env.view().usergroups)
-        },
-        decide: (input: RequestInput) => {
-          endHandshake()
-          handshakeMs ??= Date.now() - started
-          const decideStart = performance.now()
-          const v = env.view()
-          const req: Ir.Request = {
-            command: input.command,
-            dstHost: input.dstHost,
-            dstPort: input.dstPort,
-            listener: env.listener.name,
-            protocol: input.protocol,
-            srcIp: ctx.srcIp,
-            srcPort: ctx.srcPort,
-            auth: authMethod,
-            time: Date.now(),
-            ...(user !== undefined ? { user } : {}),
-            ...(groups !== undefined ? { groups } : {}),
-          }
-          line["dst"] = hostPort(input.dstHost, input.dstPort)
-          return decide(v.compiled, req, env.resolver, env.geo).pipe(Effect.tap((d) => Effect.sync(() => {
-            lastDecided = d
-            notify(observers, "decided", {
-              listener: env.listener.name, protocol, policy: v.policy ?? "", rule: d.decision.rule, action: d.decision.action.k,
-              durationMs: performance.now() - decideStart,
-            })
-            line["rule"] = d.decision.rule
-            line["action"] = d.decision.action.k
-            if (d.resolved !== undefined) line["dst_ip"] = d.resolved
-            if (d.decision.action.k === "block") outcome = "blocked"
-            for (const m of d.decision.modifiers) {
-              if (m.k === "tag") tags.push(m.value)
-              else if (m.k === "log") logged = true
-            }
-          })))
-        },
-        connect: (decided: Decided) => {
-          const octx: OutboundContext = { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) }
-          const connector = env.registry.get(decided.decision.action.k)
-          const connectStart = performance.now()
-          const connected = (ok: boolean) => notify(observers, "connected", { listener: env.listener.name, action: decided.decision.action.k, ok, durationMs: performance.now() - connectStart })
-          const attempt = connector === undefined
-            ? Effect.fail(new OutboundError({ reason: { _tag: "General", message: `no outbound for ${decided.decision.action.k}` } }))
-            : connector(decided, octx)
-          return attempt.pipe(
-            Effect.map((s): Connected => {
-              sockets.add(s)
-              connected(true)
-              line["dst_connected"] = hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
-              return { socket: s, localAddress: s.localAddress ?? "", localPort: s.localPort ?? 0, remoteAddress: s.remoteAddress ?? "", remotePort: s.remotePort ?? 0 }
-            }),
-            Effect.tapError((e) => Effect.sync(() => {
-              if (e.reason._tag !== "Blocked") connected(false)
-              if (e.reason._tag !== "Blocked") { outcome = "error"; line["error"] = reasonText(e) }
-            })),
-          )
-        },
-        connectUdp: (decided: Decided) => {
-          const c = env.udpRegistry?.get(decided.decision.action.k)
-          if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
-          return c(decided, { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) })
-        },
-        connectBind: (decided: Decided) => {
-          const c = env.bindRegistry?.get(decided.decision.action.k)
-          if (c === undefined) return Effect.fail(new OutboundError({ reason: { _tag: "CommandNotSupported" } }))
-          return c(decided, { resolver: env.resolver, connectTimeoutMs: env.listener.connectMs, note: (f) => ctx.note(f) })
-        },
-        relay: (c: Socket, upstream: Socket) => {
-          endHandshake()
-          sockets.add(upstream)
-          const mod = lastDecided?.decision.modifiers.find((m) => m.k === "idle")
-          handedOff = { client: c, upstream, idleMs: mod?.k === "idle" ? mod.ms : env.listener.idleMs }
-          return Effect.void
-        },
-        note: (fields) => {
-          for (const k of Object.keys(fields)) {
-            if (k === "outcome" && typeof fields[k] === "string") outcome = fields[k]
-            else line[k] = fields[k]
-          }
-        },
-      }
-      yield* handler.handle(client, ctx)
-    })
-
-    // The relay runs once the handler has returned, so the handler's state (its generators, the
-    // context object, buffers) is garbage while the bytes flow. With `env.detach` the fiber ends
-    // too: the relay's end (or the listener's abort at shutdown) writes the close line.
-    let detachedRelay = false
-    const relayPhase = Effect.suspend(() => {
-      const h = handedOff
-      if (h === undefined) return Effect.void
-      handedOff = undefined
-      if (env.detach === undefined) {
-        return relay(h.client, h.upstream, h.idleMs).pipe(Effect.map((r) => {
-          if (r.end === "idle") outcome = "idle-timeout"
-        }))
-      }
-      detachedRelay = true
-      // Detach first: a relay whose sockets are already closed ends inside `startRelay`.
-      let abort: () => void = () => {}
-      const done = env.detach(() => {
-        outcome = "shutdown"
-        abort()
-        finish()
-      })
-      abort = startRelay(h.client, h.upstream, h.idleMs, (r) => {
-        if (r.end === "idle") outcome = "idle-timeout"
-        finish()
-        done()
-      })
-      return Effect.void
-    })
-
-    yield* Effect.andThen(body, relayPhase).pipe(
-      Effect.onInterrupt(() => Effect.sync(() => {
-        if (!timedOut) { outcome = "shutdown"; return }
-        outcome = "handshake-timeout"
-        if (phase === "tls") line["error"] = "TLS handshake not completed"
-      })),
-      Effect.catchCause((cause) => Effect.sync(() => { outcome = "error"; line["error"] = String(cause).slice(0, 200) })),
-      Effect.ensuring(Effect.sync(() => { if (!detachedRelay) finish() })),
-    )
-  })
+  Effect.suspend(() => new Conn(raw, env).run())
