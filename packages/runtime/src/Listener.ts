@@ -106,18 +106,17 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
     const detached = new Set<Admitted>()
     let onDetachedEmpty: (() => void) | undefined
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true })
-    /** Enters every gate, or none (then the connection is rejected). */
-    const enter = (socket: net.Socket, peer: Peer): Array<Gate> | undefined => {
-      const entered: Array<Gate> = []
-      for (const g of opts.gates) {
-        if (!g.tryEnter(peer.ip)) {
-          for (const e of entered) e.leave(peer.ip)
+    /** Enters every gate (answers the gates, shared), or none (then the connection is rejected). */
+    const enter = (socket: net.Socket, peer: Peer): ReadonlyArray<Gate> | undefined => {
+      const gates = opts.gates
+      for (let i = 0; i < gates.length; i++) {
+        if (!gates[i]!.tryEnter(peer.ip)) {
+          for (let j = 0; j < i; j++) gates[j]!.leave(peer.ip)
           opts.onReject(socket, peer)
           return undefined
         }
-        entered.push(g)
       }
-      return entered
+      return gates
     }
     /** One accepted connection's bookkeeping: released once, when its fiber ends or (detached) when it ends. */
     class Admitted implements ConnectionHandle {
@@ -143,7 +142,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         return () => this.release()
       }
       /** The fiber's end: releases unless the connection was detached. */
-      readonly fiberDone = Effect.sync(() => { if (!this.kept) this.release() })
+      fiberDone(): void { if (!this.kept) this.release() }
     }
     const served = (socket: net.Socket, peer: Peer, acceptedAt: number, a: Admitted) =>
       opts.onConnection(socket, peer, acceptedAt, a)
@@ -159,7 +158,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         a.entered = entered
         a.ip = real.ip
         open++
-        run(Effect.ensuring(served(socket, real, acceptedAt, a), a.fiberDone))
+        run(Effect.ensuring(served(socket, real, acceptedAt, a), Effect.sync(() => a.fiberDone())))
         return
       }
       open++
@@ -173,7 +172,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
           return served(socket, peer, acceptedAt, a)
         }),
         Effect.onInterrupt(() => Effect.sync(() => { socket.destroy() })),
-        Effect.ensuring(a.fiberDone),
+        Effect.ensuring(Effect.sync(() => a.fiberDone())),
       ))
     })
     /** Resolves when no detached connection is left. */

@@ -46,7 +46,7 @@ import { type BindConnector, defaultRegistry, type Connector, type OutboundProvi
 import type { Host } from "./Registry.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
-import { serveConnection, type PolicyView } from "./Session.ts"
+import { type ConnectionEnv, serveConnection, type PolicyView } from "./Session.ts"
 import { sniff } from "./Sniff.ts"
 import * as ProxyProtocol from "./ProxyProtocol.ts"
 import { loadContext, type TlsContext } from "./Tls.ts"
@@ -99,7 +99,17 @@ const NEEDS: Readonly<Record<Ir.ListenerKind, ReadonlyArray<ProtocolName>>> = {
 
 const sameBinding = (a: ListenerSpec, b: ListenerSpec): boolean => a.kind === b.kind && a.host === b.host && a.port === b.port
 
-interface Open { spec: ListenerSpec; readonly running: RunningListener; readonly gate: Gate }
+interface Open {
+  spec: ListenerSpec
+  readonly running: RunningListener
+  readonly gate: Gate
+  /** The last policy state that has this listener (a retired listener's connections drain on it). */
+  state: PolicyStore.PolicyState
+  /** Shared by the listener's connections (`envFor`), for `envSpec`. */
+  env?: ConnectionEnv
+  envSpec?: ListenerSpec
+  view?: () => PolicyView
+}
 
 export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, StartError> =>
   Effect.gen(function*() {
@@ -163,20 +173,53 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
 
     // The listener's policy in the current state; a listener the current state
     // no longer has keeps serving its open connections with the state they were accepted under.
-    const viewFor = (o: Open, accepted: PolicyStore.PolicyState) => (): PolicyView => {
-      const now = store.current()
-      const inNow = now.listeners.find((l) => l.name === o.spec.name)
-      const s = inNow === undefined ? accepted : now
-      const spec = inNow ?? o.spec
-      const compiled = s.compiled.get(spec.policy)
+    const viewOf = (state: PolicyStore.PolicyState, spec: ListenerSpec): PolicyView => {
+      const compiled = state.compiled.get(spec.policy)
       if (compiled === undefined) throw new Error(`policy ${spec.policy} is missing`)
       return {
         compiled,
-        usergroups: s.program.usergroups,
-        auth: spec.auth === undefined ? undefined : s.auths.get(spec.auth.source),
+        usergroups: state.program.usergroups,
+        auth: spec.auth === undefined ? undefined : state.auths.get(spec.auth.source),
         authRequired: spec.auth?.required ?? false,
         policy: spec.policy,
       }
+    }
+    /**
+     * The policy view of a listener's connections: from the current state while it has this
+     * listener, else from the last state that had it (a retired listener drains on it). Built
+     * once per state, not per call.
+     */
+    const viewFor = (o: Open): () => PolicyView => {
+      let cached: { readonly state: PolicyStore.PolicyState; readonly view: PolicyView } | undefined
+      return () => {
+        const now = store.current()
+        if (cached !== undefined && cached.state === now) return cached.view
+        const spec = now.listeners.find((l) => l.name === o.spec.name)
+        const state = spec === undefined ? o.state : now
+        if (cached !== undefined && cached.state === state) return cached.view
+        cached = { state, view: viewOf(state, spec ?? o.spec) }
+        return cached.view
+      }
+    }
+    /** The listener's `ConnectionEnv`, rebuilt when a reload changes its spec. */
+    const envFor = (o: Open): ConnectionEnv => {
+      if (o.env !== undefined && o.envSpec === o.spec) return o.env
+      const s = o.spec
+      o.envSpec = s
+      o.env = {
+        listener: { name: s.name, kind: s.kind, handshakeMs: s.handshakeMs, idleMs: s.idleMs, connectMs: s.connectMs },
+        view: o.view ??= viewFor(o),
+        handlers: opts.handlers,
+        resolver,
+        registry,
+        udpRegistry,
+        bindRegistry,
+        log,
+        geo: geoip,
+        observers,
+        sessions,
+      }
+      return o.env
     }
 
     const rejectConnection = (o: Open, socket: Socket, peer: Peer): void => {
@@ -216,7 +259,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     }
 
     const openListener = (spec: ListenerSpec) => Effect.gen(function*() {
-      const o: Partial<Open> & { spec: ListenerSpec } = { spec }
+      const o: Partial<Open> & { spec: ListenerSpec; state: PolicyStore.PolicyState } = { spec, state: store.current() }
       const gate = makeGate(() => ({ max: o.spec.maxConnections, perIp: o.spec.maxPerIp }))
       const running = yield* serve({
         host: spec.host,
@@ -236,23 +279,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
               socket.destroy()
             })
           }
-          return serveConnection(socket, {
-            peer,
-            acceptedAt,
-            tls: secure,
-            listener: { name: s.name, kind: s.kind, handshakeMs: s.handshakeMs, idleMs: s.idleMs, connectMs: s.connectMs },
-            view: viewFor(o as Open, store.current()),
-            handlers: opts.handlers,
-            resolver,
-            registry,
-            udpRegistry,
-            bindRegistry,
-            log,
-            geo: geoip,
-            observers,
-            sessions,
-            detach: (abort) => handle.detach(abort),
-          })
+          return serveConnection(socket, envFor(o as Open), { peer, acceptedAt, tls: secure, handle })
         },
         onReject: (socket, peer) => rejectConnection(o as Open, socket, peer),
       })
@@ -276,7 +303,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       for (const o of [...open.values()]) {
         const w = wanted.get(o.spec.name)
         if (w === undefined || !sameBinding(w, o.spec)) yield* retire(o, state.global.drainMs)
-        else o.spec = w
+        else { o.spec = w; o.state = state }
       }
       for (const spec of state.listeners) {
         if (open.has(spec.name)) continue

@@ -46,6 +46,7 @@ import { relay, startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
 import { handshake, type TlsContext } from "./Tls.ts"
+import type { ConnectionHandle } from "./Listener.ts"
 
 /** What a connection needs from the policy state current when it is served. */
 export interface PolicyView {
@@ -65,6 +66,7 @@ export interface ListenerView {
   readonly connectMs: number
 }
 
+/** What every connection of a listener shares (built once per listener, not per connection). */
 export interface ConnectionEnv {
   readonly listener: ListenerView
   /** The listener's policy view, read at `decide`/`authenticate` time. */
@@ -77,24 +79,28 @@ export interface ConnectionEnv {
   /** BIND at an upstream by action kind (from outbound providers); absent: none. */
   readonly bindRegistry?: BindRegistry
   readonly log: Log
-  /** The client's address for policy, logs and limits (default: the TCP peer). */
-  readonly peer?: { readonly ip: string; readonly port: number }
-  /** When the connection was accepted (default: now); the handshake deadline counts from it. */
-  readonly acceptedAt?: number
-  /** Wrap the connection in TLS with this context before anything else. */
-  readonly tls?: TlsContext | undefined
   /** Country/ASN facts for `decide` (absent: unknown). */
   readonly geo?: GeoLookup | undefined
   /** Told about the connection's steps (metrics, admin counters). */
   readonly observers?: ReadonlyArray<Observer>
   /** Lists the connection while it is open (admin API). */
   readonly sessions?: Sessions | undefined
+}
+
+/** What is particular to one accepted connection. */
+export interface Accepted {
+  /** The client's address for policy, logs and limits (default: the TCP peer). */
+  readonly peer?: { readonly ip: string; readonly port: number } | undefined
+  /** When the connection was accepted (default: now); the handshake deadline counts from it. */
+  readonly acceptedAt?: number | undefined
+  /** Wrap the connection in TLS with this context before anything else. */
+  readonly tls?: TlsContext | undefined
   /**
-   * Lets the relay outlive the connection's fiber (Listener's `ConnectionHandle.detach`): the
+   * Lets the relay outlive the connection's fiber (the Listener's `ConnectionHandle`): the
    * fiber ends when the handler returns and the relay runs on plain callbacks, so an idle
    * relayed connection holds no fiber. Absent: the relay runs inside the fiber.
    */
-  readonly detach?: ((abort: () => void) => () => void) | undefined
+  readonly handle?: ConnectionHandle | undefined
 }
 
 let counter = 0
@@ -150,6 +156,8 @@ class Conn implements SessionContext, SessionEntry {
   readonly handshakeTimeoutMs: number
   readonly started: number
   readonly env: ConnectionEnv
+  readonly tls: TlsContext | undefined
+  readonly handle: ConnectionHandle | undefined
   readonly raw: Socket
   readonly observers: ReadonlyArray<Observer>
   client: Socket
@@ -178,10 +186,12 @@ class Conn implements SessionContext, SessionEntry {
   finished = false
   detachedRelay = false
 
-  constructor(raw: Socket, env: ConnectionEnv) {
-    this.started = env.acceptedAt ?? Date.now()
+  constructor(raw: Socket, env: ConnectionEnv, a: Accepted) {
+    this.started = a.acceptedAt ?? Date.now()
     this.id = nextId()
     this.env = env
+    this.tls = a.tls
+    this.handle = a.handle
     this.raw = raw
     this.client = raw
     this.sockets = [raw]
@@ -190,8 +200,8 @@ class Conn implements SessionContext, SessionEntry {
     this.observers = env.observers ?? NO_OBSERVERS
     const rawIp = raw.remoteAddress ?? ""
     const rawPort = raw.remotePort ?? 0
-    this.srcIp = env.peer?.ip ?? rawIp
-    this.srcPort = env.peer?.port ?? rawPort
+    this.srcIp = a.peer?.ip ?? rawIp
+    this.srcPort = a.peer?.port ?? rawPort
     this.line = { id: this.id, listener: this.listener, src: hostPort(this.srcIp === "" ? "?" : this.srcIp, this.srcPort) }
     if (this.srcIp !== rawIp || this.srcPort !== rawPort) this.line["proxy"] = hostPort(rawIp === "" ? "?" : rawIp, rawPort)
   }
@@ -406,7 +416,7 @@ class Conn implements SessionContext, SessionEntry {
   }
 
   private body(): Effect.Effect<void> {
-    const tls = this.env.tls
+    const tls = this.tls
     if (tls === undefined) return this.afterTls()
     this.phase = "tls"
     const raw = this.raw
@@ -432,8 +442,8 @@ class Conn implements SessionContext, SessionEntry {
     const h = this.handedOff
     if (h === undefined) return Effect.void
     this.handedOff = undefined
-    const detach = this.env.detach
-    if (detach === undefined) {
+    const handle = this.handle
+    if (handle === undefined) {
       return Effect.map(relay(h.client, h.upstream, h.idleMs), (r) => {
         if (r.end === "idle") this.outcome = "idle-timeout"
       })
@@ -441,7 +451,7 @@ class Conn implements SessionContext, SessionEntry {
     this.detachedRelay = true
     // Detach first: a relay whose sockets are already closed ends inside `startRelay`.
     let abort: () => void = () => {}
-    const done = detach(() => {
+    const done = handle.detach(() => {
       this.outcome = "shutdown"
       abort()
       this.finish()
@@ -474,5 +484,5 @@ class Conn implements SessionContext, SessionEntry {
 }
 
 /** Serves one accepted (paused) client socket to its end. Never fails. */
-export const serveConnection = (raw: Socket, env: ConnectionEnv): Effect.Effect<void> =>
-  Effect.suspend(() => new Conn(raw, env).run())
+export const serveConnection = (raw: Socket, env: ConnectionEnv, accepted: Accepted = {}): Effect.Effect<void> =>
+  Effect.suspend(() => new Conn(raw, env, accepted).run())
