@@ -69,4 +69,20 @@ describe("Log", () => {
     expect(lines[2]).toContain('dst="evil\\u001b[31m.example"')
     expect(lines.join("\n")).not.toContain("hunter2")
   })
+
+  it("JSON lines: time, level and msg first, then the fields as given; undefined fields left out; a field named like the envelope still goes through the redacting copy", () => {
+    const lines: Array<string> = []
+    const j = Log.make({ level: "info", write: (l) => lines.push(l) })
+    j.info('say "hi"\n', { id: "7", tags: ["a", "b"], user: undefined, bytes_up: 0, nested: { k: 1 } })
+    j.info("empty")
+    j.info("env", { msg: "spoofed", level: "debug", token: "t0ken" })
+    const [a, b, c] = lines.map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(Object.keys(a!)).toEqual(["time", "level", "msg", "id", "tags", "bytes_up", "nested"])
+    expect(a).toMatchObject({ level: "info", msg: 'say "hi"\n', id: "7", tags: ["a", "b"], bytes_up: 0, nested: { k: 1 } })
+    expect(new Date(a!["time"] as string).toISOString()).toBe(a!["time"])
+    expect(Object.keys(b!)).toEqual(["time", "level", "msg"])
+    // Such a field replaces the envelope's value, as it always has; credential-like keys are still redacted.
+    expect(c).toMatchObject({ msg: "spoofed", level: "debug", token: "[redacted]" })
+    expect(lines[2]).not.toContain("t0ken")
+  })
 })
