@@ -71,6 +71,16 @@ export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Bu
     const first = reader.take(parse)
     if (first.k !== "more") return resume(Effect.succeed(first))
     if (socket.destroyed || socket.readableEnded) return resume(Effect.succeed({ k: "eof" }))
+    // Bytes already buffered (put back by sniffing, or sent early) answer without listeners.
+    if (socket.readableLength > 0) {
+      for (let i = 0; i < 1024; i++) {
+        const chunk = socket.read() as Buffer | null
+        if (chunk === null) break
+        reader.push(chunk)
+        const r = reader.take(parse)
+        if (r.k !== "more") return resume(Effect.succeed(r))
+      }
+    }
     let done = false
     const finish = (r: ReadResult<T>) => {
       if (done) return
