@@ -10,7 +10,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes, scryptSync } from "node:crypto"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import { connect, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
@@ -163,6 +163,28 @@ const freePort = async (): Promise<number> => {
 }
 
 describe("command line (real binary)", () => {
+  it("the server re-executes itself (same PID) with a bounded V8 young generation; PROXYD_YOUNG_MB=0 or a flag of the user's own leaves Node's flags alone", async () => {
+    const argsOf = (pid: number | undefined): Array<string> => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+    const rules = join(ROOT, "rulesets/local-dev.rules")
+    const cases: Array<[NodeJS.ProcessEnv, (args: Array<string>) => void]> = [
+      [{}, (a) => expect(a.filter((x) => x.startsWith("--max-semi-space-size"))).toEqual(["--max-semi-space-size=4"])],
+      [{ PROXYD_YOUNG_MB: "8" }, (a) => expect(a).toContain("--max-semi-space-size=8")],
+      [{ PROXYD_YOUNG_MB: "0" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
+      [{ NODE_OPTIONS: "--max-semi-space-size=16" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
+    ]
+    for (const [env, check] of cases) {
+      const p = await start(rules, { env })
+      try {
+        // The PID the caller started is the one serving (execve, not a child process).
+        const args = argsOf(p.child.pid)
+        expect(args[1] === BIN || args.includes(BIN)).toBe(true)
+        check(args)
+      } finally {
+        expect(await stop(p)).toBe(0)
+      }
+    }
+  }, 60_000)
+
   it("`proxyd run --rules` with --log-format pretty: `time LEVEL msg key=value` lines, one per connection", async (ctx) => {
     needTool(ctx, "curl")
     const p = spawnRaw(["run", "--rules", "rulesets/local-dev.rules", "--listen", "socks5://127.0.0.1:0", "--log-format", "pretty"])

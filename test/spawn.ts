@@ -49,11 +49,11 @@ export const cleanEnv = (): NodeJS.ProcessEnv => {
 }
 
 /** Starts the binary with `--listen mixed://127.0.0.1:0` (or `listen`) and waits for its `listening` line. */
-export const start = (rules: string, opts: { readonly listen?: string; readonly prefix?: ReadonlyArray<string> } = {}): Promise<Running> =>
+export const start = (rules: string, opts: { readonly listen?: string; readonly prefix?: ReadonlyArray<string>; readonly env?: NodeJS.ProcessEnv } = {}): Promise<Running> =>
   new Promise((resolve, reject) => {
     const argv = [BIN, "--rules", rules, "--listen", opts.listen ?? "mixed://127.0.0.1:0", "--log-format", "json"]
     const [cmd, ...args] = opts.prefix === undefined ? [process.execPath, ...argv] : [...opts.prefix, process.execPath, ...argv]
-    const child = spawn(cmd!, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: cleanEnv() })
+    const child = spawn(cmd!, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...cleanEnv(), ...opts.env } })
     const lines: Array<string> = []
     const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)))
     const closes = () => lines.filter((l) => l.includes('"msg":"connection"')).map((l) => JSON.parse(l) as Record<string, unknown>)

@@ -5,6 +5,26 @@
 // runs the self-contained bundle dist/proxyd.mjs, built by build.ts at pack time.
 import { existsSync } from "node:fs"
 
+// The server (`proxyd --rules …`, `proxyd run …`) runs with a bounded V8 young generation
+// (`--max-semi-space-size`, default 4 MiB): by default V8 lets it grow to 64 MiB per semi-space
+// under a burst of connections and keeps those pages, which is most of what an idle proxyd held
+// per connection (docs/benchmarks.md, "Memory"). A proxy's young objects are short-lived
+// handshake state, so the smaller young generation cost no CPU per connection in our A/B runs.
+// The flag has to be given at start-up, so the process re-executes itself once with it
+// (`process.execve`: same PID, same stdio). `PROXYD_YOUNG_MB=0` keeps V8's default; a
+// `--max-semi-space-size` already given (node flag or NODE_OPTIONS) is left alone.
+const first = process.argv[2]
+const serving = first === "run" || first === "--rules" || (first !== undefined && first.startsWith("--rules="))
+const young = process.env.PROXYD_YOUNG_MB ?? "4"
+const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].some((f) => f.startsWith("--max-semi-space-size"))
+if (serving && !given && /^[1-9][0-9]*$/.test(young) && typeof process.execve === "function") {
+  try {
+    process.execve(process.execPath, [process.execPath, `--max-semi-space-size=${young}`, ...process.execArgv, ...process.argv.slice(1)], process.env)
+  } catch {
+    // Not re-executed (e.g. an unusual platform): run with V8's default young generation.
+  }
+}
+
 const sources = new URL("../src/main.ts", import.meta.url)
 const bundle = new URL("../dist/proxyd.mjs", import.meta.url)
 const canStrip = Boolean(process.features && process.features.typescript)
