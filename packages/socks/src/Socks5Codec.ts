@@ -124,8 +124,34 @@ export const encodeName = (name: string, port: number): Buffer => {
   return Buffer.concat([Buffer.from([0x03, n.length]), n, Buffer.from([(port >> 8) & 0xff, port & 0xff])])
 }
 
-export const encodeReply = (rep: number, host = "0.0.0.0", port = 0): Buffer =>
-  Buffer.concat([Buffer.from([VERSION, rep, 0x00]), encodeAddress(host, port)])
+/** A dotted-quad IPv4 literal as a 32-bit number, or -1 (anything else: the general path decides). */
+const dottedQuad = (s: string): number => {
+  let value = 0, part = 0, digits = 0, dots = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c === 0x2e) {
+      if (digits === 0 || dots === 3) return -1
+      value = value * 256 + part
+      part = 0; digits = 0; dots++
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits === 3 || (digits > 0 && part === 0)) return -1 // at most 3 digits, no leading zero
+      part = part * 10 + (c - 0x30); digits++
+      if (part > 255) return -1
+    } else return -1
+  }
+  return dots === 3 && digits > 0 ? value * 256 + part : -1
+}
+
+export const encodeReply = (rep: number, host = "0.0.0.0", port = 0): Buffer => {
+  // The common case (a CONNECT reply with the outbound socket's IPv4 address) in one small buffer.
+  const v4 = dottedQuad(host)
+  if (v4 < 0) return Buffer.concat([Buffer.from([VERSION, rep, 0x00]), encodeAddress(host, port)])
+  const b = Buffer.allocUnsafe(10)
+  b[0] = VERSION; b[1] = rep; b[2] = 0x00; b[3] = 0x01
+  b.writeUInt32BE(v4, 4)
+  b.writeUInt16BE(port & 0xffff, 8)
+  return b
+}
 
 export const encodeRequest = (cmd: number, host: string, port: number): Buffer =>
   Buffer.concat([Buffer.from([VERSION, cmd, 0x00]), normalizeIp(host) === undefined ? encodeName(host, port) : encodeAddress(host, port)])

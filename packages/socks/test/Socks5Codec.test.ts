@@ -43,6 +43,17 @@ describe("Socks5Codec", () => {
     expect([...C.encodeReply(2)]).toEqual([5, 2, 0, 1, 0, 0, 0, 0, 0, 0])
   })
 
+  it("the IPv4 fast path of encodeReply encodes exactly what the general address encoder does", () => {
+    const general = (rep: number, host: string, port: number) => [5, rep, 0, ...C.encodeAddress(host, port)]
+    const hosts = ["0.0.0.0", "255.255.255.255", "10.1.2.3", "192.168.100.200", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ", "example.com", "", "::1", "::ffff:10.0.0.1"]
+    let seed = 7
+    for (let i = 0; i < 200; i++) {
+      seed = (seed * 1103515245 + 12345) >>> 0
+      hosts.push([seed >>> 24, (seed >>> 16) & 255, (seed >>> 8) & 255, seed & 255].join("."))
+    }
+    for (const h of hosts) for (const port of [0, 1, 1080, 65535]) expect([...C.encodeReply(3, h, port)], `${h}:${port}`).toEqual(general(3, h, port))
+  })
+
   it("UDP header round-trips and rejects short datagrams", () => {
     const d = C.encodeUdp("example.org", 53, Buffer.from("hello"))
     expect(C.parseUdp(d)).toMatchObject({ k: "ok", value: { frag: 0, host: "example.org", port: 53 } })
