@@ -134,6 +134,16 @@ const closeAfterFlush = (s: Socket): void => {
 
 const NO_OBSERVERS: ReadonlyArray<Observer> = []
 
+/** `Connected` reading the socket's addresses when asked (each is a syscall the first time). */
+class ConnectedSocket implements Connected {
+  readonly socket: Socket
+  constructor(socket: Socket) { this.socket = socket }
+  get localAddress(): string { return this.socket.localAddress ?? "" }
+  get localPort(): number { return this.socket.localPort ?? 0 }
+  get remoteAddress(): string { return this.socket.remoteAddress ?? "?" }
+  get remotePort(): number { return this.socket.remotePort ?? 0 }
+}
+
 /** The handshake deadline passed: interrupt the connection's fiber (module-level: no closure per connection). */
 const onDeadline = (c: Conn): void => {
   c.handshakeTimer = undefined
@@ -286,12 +296,14 @@ class Conn implements SessionContext, SessionEntry {
     return Effect.matchEffect(connector(decided, this.outboundContext()), {
       onSuccess: (s) => {
         this.sockets.push(s)
-        notify(this.observers, "connected", { listener: this.listener, action, ok: true, durationMs: performance.now() - connectStart })
-        // The address connected to: a socket's own peer address when the connector did not say otherwise.
-        const remoteAddress = s.remoteAddress ?? "?"
-        const remotePort = s.remotePort ?? 0
-        this.line["dst_connected"] = hostPort(remoteAddress, remotePort)
-        return Effect.succeed<Connected>({ socket: s, localAddress: s.localAddress ?? "", localPort: s.localPort ?? 0, remoteAddress, remotePort })
+        const durationMs = performance.now() - connectStart
+        // The handler's reply needs only the local address; the peer address (a syscall) and the
+        // observers wait until the handler has answered (a microtask: before any other I/O).
+        queueMicrotask(() => {
+          notify(this.observers, "connected", { listener: this.listener, action, ok: true, durationMs })
+          this.line["dst_connected"] = hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
+        })
+        return Effect.succeed<Connected>(new ConnectedSocket(s))
       },
       onFailure: (e) => {
         if (e.reason._tag !== "Blocked") {
