@@ -167,8 +167,8 @@ describe("command line (real binary)", () => {
     const argsOf = (pid: number | undefined): Array<string> => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
     const rules = join(ROOT, "rulesets/local-dev.rules")
     const cases: Array<[NodeJS.ProcessEnv, (args: Array<string>) => void]> = [
-      [{}, (a) => expect(a.filter((x) => x.startsWith("--max-semi-space-size"))).toEqual(["--max-semi-space-size=4"])],
-      [{ PROXYD_YOUNG_MB: "8" }, (a) => expect(a).toContain("--max-semi-space-size=8")],
+      [{}, (a) => expect(a.filter((x) => x.startsWith("--max-semi-space-size"))).toEqual(["--max-semi-space-size=8"])],
+      [{ PROXYD_YOUNG_MB: "16" }, (a) => expect(a).toContain("--max-semi-space-size=16")],
       [{ PROXYD_YOUNG_MB: "0" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
       [{ NODE_OPTIONS: "--max-semi-space-size=16" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
     ]
