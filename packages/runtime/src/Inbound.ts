@@ -77,6 +77,10 @@ export interface UdpChannel {
   close(): void
 }
 
+/**
+ * Gotcha: the runtime's context is a class instance (one object per connection, no closures):
+ * call its methods on it (`ctx.decide(x)`), never detached (`const f = ctx.decide`).
+ */
 export interface SessionContext {
   readonly id: string
   readonly listener: string

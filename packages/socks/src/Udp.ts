@@ -98,8 +98,7 @@ const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, c
       const key = a.k === "via" || a.k === "tor" ? `${a.k}:${a.target}` : a.k
       let c = channels.get(key)
       if (c === undefined) {
-        const open = ctx.connectUdp
-        c = open === undefined ? Promise.resolve(undefined) : run(open(d)).then((ch) => {
+        c = ctx.connectUdp === undefined ? Promise.resolve(undefined) : run(ctx.connectUdp(d)).then((ch) => {
           if (closed) { ch.close(); return undefined }
           ch.onMessage((h, p, data) => {
             if (closed || replyPort === 0) return
