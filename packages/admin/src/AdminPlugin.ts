@@ -64,11 +64,23 @@ export const makeController = (metrics: Metrics.MetricsShape, log: Log.Log, init
   }
 }
 
-/** Fans one event out to several observers. */
+/** Fans one event out to several observers: handlers bound once, no per-call allocation; a throwing observer never breaks a connection. */
 const both = (a: Observe.Observer, b: Observe.Observer): Observe.Observer => {
   const out: Record<string, (e: never) => void> = {}
-  for (const k of new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof Observe.Observer>) {
-    out[k] = (e: never) => { Observe.notify([a, b], k, e) }
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof Observe.Observer>
+  for (const k of keys) {
+    const fa = a[k] as ((e: unknown) => void) | undefined
+    const fb = b[k] as ((e: unknown) => void) | undefined
+    if (fa !== undefined && fb !== undefined) {
+      out[k] = (e: never) => {
+        try { fa.call(a, e) } catch { /* an observer never breaks a connection */ }
+        try { fb.call(b, e) } catch { /* idem */ }
+      }
+    } else {
+      const f = (fa ?? fb)!
+      const o = fa !== undefined ? a : b
+      out[k] = (e: never) => { try { f.call(o, e) } catch { /* an observer never breaks a connection */ } }
+    }
   }
   return out as Observe.Observer
 }
