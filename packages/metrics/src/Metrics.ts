@@ -87,16 +87,32 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   let upstreams: (() => ReadonlyArray<UpstreamGroupStatus>) | undefined
   let hashed: { version: number; hash: string } | undefined
 
-  const accepted = new Prom.Counter({ name: "proxyd_connections_accepted_total", help: "Client connections accepted, by listener.", labelNames: ["listener"], registers })
-  const closed = new Prom.Counter({ name: "proxyd_connections_closed_total", help: "Client connections closed, by listener, protocol, action and outcome.", labelNames: ["listener", "protocol", "action", "outcome"], registers })
-  const active = new Prom.Gauge({ name: "proxyd_connections_active", help: "Client connections open now, by listener.", labelNames: ["listener"], registers })
-  const bytes = new Prom.Counter({ name: "proxyd_bytes_total", help: "Bytes relayed to (up) and from (down) destinations, by listener.", labelNames: ["listener", "direction"], registers })
+  // Hot path: counters/gauges fed by the observer accumulate in plain maps keyed by the
+  // joined label values and are published to prom-client at scrape time (collect).
+  type Acc = Map<string, { labels: Record<string, string>; n: number }>
+  const add = (m: Acc, key: string, labels: () => Record<string, string>, by: number): void => {
+    const a = m.get(key)
+    if (a === undefined) m.set(key, { labels: labels(), n: by })
+    else a.n += by
+  }
+  const publish = (m: Acc) => function(this: Prom.Counter | Prom.Gauge) {
+    this.reset()
+    for (const a of m.values()) {
+      if (this instanceof Prom.Gauge) this.set(a.labels, a.n)
+      else this.inc(a.labels, a.n)
+    }
+  }
+  const acceptedN: Acc = new Map(), closedN: Acc = new Map(), activeN: Acc = new Map(), bytesN: Acc = new Map(), ruleHitsN: Acc = new Map()
+  const accepted = new Prom.Counter({ name: "proxyd_connections_accepted_total", help: "Client connections accepted, by listener.", labelNames: ["listener"], registers, collect: publish(acceptedN) })
+  const closed = new Prom.Counter({ name: "proxyd_connections_closed_total", help: "Client connections closed, by listener, protocol, action and outcome.", labelNames: ["listener", "protocol", "action", "outcome"], registers, collect: publish(closedN) })
+  const active = new Prom.Gauge({ name: "proxyd_connections_active", help: "Client connections open now, by listener.", labelNames: ["listener"], registers, collect: publish(activeN) })
+  const bytes = new Prom.Counter({ name: "proxyd_bytes_total", help: "Bytes relayed to (up) and from (down) destinations, by listener.", labelNames: ["listener", "direction"], registers, collect: publish(bytesN) })
   const handshake = new Prom.Histogram({ name: "proxyd_handshake_duration_seconds", help: "From accept to the client's request (TLS, sniffing, protocol handshake, auth).", labelNames: ["listener"], buckets: DURATION, registers })
   const decision = new Prom.Histogram({ name: "proxyd_decision_duration_seconds", help: "Policy decision time including DNS and GeoIP lookups the policy needed.", labelNames: ["listener"], buckets: DURATION, registers })
   const connect = new Prom.Histogram({ name: "proxyd_outbound_connect_duration_seconds", help: "Outbound connect time (direct, upstream chain or Tor), by action kind and result.", labelNames: ["listener", "action", "result"], buckets: DURATION, registers })
   const total = new Prom.Histogram({ name: "proxyd_connection_duration_seconds", help: "Whole connection lifetime, by listener and protocol.", labelNames: ["listener", "protocol"], buckets: LONG, registers })
   const auth = new Prom.Counter({ name: "proxyd_auth_attempts_total", help: "Password checks, by listener and result (success, failure).", labelNames: ["listener", "result"], registers })
-  const ruleHits = new Prom.Counter({ name: "proxyd_rule_hits_total", help: "Decisions by policy, rule and action kind.", labelNames: ["policy", "rule", "action"], registers })
+  const ruleHits = new Prom.Counter({ name: "proxyd_rule_hits_total", help: "Decisions by policy, rule and action kind.", labelNames: ["policy", "rule", "action"], registers, collect: publish(ruleHitsN) })
   const reloads = new Prom.Counter({ name: "proxyd_reloads_total", help: "Policy reloads, by result (success, failure).", labelNames: ["result"], registers })
   const guarded = new Prom.Counter({ name: "proxyd_auth_guard_total", help: "Checks through the brute-force guard, by auth declaration and outcome (success, failure, banned).", labelNames: ["auth", "outcome"], registers })
   const bans = new Prom.Counter({ name: "proxyd_bans_total", help: "Temporary bans started by the brute-force defence, by scope (ip, user).", labelNames: ["scope"], registers })
@@ -167,23 +183,26 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   const safely = (f: () => void): void => { try { f() } catch { /* a mislabelled call never breaks the caller */ } }
 
   const observer: Observe.Observer = {
-    accepted: (e) => { accepted.inc({ listener: e.listener }); active.inc({ listener: e.listener }) },
+    accepted: (e) => { const l = e.listener; add(acceptedN, l, () => ({ listener: l }), 1); add(activeN, l, () => ({ listener: l }), 1) },
     authenticated: (e) => auth.inc({ listener: e.listener, result: e.ok ? "success" : "failure" }),
     decided: (e) => {
       decision.observe({ listener: e.listener }, e.durationMs / 1000)
-      ruleHits.inc({ policy: e.policy, rule: e.rule, action: e.action })
       const k = `${e.policy}\0${e.rule}`
+      add(ruleHitsN, `${k}\0${e.action}`, () => ({ policy: e.policy, rule: e.rule, action: e.action }), 1)
       const h = hits.get(k)
       if (h === undefined) hits.set(k, { policy: e.policy, rule: e.rule, hits: 1 })
       else h.hits++
     },
     connected: (e) => connect.observe({ listener: e.listener, action: e.action, result: e.ok ? "success" : "failure" }, e.durationMs / 1000),
     closed: (e) => {
-      active.dec({ listener: e.listener })
+      const l = e.listener
+      add(activeN, l, () => ({ listener: l }), -1)
       const protocol = e.protocol ?? "none"
-      closed.inc({ listener: e.listener, protocol, action: e.action ?? "none", outcome: OUTCOMES.has(e.outcome) ? e.outcome : "other" })
-      if (e.bytesUp > 0) bytes.inc({ listener: e.listener, direction: "up" }, e.bytesUp)
-      if (e.bytesDown > 0) bytes.inc({ listener: e.listener, direction: "down" }, e.bytesDown)
+      const action = e.action ?? "none"
+      const outcome = OUTCOMES.has(e.outcome) ? e.outcome : "other"
+      add(closedN, `${l}\0${protocol}\0${action}\0${outcome}`, () => ({ listener: l, protocol, action, outcome }), 1)
+      if (e.bytesUp > 0) add(bytesN, `${l}\0up`, () => ({ listener: l, direction: "up" }), e.bytesUp)
+      if (e.bytesDown > 0) add(bytesN, `${l}\0down`, () => ({ listener: l, direction: "down" }), e.bytesDown)
       if (e.handshakeMs !== undefined) handshake.observe({ listener: e.listener }, e.handshakeMs / 1000)
       total.observe({ listener: e.listener, protocol }, e.durationMs / 1000)
     },
