@@ -31,6 +31,13 @@
  * 1-1.5 MiB) until a small read sends it back to the shared buffer or the
  * socket closes.
  *
+ * Per connection: one `Pump` object per direction, reachable from the
+ * source (`kOut`) and the destination (`kIn`) sockets; the read callback and
+ * the `end`/`drain` listeners are module functions (Node calls them with
+ * `this` = the socket), so a pump allocates no closures. `kBufferGen` is
+ * called unbound right after `kBufferCb`: the callback leaves its pump in the
+ * module variable `genFor` for it.
+ *
  * Gotchas: bytes the source stream already buffered (a handler's `unshift`,
  * or data read before the relay) are written first, synchronously, before
  * the switch, so order is kept. Never reuse a buffer a pending write may
@@ -83,55 +90,99 @@ export const pumping = (s: Socket): boolean => {
   return k !== undefined && (s as unknown as Fields)[k.cb] !== null && (s as unknown as Fields)[k.cb] !== undefined
 }
 
+/** Where a socket's pump state hangs: on its source (`kOut`) and its destination (`kIn`). */
+const kOut = Symbol("proxyd.pumpOut")
+const kIn = Symbol("proxyd.pumpIn")
+
+/**
+ * One direction's state: a class instance, so a pump allocates one object and
+ * no closures (Node calls `kBufferCb` as a method of the source socket, the
+ * listeners with `this` = the emitter; `kBufferGen` is called unbound, right
+ * after `kBufferCb`, so it finds its state in `genFor`).
+ */
+export class Pump {
+  readonly src: Socket
+  readonly dst: Socket
+  cur: Buffer
+  lastN = 0
+  spares: Array<Buffer> | undefined = undefined
+  pending: Array<Buffer> | undefined = undefined
+  constructor(src: Socket, dst: Socket, cur: Buffer) { this.src = src; this.dst = dst; this.cur = cur }
+  /** Detaches the pump's listeners. */
+  stop(): void {
+    this.dst.off("drain", onDrain)
+    this.src.off("end", onEnd)
+  }
+}
+
+let genFor: Pump | undefined
+
+const reclaim = (p: Pump): void => {
+  const pending = p.pending
+  if (pending !== undefined && pending.length > 0 && p.dst.writableLength === 0) {
+    const spares = p.spares ??= []
+    for (const b of pending) if (spares.length < 2) spares.push(b)
+    p.pending = undefined
+  }
+}
+
+function onRead(this: Socket, n: number, buf: Buffer): boolean {
+  const p = (this as unknown as Record<symbol, Pump>)[kOut]!
+  genFor = p
+  p.lastN = n
+  reclaim(p)
+  // The shared buffer is read into by every pumping socket: write a copy.
+  return p.dst.write(buf === shared ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n))
+}
+
+// Called by Node right after `onRead` (unbound): the buffer for the next read.
+const next = (): Buffer => {
+  const p = genFor!
+  genFor = undefined
+  const sh = shared!
+  if (p.cur === sh) {
+    if (p.lastN < SHARED_SIZE) return sh
+  } else if (p.lastN < SMALL) {
+    p.spares = undefined
+    p.pending = undefined
+    return p.cur = sh
+  } else {
+    reclaim(p)
+    if (p.dst.writableLength === 0) return p.cur
+    ;(p.pending ??= []).push(p.cur)
+  }
+  return p.cur = p.spares?.pop() ?? Buffer.allocUnsafeSlow(PRIVATE_SIZE)
+}
+
+function onDrain(this: Socket): void {
+  const p = (this as unknown as Record<symbol, Pump | undefined>)[kIn]
+  if (p === undefined) return
+  reclaim(p)
+  if (!p.src.destroyed) p.src.resume()
+}
+
+function onEnd(this: Socket): void {
+  const p = (this as unknown as Record<symbol, Pump | undefined>)[kOut]
+  if (p !== undefined) p.dst.end()
+}
+
 /**
  * Pumps `src` into `dst` until `src` ends (then ends `dst`). Call only when
- * `canPump(src)`. Returns a function that detaches the pump's listeners.
+ * `canPump(src)`. Returns the pump; its `stop()` detaches the listeners.
  */
-export const pump = (src: Socket, dst: Socket): () => void => {
+export const pump = (src: Socket, dst: Socket): Pump => {
   const k = keysOf(src)!
   const f = src as unknown as Fields
   const sh = shared ??= Buffer.allocUnsafeSlow(SHARED_SIZE)
-  let cur: Buffer = sh
-  let lastN = 0
-  let spares: Array<Buffer> = []
-  let pending: Array<Buffer> = []
-
-  const reclaim = () => {
-    if (pending.length > 0 && dst.writableLength === 0) {
-      for (const b of pending) if (spares.length < 2) spares.push(b)
-      pending = []
-    }
-  }
-  const onRead = (n: number, buf: Buffer): boolean => {
-    lastN = n
-    reclaim()
-    // The shared buffer is read into by every pumping socket: write a copy.
-    return dst.write(buf === sh ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n))
-  }
-  // Called by Node right after `onRead`: the buffer for the next read.
-  const next = (): Buffer => {
-    if (cur === sh) {
-      if (lastN < SHARED_SIZE) return sh
-    } else if (lastN < SMALL) {
-      spares = []
-      pending = []
-      return cur = sh
-    } else {
-      reclaim()
-      if (dst.writableLength === 0) return cur
-      pending.push(cur)
-    }
-    return cur = spares.pop() ?? Buffer.allocUnsafeSlow(PRIVATE_SIZE)
-  }
-  const onDrain = () => { reclaim(); if (!src.destroyed) src.resume() }
-  const onEnd = () => { dst.end() }
-
+  const p = new Pump(src, dst, sh)
   // Bytes the stream already holds go first.
   for (let i = 0; i < 1_000_000; i++) {
     const c = src.read() as Buffer | null
     if (c === null) break
     dst.write(c)
   }
+  f[kOut] = p
+  ;(dst as unknown as Fields)[kIn] = p
   f[k.buffer] = sh
   f[k.cb] = onRead
   f[k.gen] = next
@@ -139,5 +190,5 @@ export const pump = (src: Socket, dst: Socket): () => void => {
   dst.on("drain", onDrain)
   src.on("end", onEnd)
   src.resume()
-  return () => { dst.off("drain", onDrain); src.off("end", onEnd) }
+  return p
 }

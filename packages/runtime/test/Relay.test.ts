@@ -247,6 +247,24 @@ describe("relay", () => {
     expect(c.proxySide.destroyed && c.upstream.destroyed).toBe(true)
   })
 
+  it("shares its listeners between relays (no closure per connection) and removes them when it ends", async () => {
+    const r = await rig()
+    const a = await r.open(10_000), b = await r.open(10_000)
+    const mine = (s: net.Socket, ev: string) => s.listeners(ev).at(-1)
+    for (const ev of ["close", "error", "timeout"]) {
+      expect(mine(a.proxySide, ev)).toBe(mine(b.proxySide, ev))
+      expect(mine(a.upstream, ev)).toBe(mine(b.proxySide, ev))
+    }
+    expect(mine(a.upstream, "drain")).toBe(mine(b.proxySide, "drain"))
+    const fns = ["close", "error", "timeout"].map((ev) => mine(a.proxySide, ev))
+    a.client.end("hi"); a.server.resume(); a.server.end()
+    expect(await within(a.result, 5_000, "a")).toEqual({ bytesUp: 2, bytesDown: 0, end: "done" })
+    for (const [i, ev] of ["close", "error", "timeout"].entries()) {
+      expect(a.proxySide.listeners(ev)).not.toContain(fns[i])
+      expect(b.proxySide.listeners(ev)).toContain(fns[i])
+    }
+  })
+
   it("an error on one side destroys both", async () => {
     const r = await rig()
     const c = await r.open()
