@@ -122,30 +122,27 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
     class Admitted implements ConnectionHandle {
       entered: ReadonlyArray<Gate> = []
       ip = ""
-      kept = false
       released = false
+      /** Set once the connection detached. */
       abort: (() => void) | undefined
       release(): void {
         if (this.released) return
         this.released = true
         for (const e of this.entered) e.leave(this.ip)
         open--
-        if (this.kept) {
+        if (this.abort !== undefined) {
           detached.delete(this)
           if (detached.size === 0) onDetachedEmpty?.()
         }
       }
       detach(abort: () => void): () => void {
-        this.kept = true
         this.abort = abort
         detached.add(this)
         return () => this.release()
       }
       /** The fiber's end: releases unless the connection was detached. */
-      fiberDone(): void { if (!this.kept) this.release() }
+      fiberDone(): void { if (this.abort === undefined) this.release() }
     }
-    const served = (socket: net.Socket, peer: Peer, acceptedAt: number, a: Admitted) =>
-      opts.onConnection(socket, peer, acceptedAt, a)
     server.on("connection", (socket) => {
       socket.on("error", () => {})
       const acceptedAt = Date.now()
@@ -158,7 +155,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         a.entered = entered
         a.ip = real.ip
         open++
-        run(Effect.ensuring(served(socket, real, acceptedAt, a), Effect.sync(() => a.fiberDone())))
+        run(Effect.ensuring(opts.onConnection(socket, real, acceptedAt, a), Effect.sync(() => a.fiberDone())))
         return
       }
       open++
@@ -169,7 +166,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
           if (entered === undefined) return Effect.void
           a.entered = entered
           a.ip = peer.ip
-          return served(socket, peer, acceptedAt, a)
+          return opts.onConnection(socket, peer, acceptedAt, a)
         }),
         Effect.onInterrupt(() => Effect.sync(() => { socket.destroy() })),
         Effect.ensuring(Effect.sync(() => a.fiberDone())),

@@ -171,8 +171,6 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const open = new Map<string, Open>()
     const draining = new Set<Fiber.Fiber<void>>()
 
-    // The listener's policy in the current state; a listener the current state
-    // no longer has keeps serving its open connections with the state they were accepted under.
     const viewOf = (state: PolicyStore.PolicyState, spec: ListenerSpec): PolicyView => {
       const compiled = state.compiled.get(spec.policy)
       if (compiled === undefined) throw new Error(`policy ${spec.policy} is missing`)

@@ -42,7 +42,7 @@ import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
 import { notify, type Observer, type SessionEntry, type SessionInfo, type Sessions } from "./Observe.ts"
 import type { BindRegistry, OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
-import { relay, startRelay } from "./Relay.ts"
+import { startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
 import { handshake, type TlsContext } from "./Tls.ts"
@@ -98,9 +98,9 @@ export interface Accepted {
   /**
    * Lets the relay outlive the connection's fiber (the Listener's `ConnectionHandle`): the
    * fiber ends when the handler returns and the relay runs on plain callbacks, so an idle
-   * relayed connection holds no fiber. Absent: the relay runs inside the fiber.
+   * relayed connection holds no fiber.
    */
-  readonly handle?: ConnectionHandle | undefined
+  readonly handle: ConnectionHandle
 }
 
 let counter = 0
@@ -167,7 +167,7 @@ class Conn implements SessionContext, SessionEntry {
   readonly started: number
   readonly env: ConnectionEnv
   readonly tls: TlsContext | undefined
-  readonly handle: ConnectionHandle | undefined
+  readonly handle: ConnectionHandle
   readonly raw: Socket
   readonly observers: ReadonlyArray<Observer>
   client: Socket
@@ -447,23 +447,18 @@ class Conn implements SessionContext, SessionEntry {
 
   /**
    * The relay runs once the handler has returned, so the handler's state (its generators,
-   * buffers) is garbage while the bytes flow. With `env.detach` the fiber ends too: the relay's
-   * end (or the listener's abort at shutdown) writes the close line.
+   * buffers) is garbage while the bytes flow, and the fiber ends too: the relay runs on
+   * callbacks, detached through the listener's handle; its end (or the listener's abort at
+   * shutdown) writes the close line.
    */
   private relayPhase(): Effect.Effect<void> {
     const h = this.handedOff
     if (h === undefined) return Effect.void
     this.handedOff = undefined
-    const handle = this.handle
-    if (handle === undefined) {
-      return Effect.map(relay(h.client, h.upstream, h.idleMs), (r) => {
-        if (r.end === "idle") this.outcome = "idle-timeout"
-      })
-    }
     this.detachedRelay = true
     // Detach first: a relay whose sockets are already closed ends inside `startRelay`.
     let abort: () => void = () => {}
-    const done = handle.detach(() => {
+    const done = this.handle.detach(() => {
       this.outcome = "shutdown"
       abort()
       this.finish()
@@ -496,5 +491,5 @@ class Conn implements SessionContext, SessionEntry {
 }
 
 /** Serves one accepted (paused) client socket to its end. Never fails. */
-export const serveConnection = (raw: Socket, env: ConnectionEnv, accepted: Accepted = {}): Effect.Effect<void> =>
+export const serveConnection = (raw: Socket, env: ConnectionEnv, accepted: Accepted): Effect.Effect<void> =>
   Effect.suspend(() => new Conn(raw, env, accepted).run())
