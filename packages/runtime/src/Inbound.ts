@@ -120,6 +120,12 @@ export interface SessionContext {
   /** Adds fields to the connection's close log line (never secrets). */
   note(fields: Readonly<Record<string, unknown>>): void
   readonly handshakeTimeoutMs: number
+  /**
+   * True when the runtime itself ends the connection once `handshakeTimeoutMs` has passed since
+   * accept (it interrupts the handler and writes outcome `handshake-timeout`): a handler need not
+   * time its handshake again. Absent (test doubles): the handler bounds its handshake itself.
+   */
+  readonly enforcesHandshakeDeadline?: boolean
 }
 
 export interface InboundHandler {

@@ -93,6 +93,13 @@ export const reasonOf = (e: unknown, host: string): OutboundReason => {
   }
 }
 
+const kPeer = Symbol("proxyd.peer")
+/**
+ * The address a socket was connected to when the connector knew it (an IP literal, no lookup),
+ * as `host:port` (`[v6]:port`): the close line's `dst_connected` without a `getpeername` call.
+ */
+export const knownPeer = (s: net.Socket): string | undefined => (s as net.Socket & { [kPeer]?: string })[kPeer]
+
 /** Connects a socket with a deadline; interruption destroys it. */
 export const connectSocket = (opts: net.NetConnectOpts & { readonly host: string; readonly port: number }, timeoutMs: number): Effect.Effect<net.Socket, OutboundError> =>
   Effect.callback<net.Socket, OutboundError>((resume) => {
@@ -107,7 +114,10 @@ export const connectSocket = (opts: net.NetConnectOpts & { readonly host: string
       s.off("error", onError)
       resume(r)
     }
-    const onConnect = () => finish(Effect.succeed(s))
+    const onConnect = () => {
+      if (!("lookup" in opts) || opts.lookup === undefined) (s as net.Socket & { [kPeer]?: string })[kPeer] = opts.host.includes(":") ? `[${opts.host}]:${opts.port}` : `${opts.host}:${opts.port}`
+      finish(Effect.succeed(s))
+    }
     const onError = (e: Error) => { s.destroy(); finish(fail(reasonOf(e, opts.host))) }
     const timer = setTimeout(() => { s.destroy(); finish(fail({ _tag: "Timeout" })) }, timeoutMs)
     s.once("connect", onConnect)

@@ -41,7 +41,7 @@ import type { AuthResult, Connected, Decided, InboundHandler, ProtocolName, Requ
 import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
 import { notify, type Observer, type SessionEntry, type SessionInfo, type Sessions } from "./Observe.ts"
-import type { BindRegistry, OutboundContext, Registry, UdpRegistry } from "./Outbound.ts"
+import { type BindRegistry, knownPeer, type OutboundContext, type Registry, type UdpRegistry } from "./Outbound.ts"
 import { startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { sniff } from "./Sniff.ts"
@@ -220,6 +220,9 @@ class Conn implements SessionContext, SessionEntry {
 
   get localAddress(): string { return this.client.localAddress ?? "" }
 
+  /** The handshake deadline is this connection's timer (`onDeadline`): handlers need no timer of their own. */
+  get enforcesHandshakeDeadline(): boolean { return true }
+
   get auth(): SessionContext["auth"] {
     const v = this.env.view()
     return v.auth === undefined ? "none" : v.authRequired ? "required" : "optional"
@@ -301,7 +304,7 @@ class Conn implements SessionContext, SessionEntry {
         // observers wait until the handler has answered (a microtask: before any other I/O).
         queueMicrotask(() => {
           notify(this.observers, "connected", { listener: this.listener, action, ok: true, durationMs })
-          this.line["dst_connected"] = hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
+          this.line["dst_connected"] = knownPeer(s) ?? hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
         })
         return Effect.succeed<Connected>(new ConnectedSocket(s))
       },

@@ -65,24 +65,31 @@ export class ByteReader {
 
 export type ReadResult<T> = Exclude<Parse<T>, { readonly k: "more" }> | { readonly k: "eof" }
 
-/** Reads from a paused socket into `reader` until `parse` answers a message or an error, or the socket ends. */
-export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Buffer) => Parse<T>): Effect.Effect<ReadResult<T>> =>
-  Effect.callback<ReadResult<T>>((resume) => {
-    const first = reader.take(parse)
-    if (first.k !== "more") return resume(Effect.succeed(first))
-    if (socket.destroyed || socket.readableEnded) return resume(Effect.succeed({ k: "eof" }))
+export const EOF = { k: "eof" } as const
+
+/**
+ * Reads from a paused socket into `reader` until `step` answers (anything but `undefined`), or
+ * the socket ends (`EOF`). `step` looks at the reader (`take`s what it consumes) each time bytes
+ * arrive, so one read loop can take several messages in turn (a SOCKS5 greeting, the method
+ * reply written from inside `step`, then the request) — one effect instead of one per message.
+ */
+export const readWith = <T>(socket: Socket, reader: ByteReader, step: (reader: ByteReader) => T | undefined): Effect.Effect<T | typeof EOF> =>
+  Effect.callback<T | typeof EOF>((resume) => {
+    const first = step(reader)
+    if (first !== undefined) return resume(Effect.succeed(first))
+    if (socket.destroyed || socket.readableEnded) return resume(Effect.succeed(EOF))
     // Bytes already buffered (put back by sniffing, or sent early) answer without listeners.
     if (socket.readableLength > 0) {
       for (let i = 0; i < 1024; i++) {
         const chunk = socket.read() as Buffer | null
         if (chunk === null) break
         reader.push(chunk)
-        const r = reader.take(parse)
-        if (r.k !== "more") return resume(Effect.succeed(r))
+        const r = step(reader)
+        if (r !== undefined) return resume(Effect.succeed(r))
       }
     }
     let done = false
-    const finish = (r: ReadResult<T>) => {
+    const finish = (r: T | typeof EOF) => {
       if (done) return
       done = true
       cleanup()
@@ -93,11 +100,11 @@ export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Bu
         const chunk = socket.read() as Buffer | null
         if (chunk === null) return
         reader.push(chunk)
-        const r = reader.take(parse)
-        if (r.k !== "more") return finish(r)
+        const r = step(reader)
+        if (r !== undefined) return finish(r)
       }
     }
-    const onEnd = () => finish({ k: "eof" })
+    const onEnd = () => finish(EOF)
     const cleanup = () => {
       socket.off("readable", onReadable)
       socket.off("end", onEnd)
@@ -110,6 +117,13 @@ export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Bu
     socket.on("error", onEnd)
     onReadable()
     return Effect.sync(cleanup)
+  })
+
+/** Reads from a paused socket into `reader` until `parse` answers a message or an error, or the socket ends. */
+export const readMessage = <T>(socket: Socket, reader: ByteReader, parse: (b: Buffer) => Parse<T>): Effect.Effect<ReadResult<T>> =>
+  readWith(socket, reader, (r): ReadResult<T> | undefined => {
+    const m = r.take(parse)
+    return m.k === "more" ? undefined : m
   })
 
 /** The next bytes from a paused socket (buffered ones first); `undefined` at the end of the stream. */

@@ -5,8 +5,9 @@
  * (user/pass), `optional` → 0x02 when the client offers it, else 0x00,
  * `none` → 0x00; nothing acceptable → `05 FF` and close. RFC 1929 replies
  * with version 0x01 and closes after a failure. The handshake (greeting, auth,
- * request) is bounded by `ctx.handshakeTimeoutMs`; on timeout the socket
- * is destroyed (`Wire.withDeadline`, no forked fiber). Commands: CONNECT and BIND (`Commands.ts`), UDP ASSOCIATE
+ * request) is bounded by `ctx.handshakeTimeoutMs`: by the runtime when it says so
+ * (`ctx.enforcesHandshakeDeadline`), else here (the socket is destroyed: `Wire.withDeadline`).
+ * Greeting, method reply and request are read in one loop (`FrontStep`). Commands: CONNECT and BIND (`Commands.ts`), UDP ASSOCIATE
  * (`Udp.ts`); any other → REP 0x07. Unknown ATYP → REP 0x08; an empty name or
  * one with control bytes → REP 0x04 (no DNS query). A request that is not
  * SOCKS5 closes without a reply. Every reply is complete and every failure
@@ -50,16 +51,60 @@ const reject = (client: Socket, ctx: Inbound.SessionContext, error: string, repl
     return undefined
   })
 
+type Rejection = { readonly k: "reject"; readonly error: string; readonly reply?: Buffer | undefined }
+type Front =
+  | Rejection
+  | { readonly k: "request"; readonly req: C.Request }
+  | { readonly k: "userpass" }
+  | { readonly k: "gone" }
+
+const METHOD_REPLY: Record<number, Buffer> = { [C.METHOD_NONE]: C.encodeMethod(C.METHOD_NONE), [C.METHOD_USERPASS]: C.encodeMethod(C.METHOD_USERPASS) }
+
+const requestOf = (r: Wire.ByteReader): Front | undefined => {
+  const req = r.take(C.parseRequest)
+  if (req.k === "more") return undefined
+  if (req.k === "ok") return { k: "request", req: req.value }
+  const rep = req.code === "atyp" ? C.REP.addressNotSupported : req.code === "name" ? C.REP.hostUnreachable : undefined
+  return { k: "reject", error: req.message, reply: rep === undefined ? undefined : C.encodeReply(rep) }
+}
+
+/**
+ * The greeting, the method reply and (without RFC 1929) the request in ONE read loop: a
+ * no-auth CONNECT costs one effect here instead of three. `greeted` tells an end of stream
+ * before the greeting from one before the request.
+ */
+class FrontStep {
+  greeted = false
+  readonly client: Socket
+  readonly auth: Inbound.SessionContext["auth"]
+  constructor(client: Socket, auth: Inbound.SessionContext["auth"]) {
+    this.client = client
+    this.auth = auth
+  }
+  step(r: Wire.ByteReader): Front | undefined {
+    if (!this.greeted) {
+      const g = r.take(C.parseGreeting)
+      if (g.k === "more") return undefined
+      if (g.k === "error") return { k: "reject", error: g.message, reply: g.code === "methods" ? C.encodeMethod(C.METHOD_UNACCEPTABLE) : undefined }
+      const method = chooseMethod(this.auth, g.value.methods)
+      if (method === C.METHOD_UNACCEPTABLE) return { k: "reject", error: "no acceptable authentication method", reply: C.encodeMethod(method) }
+      this.greeted = true
+      const client = this.client
+      if (client.destroyed || client.writableEnded) return { k: "gone" }
+      client.write(METHOD_REPLY[method]!) // two bytes: far below any high-water mark
+      if (method === C.METHOD_USERPASS) return { k: "userpass" }
+    }
+    return requestOf(r)
+  }
+}
+
 /** Greeting, optional RFC 1929 sub-negotiation, request. `undefined`: already answered and closed. */
 const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader) =>
   Effect.gen(function*() {
-    const g = yield* Wire.readMessage(client, reader, C.parseGreeting)
-    if (g.k === "eof") return yield* reject(client, ctx, "client closed during handshake")
-    if (g.k === "error") return yield* reject(client, ctx, g.message, g.code === "methods" ? C.encodeMethod(C.METHOD_UNACCEPTABLE) : undefined)
-    const method = chooseMethod(ctx.auth, g.value.methods)
-    if (method === C.METHOD_UNACCEPTABLE) return yield* reject(client, ctx, "no acceptable authentication method", C.encodeMethod(method))
-    if (!(yield* Wire.write(client, C.encodeMethod(method)))) return undefined
-    if (method === C.METHOD_USERPASS) {
+    const front = new FrontStep(client, ctx.auth)
+    let f = yield* Wire.readWith(client, reader, (r) => front.step(r))
+    if (f.k === "eof") return yield* reject(client, ctx, front.greeted ? "client closed before its request" : "client closed during handshake")
+    if (f.k === "userpass") {
       const a = yield* Wire.readMessage(client, reader, C.parseUserPass)
       if (a.k === "eof") return yield* reject(client, ctx, "client closed during authentication")
       if (a.k === "error") return yield* reject(client, ctx, a.message, C.encodeAuthStatus(false))
@@ -67,14 +112,11 @@ const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.Byt
       if (!r.ok) return yield* reject(client, ctx, "authentication failed", C.encodeAuthStatus(false))
       ctx.setUser(r.user ?? a.value.user, r.groups)
       if (!(yield* Wire.write(client, C.encodeAuthStatus(true)))) return undefined
+      f = yield* Wire.readWith(client, reader, requestOf)
+      if (f.k === "eof") return yield* reject(client, ctx, "client closed before its request")
     }
-    const req = yield* Wire.readMessage(client, reader, C.parseRequest)
-    if (req.k === "eof") return yield* reject(client, ctx, "client closed before its request")
-    if (req.k === "error") {
-      const rep = req.code === "atyp" ? C.REP.addressNotSupported : req.code === "name" ? C.REP.hostUnreachable : undefined
-      return yield* reject(client, ctx, req.message, rep === undefined ? undefined : C.encodeReply(rep))
-    }
-    return req.value
+    if (f.k === "reject") return yield* reject(client, ctx, f.error, f.reply)
+    return f.k === "request" ? f.req : undefined
   })
 
 export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => {
@@ -88,12 +130,16 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
     handle: (client, ctx) =>
       Effect.gen(function*() {
         const reader = new Wire.ByteReader()
-        const h = yield* Wire.withDeadline(client, ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
-          timedOut.add(client)
-          ctx.note({ outcome: "rejected", error: "handshake timeout" })
-        })
-        if (h.timedOut) return
-        const req = h.value
+        let req: C.Request | undefined
+        if (ctx.enforcesHandshakeDeadline === true) req = yield* handshake(client, ctx, reader)
+        else {
+          const h = yield* Wire.withDeadline(client, ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
+            timedOut.add(client)
+            ctx.note({ outcome: "rejected", error: "handshake timeout" })
+          })
+          if (h.timedOut) return
+          req = h.value
+        }
         if (req === undefined) return
         const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
         switch (req.cmd) {
