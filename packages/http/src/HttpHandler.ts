@@ -69,6 +69,7 @@ const actionKey = (d: Inbound.Decided, t: H.Authority): string => `${t.host}|${t
 
 export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandler => ({
   protocol: "http",
+  takesFirstBytes: true,
   reject: (client) => {
     client.end(errorResponse(503, "too many connections"))
   },
@@ -200,6 +201,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
 
     return Effect.gen(function*() {
       const reader = new Wire.ByteReader()
+      if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
       for (let n = 0; ; n++) {
         const timeout = n === 0 ? ctx.handshakeTimeoutMs : options.keepAliveTimeoutMs ?? 60_000
         const r = yield* Wire.readMessage(client, reader, (b) => H.parseRequestHead(b)).pipe(

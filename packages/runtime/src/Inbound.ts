@@ -126,6 +126,12 @@ export interface SessionContext {
    * time its handshake again. Absent (test doubles): the handler bounds its handshake itself.
    */
   readonly enforcesHandshakeDeadline?: boolean
+  /**
+   * The bytes the runtime already read from the client to pick the protocol (a mixed listener),
+   * for a handler that `takesFirstBytes`: it starts its parsing with them (they are no longer in
+   * the socket). Empty when there are none; the second call returns nothing. Absent in test doubles.
+   */
+  firstBytes?(): Buffer
 }
 
 export interface InboundHandler {
@@ -139,4 +145,10 @@ export interface InboundHandler {
    * shortly after. Without it the runtime just closes the connection.
    */
   reject?(client: Socket): void
+  /**
+   * True: the handler reads `ctx.firstBytes()` before anything from the socket, so a mixed
+   * listener hands it the sniffed bytes directly. Otherwise the runtime puts them back into the
+   * socket (`unshift`) and the handler reads them from there.
+   */
+  readonly takesFirstBytes?: boolean
 }

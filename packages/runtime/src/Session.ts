@@ -44,7 +44,7 @@ import { notify, type Observer, type SessionEntry, type SessionInfo, type Sessio
 import { type BindRegistry, knownPeer, type OutboundContext, type Registry, type UdpRegistry } from "./Outbound.ts"
 import { startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
-import { sniff } from "./Sniff.ts"
+import { protocolOf, readFirst } from "./Sniff.ts"
 import { handshake, type TlsContext } from "./Tls.ts"
 import type { ConnectionHandle } from "./Listener.ts"
 
@@ -133,6 +133,7 @@ const closeAfterFlush = (s: Socket): void => {
 }
 
 const NO_OBSERVERS: ReadonlyArray<Observer> = []
+const EMPTY = Buffer.alloc(0)
 
 /** `Connected` reading the socket's addresses when asked (each is a syscall the first time). */
 class ConnectedSocket implements Connected {
@@ -216,7 +217,16 @@ class Conn implements SessionContext, SessionEntry {
     if (this.srcIp !== rawIp || this.srcPort !== rawPort) this.line["proxy"] = hostPort(rawIp === "" ? "?" : rawIp, rawPort)
   }
 
+  /** Sniffed bytes for a handler that `takesFirstBytes`. */
+  first: Buffer | undefined = undefined
+
   // --- SessionContext ------------------------------------------------------------------------
+
+  firstBytes(): Buffer {
+    const b = this.first
+    this.first = undefined
+    return b ?? EMPTY
+  }
 
   get localAddress(): string { return this.client.localAddress ?? "" }
 
@@ -423,10 +433,13 @@ class Conn implements SessionContext, SessionEntry {
     const env = this.env
     if (env.listener.kind !== "mixed") return this.serve(env.handlers[env.listener.kind])
     this.phase = "sniff"
-    return Effect.flatMap(sniff(this.client), (protocol) => {
+    return Effect.flatMap(readFirst(this.client), (bytes) => {
       this.phase = "handler"
-      if (protocol === undefined) { this.outcome = "closed-before-handshake"; return Effect.void }
-      return this.serve(env.handlers[protocol])
+      if (bytes === undefined) { this.outcome = "closed-before-handshake"; return Effect.void }
+      const handler = env.handlers[protocolOf(bytes[0]!)]
+      if (handler?.takesFirstBytes === true) this.first = bytes
+      else this.client.unshift(bytes)
+      return this.serve(handler)
     })
   }
 

@@ -1,7 +1,8 @@
 /**
  * Mixed listeners: pick the protocol from the first byte, leaving the bytes in the socket.
  *
- * Details: waits on the paused socket (`'readable'` + `read()`) for the first
+ * Details: the session uses `readFirst` (the bytes go to the handler without a detour through
+ * the socket); `sniff` (over-limit rejections) and `peekByte` put them back. `peekByte`: waits on the paused socket (`'readable'` + `read()`) for the first
  * bytes, puts them back with `unshift`, removes its listeners and answers at
  * once (no extra event-loop turn), so the handler reads the same bytes from the
  * start and a later `pipe` works (the socket stays in paused mode). 0x05 →
@@ -19,6 +20,7 @@
 import type { Socket } from "node:net"
 import { Effect } from "effect"
 import type { ProtocolName } from "./Inbound.ts"
+import { ByteReader, readWith } from "./Wire.ts"
 
 export const protocolOf = (first: number): ProtocolName => (first === 0x05 ? "socks5" : first === 0x04 ? "socks4" : "http")
 
@@ -48,3 +50,11 @@ export const peekByte = (socket: Socket): Effect.Effect<number | undefined> =>
 
 export const sniff = (socket: Socket): Effect.Effect<ProtocolName | undefined> =>
   Effect.map(peekByte(socket), (b) => (b === undefined ? undefined : protocolOf(b)))
+
+/**
+ * The first bytes the client sends, taken out of the socket (not put back): the session hands
+ * them to a handler that `takesFirstBytes`, or puts them back itself for one that does not.
+ * `undefined` when the client closes before sending anything.
+ */
+export const readFirst = (socket: Socket): Effect.Effect<Buffer | undefined> =>
+  Effect.map(readWith(socket, new ByteReader(), (r) => (r.size > 0 ? r.rest() : undefined)), (b) => (b instanceof Buffer ? b : undefined))

@@ -29,12 +29,14 @@ const replies: Replies = {
 
 export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundHandler => ({
   protocol: "socks4",
+  takesFirstBytes: true,
   reject: (client) => {
     client.end(C.encodeReply(C.CD_REJECTED))
   },
   handle: (client, ctx) =>
     Effect.gen(function*() {
       const reader = new Wire.ByteReader()
+      if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
       const cd91 = C.encodeReply(C.CD_REJECTED)
       const reject = (error: string, reply: Buffer | undefined = cd91) =>
         Effect.gen(function*() {

@@ -124,12 +124,14 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
   const maxUdp = typeof max === "function" ? max : () => max ?? 16
   return {
     protocol: "socks5",
+    takesFirstBytes: true,
     reject: (client) => {
       client.end(C.encodeMethod(C.METHOD_UNACCEPTABLE))
     },
     handle: (client, ctx) =>
       Effect.gen(function*() {
         const reader = new Wire.ByteReader()
+        if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
         let req: C.Request | undefined
         if (ctx.enforcesHandshakeDeadline === true) req = yield* handshake(client, ctx, reader)
         else {
