@@ -5,7 +5,7 @@
  * joins its messages.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { echoServer, rawClient, startProxyd, type Proxyd, type TestServer } from "@proxyd/testkit"
+import { echoServer, rawClient, startProxyd, until, type Proxyd, type TestServer } from "@proxyd/testkit"
 import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
 import * as C from "../src/Socks5Codec.ts"
 import * as C4 from "../src/Socks4Codec.ts"
@@ -29,15 +29,6 @@ afterAll(async () => {
   await proxyd?.stop()
   await echo?.close()
 })
-
-const until = async (f: () => boolean, ms = 3000): Promise<boolean> => {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (f()) return true
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return f()
-}
 
 /** The close line of the connection from this client socket (matched by its source address). */
 const lineOf = async (localPort: number | undefined): Promise<Record<string, unknown> | undefined> => {
