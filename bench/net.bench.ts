@@ -10,11 +10,19 @@
  * with the proxy's CPU per connection (Rate.ts), time to first byte (Ttfb.ts), memory per idle
  * relayed connection (Memory.ts, on a fresh instance of each target). Every run also reads
  * the machine's other load (Proc.ts): a run where other processes used more than 0.15 cores
- * is taken again once (within a budget) and marked if still noisy.
- * Flags: `--quick` (short smoke run, about a minute), `--json` (one JSON object on stdout),
- * `--chart FILE` (SVG; default docs/benchmarks.svg in a full run, none with --quick),
- * `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory`, `--targets a,b`, `--threads N`
- * (load-generator threads at concurrency 50, default 2), `--hold A,B` (connections held).
+ * is taken again once (within a budget) and marked if still noisy. The cost of the 100k-rule
+ * policy is measured apart ("pair"): proxyd and proxyd-100k, both started and warmed, run
+ * `--pairs` (16) pairs of 1 s connection-rate runs back to back at concurrency 1 and 50, the
+ * order alternating (AB BA …); the report gives the median of the per-pair ratios with its
+ * interquartile range and a bootstrap 90 % interval, and whether "< 5 % cost" is resolved
+ * (interval above 0.95). Round-to-round spread on a shared VM (10–40 %) hides a 5 % question;
+ * pairs a second apart see the same steal and the same TIME_WAIT state (recorded per run).
+ * Flags: `--quick` (short smoke run, about a minute; no proxyd-100k, so no pair), `--json`
+ * (one JSON object on stdout), `--chart FILE` (SVG; default docs/benchmarks.svg in a full run,
+ * none with --quick), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair`,
+ * `--targets a,b` (`--targets proxyd,proxyd-100k --only pair`: the policy cost alone, about
+ * 2 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
+ * (connections held), `--pairs N`.
  * Gotchas: the client, the endpoints and the proxy share the machine's CPUs; at concurrency 50
  * the rate is bounded by the CPUs of everything together (the tables print the split), so the
  * proxy's CPU per connection is the figure to compare. The harness leaves no TIME_WAIT of its
@@ -31,7 +39,7 @@ import { chart, type Panel } from "./Chart.ts"
 import { type Hold, hold } from "./Memory.ts"
 import { alive, fileLimits, type MeterReading, timeWaitPorts } from "./Proc.ts"
 import { type Rate, rate } from "./Rate.ts"
-import { type Summary, summary } from "./Stats.ts"
+import { type Ratios, ratios, type Summary, summary } from "./Stats.ts"
 import * as Targets from "./Targets.ts"
 import type { Start, Target } from "./Targets.ts"
 import { type Ttfb, ttfb } from "./Ttfb.ts"
@@ -40,9 +48,9 @@ import { type Endpoints, type Queue, type SinkResult, type SourceResult, startEn
 // ---------------------------------------------------------------------------------------------
 // flags
 
-const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory] [--targets a,b] [--threads N] [--hold A,B]"
+const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair] [--targets a,b] [--threads N] [--hold A,B] [--pairs N]"
 const argv = process.argv.slice(2)
-const VALUED = new Set(["--chart", "--rounds", "--only", "--targets", "--threads", "--hold"])
+const VALUED = new Set(["--chart", "--rounds", "--only", "--targets", "--threads", "--hold", "--pairs"])
 const BARE = new Set(["--quick", "--json", "--no-chart", "--help"])
 for (let i = 0; i < argv.length; i++) {
   if (VALUED.has(argv[i]!)) { if (argv[i + 1] === undefined) { process.stderr.write(`${argv[i]} needs a value\n${USAGE}\n`); process.exit(2) } i++ }
@@ -61,11 +69,16 @@ const TTFB_S = quick ? 0.5 : 1
 const WARM_S = quick ? 0.3 : 0.5
 const THREADS = Number(value("--threads") ?? 2)
 const SETTLE_MS = quick ? 1000 : 1500
-const MEASURES = ["bulk", "rate", "ttfb", "memory"] as const
+const MEASURES = ["bulk", "rate", "ttfb", "memory", "pair"] as const
+/** the paired proxyd-100k vs proxyd measurement: this many alternating pairs (AB BA AB …) of PAIR_S seconds each, per concurrency */
+const PAIRS = Number(value("--pairs") ?? 16)
+const PAIR_S = 1
+/** the paired measurement of one concurrency stops after this long, whatever the count reached */
+const PAIR_BUDGET_MS = 180_000
 const only = new Set(list("--only") ?? MEASURES)
 for (const m of only) if (!(MEASURES as ReadonlyArray<string>).includes(m)) { process.stderr.write(`--only: unknown measurement ${m}\n${USAGE}\n`); process.exit(2) }
 const chartPath = argv.includes("--no-chart") ? undefined : value("--chart") ?? (quick ? undefined : join(import.meta.dirname, "..", "docs", "benchmarks.svg"))
-if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(THREADS) || THREADS < 1) { process.stderr.write(`--rounds and --threads take a positive integer\n${USAGE}\n`); process.exit(2) }
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(PAIRS) || PAIRS < 2 || PAIRS > 200 || !Number.isInteger(THREADS) || THREADS < 1) { process.stderr.write(`--rounds and --threads take a positive integer, --pairs one from 2 to 200\n${USAGE}\n`); process.exit(2) }
 
 // ---------------------------------------------------------------------------------------------
 // open files: 9,000 relayed connections need 18,000 descriptors in the proxy (it inherits the
@@ -153,6 +166,8 @@ interface Results {
 }
 const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: new Map(), c50x1: new Map(), ttfb: new Map(), memory: new Map() }
 const failures: Array<string> = []
+/** the paired proxyd-100k vs proxyd runs */
+const pairRuns: Array<{ concurrency: 1 | 50; pair: number; first: string; proxyd: Rate; proxyd100k: Rate; timeWaitPorts: { proxyd: number; proxyd100k: number } }> = []
 /** runs taken again because other processes were busy */
 const rerun: Array<string> = []
 /** ephemeral ports held by TIME_WAIT sockets when each run started */
@@ -213,7 +228,7 @@ const main = async () => {
   const full = targets.filter((t) => !t.rateOnly)
   const bulkShow = (b: Bulk) => `${b.mibps.toFixed(0)} MiB/s${b.verified ? "" : " BYTES DIFFER"}, ${fmtLoad(b.load)}`
   const rateShow = (r: Rate) => `${r.cps.toFixed(0)} conn/s, p99 ${r.p99.toFixed(2)} ms, proxy ${r.cpuPerConn === null ? "–" : (r.cpuPerConn * 1e6).toFixed(0) + " µs/conn"}, client ${(r.load.clientCpu / r.load.wall).toFixed(2)} cores${r.errors > 0 ? `, ${r.errors} errors` : ""}, ${fmtLoad(r.load)}`
-  if (only.has("rate") || only.has("ttfb")) {
+  if (only.has("rate") || only.has("ttfb") || only.has("pair")) {
     // warm-up (not reported): JIT, lazily compiled rule closures, pools; so round 1 is like the others
     progress("warm-up")
     for (const t of targets) {
@@ -272,6 +287,33 @@ const main = async () => {
       for (const t of targets) await attempt("c50", round, t, RATE_S * 1000 + 60_000, () => rate(t, ends.echo, 50, RATE_S, THREADS, ends.pid), rateShow)
       const d = targets.find((t) => t.name === "direct")
       if (d !== undefined && THREADS !== 1 && (round === 0 || quick)) await attempt("c50x1", round, d, RATE_S * 1000 + 60_000, () => rate(d, ends.echo, 50, RATE_S, 1, ends.pid), rateShow)
+    }
+  }
+  // proxyd-100k against proxyd, paired: both started and warmed, then PAIRS short runs of each
+  // back to back, the order alternating (AB BA AB …) so drift and the order's own effect cancel;
+  // a ratio per pair, so the host's slow minutes (steal) hit both sides of a pair alike
+  const pa = targets.find((t) => t.name === "proxyd")
+  const pb = targets.find((t) => t.name === "proxyd-100k")
+  if (only.has("pair") && pa !== undefined && pb !== undefined) {
+    for (const c of [1, 50] as const) {
+      progress(`paired proxyd / proxyd-100k at concurrency ${c}: ${PAIRS} pairs of ${PAIR_S} s`)
+      const t0 = performance.now()
+      for (let i = 0; i < PAIRS && !stopping; i++) {
+        if (performance.now() - t0 > PAIR_BUDGET_MS) { notes.push(`pair: concurrency ${c} stopped after ${i} pairs (time budget ${PAIR_BUDGET_MS / 1000} s)`); break }
+        if (!alive(pa.pid) || !alive(pb.pid)) { failures.push(`pair: a proxyd process exited (concurrency ${c}, pair ${i + 1})`); break }
+        const order = i % 2 === 0 ? [pa, pb] : [pb, pa]
+        const got = new Map<string, { r: Rate; tw: number }>()
+        try {
+          for (const t of order) {
+            const tw = timeWaitPorts().ports
+            const r = await within(rate(t, ends.echo, c, PAIR_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_S * 1000 + 60_000, `pair ${t.name} c${c}`)
+            got.set(t.name, { r, tw })
+          }
+        } catch (err) { failures.push(`pair c${c} pair ${i + 1}: ${(err as Error).message}`); continue }
+        const a = got.get("proxyd")!, b = got.get("proxyd-100k")!
+        pairRuns.push({ concurrency: c, pair: i + 1, first: order[0]!.name, proxyd: a.r, proxyd100k: b.r, timeWaitPorts: { proxyd: a.tw, proxyd100k: b.tw } })
+        progress(`  pair ${String(i + 1).padStart(2)} c${c} ${order[0]!.name === "proxyd" ? "AB" : "BA"}: ${a.r.cps.toFixed(0)} / ${b.r.cps.toFixed(0)} conn/s = ${(b.r.cps / a.r.cps).toFixed(3)}; CPU ${a.r.cpuPerConn === null ? "–" : (a.r.cpuPerConn * 1e6).toFixed(0)} / ${b.r.cpuPerConn === null ? "–" : (b.r.cpuPerConn * 1e6).toFixed(0)} µs/conn; TIME_WAIT ${a.tw} / ${b.tw}; other ${a.r.load.otherCores.toFixed(2)} / ${b.r.load.otherCores.toFixed(2)}`)
+      }
     }
   }
   return { skipped, targets }
@@ -349,16 +391,26 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
   const c1 = rateRows("c1", names)
   const c50 = rateRows("c50", names)
   const c50x1 = rateRows("c50x1", ["direct"]).filter((r) => r.runs > 0)
-  const pair = (rows: ReadonlyArray<ReturnType<typeof rateRows>[number]>) => {
-    const a = rows.find((r) => r.target === "proxyd-100k")
-    const b = rows.find((r) => r.target === "proxyd")
-    return a === undefined || b === undefined ? null : {
-      connPerSec: ratio(a.connPerSec?.median ?? null, b.connPerSec?.median ?? null),
-      p99: ratio(a.p99ms, b.p99ms),
-      proxyCpuPerConn: ratio(a.proxyCpuUsPerConn?.median ?? null, b.proxyCpuUsPerConn?.median ?? null),
+  /** proxyd-100k / proxyd from the paired runs: median of the per-pair ratios, its interquartile range and a bootstrap 90 % interval of the median */
+  const pair = (c: 1 | 50) => {
+    const ps = pairRuns.filter((p) => p.concurrency === c)
+    if (ps.length === 0) return null
+    const conn = ratios(ps.map((p) => p.proxyd100k.cps / p.proxyd.cps))
+    const cpu = ratios(ps.flatMap((p) => p.proxyd.cpuPerConn === null || p.proxyd100k.cpuPerConn === null ? [] : [p.proxyd100k.cpuPerConn / p.proxyd.cpuPerConn]))
+    return {
+      pairs: ps.length, pairSeconds: PAIR_S, connPerSec: conn, proxyCpuPerConn: cpu,
+      p99: ratios(ps.map((p) => p.proxyd100k.p99 / p.proxyd.p99)).median,
+      connPerSecMedian: { proxyd: med(ps.map((p) => p.proxyd.cps)), proxyd100k: med(ps.map((p) => p.proxyd100k.cps)) },
+      proxyCpuUsPerConnMedian: { proxyd: med(ps.flatMap((p) => p.proxyd.cpuPerConn === null ? [] : [p.proxyd.cpuPerConn * 1e6])), proxyd100k: med(ps.flatMap((p) => p.proxyd100k.cpuPerConn === null ? [] : [p.proxyd100k.cpuPerConn * 1e6])) },
+      timeWaitPortsMedian: { proxyd: med(ps.map((p) => p.timeWaitPorts.proxyd)), proxyd100k: med(ps.map((p) => p.timeWaitPorts.proxyd100k)) },
+      // the order's own effect: in AB pairs proxyd-100k runs after two idle slots, in BA right after its previous run
+      connPerSecByOrder: { proxydFirst: ratios(ps.filter((p) => p.first === "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median, proxyd100kFirst: ratios(ps.filter((p) => p.first !== "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median },
+      errors: ps.reduce((a, p) => a + p.proxyd.errors + p.proxyd100k.errors, 0),
+      // "costs < 5 % of connection rate": resolved yes when the whole 90 % interval is above 0.95, no when it is below, open otherwise
+      under5Percent: conn.lo90 === null ? null : conn.lo90 > 0.95 ? "yes" : conn.hi90 !== null && conn.hi90 < 0.95 ? "no" : "unresolved",
     }
   }
-  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: pair(c1), c50: pair(c50) } }
+  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: pair(1), c50: pair(50) } }
 }
 
 type Report = ReturnType<typeof report>
@@ -385,10 +437,12 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
     `${f(r.cores.proxy, 2)} / ${f(r.cores.client, 2)} / ${f(r.cores.echo, 2)} / ${f(r.cores.softirq, 2)}`, f(r.errors), other(r)]
   table(`Connection rate, concurrency 1 (connect, handshake, 64-byte echo, close), ${RATE_S} s`, rateCols, rep.rateC1.map(rateRow), any(rep.rateC1))
   table(`Connection rate, concurrency 50 (${THREADS} load-generator thread${THREADS === 1 ? "" : "s"}), ${RATE_S} s`, rateCols, [...rep.rateC50.map(rateRow), ...rep.rateC50OneThread.map((r) => rateRow({ ...r, target: "direct, 1 thread" }))], any(rep.rateC50))
-  for (const [k, v] of Object.entries(rep.proxyd100kVsProxyd)) {
-    if (v !== null) out.push(`proxyd-100k / proxyd at ${k === "c1" ? "concurrency 1" : "concurrency 50"}: conn/s ${x2(v.connPerSec)}, p99 ${x2(v.p99)}, proxy CPU per connection ${x2(v.proxyCpuPerConn)}`)
-  }
-  if (rep.proxyd100kVsProxyd.c1 !== null || rep.proxyd100kVsProxyd.c50 !== null) out.push("")
+  const pv = Object.entries(rep.proxyd100kVsProxyd).flatMap(([k, v]) => v === null ? [] : [[k, v] as const])
+  const iv = (r: Ratios, d = 3) => `${f(r.median, d)} (IQR ${f(r.q1, d)}–${f(r.q3, d)}, 90 % CI ${f(r.lo90, d)}–${f(r.hi90, d)})`
+  table(`proxyd-100k / proxyd, paired (${PAIR_S} s runs back to back, order alternating AB BA …; per-pair ratio: median, interquartile range, bootstrap 90 % interval of the median)`,
+    ["concurrency", "pairs", "conn/s ratio", "proxy CPU µs/conn ratio", "conn/s ratio AB / BA pairs", "p99 ratio", "conn/s proxyd / 100k", "CPU µs/conn proxyd / 100k", "TIME_WAIT ports proxyd / 100k", "errors", "< 5 % cost"],
+    pv.map(([k, v]) => [k === "c1" ? "1" : "50", f(v.pairs), iv(v.connPerSec), iv(v.proxyCpuPerConn), `${f(v.connPerSecByOrder.proxydFirst, 3)} / ${f(v.connPerSecByOrder.proxyd100kFirst, 3)}`, x2(v.p99), `${f(v.connPerSecMedian.proxyd)} / ${f(v.connPerSecMedian.proxyd100k)}`,
+      `${f(v.proxyCpuUsPerConnMedian.proxyd)} / ${f(v.proxyCpuUsPerConnMedian.proxyd100k)}`, `${f(v.timeWaitPortsMedian.proxyd)} / ${f(v.timeWaitPortsMedian.proxyd100k)}`, f(v.errors), v.under5Percent ?? "–"]), pv.length > 0)
   table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
     rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
   table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
@@ -434,8 +488,8 @@ if (stopping) process.exit(130)
 const names = outcome.targets.map((t) => t.name)
 const rep = report(names, new Set(outcome.targets.filter((t) => t.rateOnly).map((t) => t.name)))
 const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? "?", node: process.version, platform: process.platform, loadAverageBefore: load0, loadAverageAfter: loadavg()[0]!, openFiles: fileLimits() }
-const config = { quick, rounds: ROUNDS, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY }
-const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load)
+const config = { quick, rounds: ROUNDS, pairs: PAIRS, pairSeconds: PAIR_S, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY }
+const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load).concat(pairRuns.flatMap((p) => [p.proxyd.load, p.proxyd100k.load]))
 const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
 const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
 notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs kept had other processes using more than ${NOISY} cores (marked "noisy"); ${rerun.length} noisy run(s) were taken again (${RETRIES} retry each, ${RETRY_BUDGET} in all, memory never); steal up to ${f(maxSteal, 2)} cores`)
@@ -458,7 +512,7 @@ if (chartPath !== undefined && names.length > 0) {
   notes.push(`chart: ${path}`)
 }
 if (json) {
-  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), skipped: outcome.skipped, failures, rerun, timeWait, notes }) + "\n")
+  process.stdout.write(JSON.stringify({ machine, config, startedAt: startedAt.toISOString(), targets: names, results: rep, runs: Object.fromEntries(Object.entries(results).map(([k, m]) => [k, Object.fromEntries(m)])), pairRuns, skipped: outcome.skipped, failures, rerun, timeWait, notes }) + "\n")
 } else {
   process.stdout.write(text(rep, [
     `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}, load average ${f(load0, 2)} before, ${f(machine.loadAverageAfter, 2)} after; open files ${machine.openFiles.soft}`,
