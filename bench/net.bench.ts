@@ -407,7 +407,8 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
       connPerSecByOrder: { proxydFirst: ratios(ps.filter((p) => p.first === "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median, proxyd100kFirst: ratios(ps.filter((p) => p.first !== "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median },
       errors: ps.reduce((a, p) => a + p.proxyd.errors + p.proxyd100k.errors, 0),
       // "costs < 5 % of connection rate": resolved yes when the whole 90 % interval is above 0.95, no when it is below, open otherwise
-      under5Percent: conn.lo90 === null ? null : conn.lo90 > 0.95 ? "yes" : conn.hi90 !== null && conn.hi90 < 0.95 ? "no" : "unresolved",
+      // (fewer than 10 pairs: a bootstrap of so few swings between yes and no, so no verdict)
+      under5Percent: conn.lo90 === null || conn.n < 10 ? "too few pairs" : conn.lo90 > 0.95 ? "yes" : conn.hi90 !== null && conn.hi90 < 0.95 ? "no" : "unresolved",
     }
   }
   return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: pair(1), c50: pair(50) } }
@@ -442,7 +443,7 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
   table(`proxyd-100k / proxyd, paired (${PAIR_S} s runs back to back, order alternating AB BA …; per-pair ratio: median, interquartile range, bootstrap 90 % interval of the median)`,
     ["concurrency", "pairs", "conn/s ratio", "proxy CPU µs/conn ratio", "conn/s ratio AB / BA pairs", "p99 ratio", "conn/s proxyd / 100k", "CPU µs/conn proxyd / 100k", "TIME_WAIT ports proxyd / 100k", "errors", "< 5 % cost"],
     pv.map(([k, v]) => [k === "c1" ? "1" : "50", f(v.pairs), iv(v.connPerSec), iv(v.proxyCpuPerConn), `${f(v.connPerSecByOrder.proxydFirst, 3)} / ${f(v.connPerSecByOrder.proxyd100kFirst, 3)}`, x2(v.p99), `${f(v.connPerSecMedian.proxyd)} / ${f(v.connPerSecMedian.proxyd100k)}`,
-      `${f(v.proxyCpuUsPerConnMedian.proxyd)} / ${f(v.proxyCpuUsPerConnMedian.proxyd100k)}`, `${f(v.timeWaitPortsMedian.proxyd)} / ${f(v.timeWaitPortsMedian.proxyd100k)}`, f(v.errors), v.under5Percent ?? "–"]), pv.length > 0)
+      `${f(v.proxyCpuUsPerConnMedian.proxyd)} / ${f(v.proxyCpuUsPerConnMedian.proxyd100k)}`, `${f(v.timeWaitPortsMedian.proxyd)} / ${f(v.timeWaitPortsMedian.proxyd100k)}`, f(v.errors), v.under5Percent]), pv.length > 0)
   table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
     rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
   table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
