@@ -12,16 +12,19 @@
  * the machine's other load (Proc.ts): a run where other processes used more than 0.15 cores
  * is taken again once (within a budget) and marked if still noisy. The cost of the 100k-rule
  * policy is measured apart ("pair"): proxyd and proxyd-100k, both started and warmed, run
- * `--pairs` (16) pairs of 1 s connection-rate runs back to back at concurrency 1 and 50, the
- * order alternating (AB BA …); the report gives the median of the per-pair ratios with its
+ * `--pairs` (24) pairs of 1 s connection-rate runs back to back at concurrency 1 and 50, the
+ * order alternating (AB BA …), after 3 s of each at that concurrency and each run right after
+ * an unmeasured 0.3 s lead-in of its own target at the same load (a proxy coming from idle, or
+ * from a lighter load, is slower in its first seconds); each ABBA block of two pairs gives one
+ * ratio (geometric mean of its two); the report gives the median of the block ratios with its
  * interquartile range and a bootstrap 90 % interval, and whether "< 5 % cost" is resolved
  * (interval above 0.95). Round-to-round spread on a shared VM (10–40 %) hides a 5 % question;
  * pairs a second apart see the same steal and the same TIME_WAIT state (recorded per run).
  * Flags: `--quick` (short smoke run, about a minute; no proxyd-100k, so no pair), `--json`
  * (one JSON object on stdout), `--chart FILE` (SVG; default docs/benchmarks.svg in a full run,
  * none with --quick), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair`,
- * `--targets a,b` (`--targets proxyd,proxyd-100k --only pair`: the policy cost alone, about
- * 2 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
+ * `--targets a,b` (`--only pair` alone starts only proxyd and proxyd-100k: the policy cost
+ * alone, about 3 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
  * (connections held), `--pairs N`.
  * Gotchas: the client, the endpoints and the proxy share the machine's CPUs; at concurrency 50
  * the rate is bounded by the CPUs of everything together (the tables print the split), so the
@@ -71,8 +74,12 @@ const THREADS = Number(value("--threads") ?? 2)
 const SETTLE_MS = quick ? 1000 : 1500
 const MEASURES = ["bulk", "rate", "ttfb", "memory", "pair"] as const
 /** the paired proxyd-100k vs proxyd measurement: this many alternating pairs (AB BA AB …) of PAIR_S seconds each, per concurrency */
-const PAIRS = Number(value("--pairs") ?? 16)
+const PAIRS = Number(value("--pairs") ?? 24)
 const PAIR_S = 1
+/** before each measured paired run, an unmeasured run of the same target at the same concurrency, so both sides start from load, not idle */
+const PAIR_LEAD_S = 0.3
+/** before the pairs of each concurrency, an unmeasured run of each target at that concurrency */
+const PAIR_SETTLE_S = 3
 /** the paired measurement of one concurrency stops after this long, whatever the count reached */
 const PAIR_BUDGET_MS = 180_000
 const only = new Set(list("--only") ?? MEASURES)
@@ -143,7 +150,8 @@ const entries = (): { entries: Array<Entry>; skipped: Array<string> } => {
   // target's upstream closes) and paid for the kernel's port search in its CPU per connection.
   const k = out.findIndex((e) => e.name === "proxyd-100k")
   if (k > 2) out.splice(2, 0, ...out.splice(k, 1))
-  const want = list("--targets")
+  // the paired measurement alone needs only the two proxyd targets
+  const want = list("--targets") ?? (only.size === 1 && only.has("pair") ? ["proxyd", "proxyd-100k"] : undefined)
   if (want === undefined && quick) {
     skipped.push("proxyd-100k (--quick: its start-up checks 100,000 rules, over a minute; name it in --targets to include it)")
     return { entries: out.filter((e) => e.name !== "proxyd-100k"), skipped }
@@ -167,7 +175,8 @@ interface Results {
 const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: new Map(), c50x1: new Map(), ttfb: new Map(), memory: new Map() }
 const failures: Array<string> = []
 /** the paired proxyd-100k vs proxyd runs */
-const pairRuns: Array<{ concurrency: 1 | 50; pair: number; first: string; proxyd: Rate; proxyd100k: Rate; timeWaitPorts: { proxyd: number; proxyd100k: number } }> = []
+interface PairRun { readonly concurrency: 1 | 50; readonly pair: number; readonly first: string; readonly proxyd: Rate; readonly proxyd100k: Rate; readonly timeWaitPorts: { proxyd: number; proxyd100k: number } }
+const pairRuns: Array<PairRun> = []
 /** runs taken again because other processes were busy */
 const rerun: Array<string> = []
 /** ephemeral ports held by TIME_WAIT sockets when each run started */
@@ -297,6 +306,12 @@ const main = async () => {
   if (only.has("pair") && pa !== undefined && pb !== undefined) {
     for (const c of [1, 50] as const) {
       progress(`paired proxyd / proxyd-100k at concurrency ${c}: ${PAIRS} pairs of ${PAIR_S} s`)
+      // settle both at this load first (unmeasured): at the switch from concurrency 1 to 50
+      // proxyd-100k measured up to 2.5x its CPU per connection for the first few seconds
+      // (its heap growing to the new load with 100k rules to mark), proxyd hardly any
+      for (const t of [pa, pb]) {
+        try { await within(rate(t, ends.echo, c, PAIR_SETTLE_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `pair ${t.name} c${c} settle`) } catch (err) { progress(`  pair settle ${t.name}: ${(err as Error).message}`) }
+      }
       const t0 = performance.now()
       for (let i = 0; i < PAIRS && !stopping; i++) {
         if (performance.now() - t0 > PAIR_BUDGET_MS) { notes.push(`pair: concurrency ${c} stopped after ${i} pairs (time budget ${PAIR_BUDGET_MS / 1000} s)`); break }
@@ -305,6 +320,11 @@ const main = async () => {
         const got = new Map<string, { r: Rate; tw: number }>()
         try {
           for (const t of order) {
+            // an unmeasured lead-in at the same load first: without it the run of each pair's
+            // second side starts from two idle slots (ABBA) and the first from none, and a proxy
+            // coming from idle measured up to 2x the CPU per connection in its first second
+            // (either target) -- noise that swamped a 5 % question
+            await within(rate(t, ends.echo, c, PAIR_LEAD_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `pair ${t.name} c${c} lead-in`)
             const tw = timeWaitPorts().ports
             const r = await within(rate(t, ends.echo, c, PAIR_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_S * 1000 + 60_000, `pair ${t.name} c${c}`)
             got.set(t.name, { r, tw })
@@ -391,14 +411,23 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
   const c1 = rateRows("c1", names)
   const c50 = rateRows("c50", names)
   const c50x1 = rateRows("c50x1", ["direct"]).filter((r) => r.runs > 0)
-  /** proxyd-100k / proxyd from the paired runs: median of the per-pair ratios, its interquartile range and a bootstrap 90 % interval of the median */
+  /** proxyd-100k / proxyd from the paired runs: median of the ABBA-block ratios, its interquartile range and a bootstrap 90 % interval of the median */
   const pair = (c: 1 | 50) => {
     const ps = pairRuns.filter((p) => p.concurrency === c)
     if (ps.length === 0) return null
-    const conn = ratios(ps.map((p) => p.proxyd100k.cps / p.proxyd.cps))
-    const cpu = ratios(ps.flatMap((p) => p.proxyd.cpuPerConn === null || p.proxyd100k.cpuPerConn === null ? [] : [p.proxyd100k.cpuPerConn / p.proxyd.cpuPerConn]))
+    const cpuOf = (p: PairRun) => p.proxyd.cpuPerConn === null || p.proxyd100k.cpuPerConn === null ? Number.NaN : p.proxyd100k.cpuPerConn / p.proxyd.cpuPerConn
+    // an ABBA block (pair 2k-1 AB with pair 2k BA): the geometric mean of its two ratios, so the
+    // order's own effect (the second run of a pair measured faster at c=50, either target)
+    // cancels within the block instead of widening the spread; the verdict is taken on blocks
+    const blocks = (of: (p: PairRun) => number) => ps.flatMap((p) => {
+      const q = p.pair % 2 === 1 ? ps.find((x) => x.pair === p.pair + 1) : undefined
+      return q === undefined ? [] : [Math.sqrt(of(p) * of(q))]
+    })
+    const conn = ratios(blocks((p) => p.proxyd100k.cps / p.proxyd.cps))
+    const cpu = ratios(blocks(cpuOf))
     return {
-      pairs: ps.length, pairSeconds: PAIR_S, connPerSec: conn, proxyCpuPerConn: cpu,
+      pairs: ps.length, blocks: conn.n, pairSeconds: PAIR_S, connPerSec: conn, proxyCpuPerConn: cpu,
+      connPerSecPerPair: ratios(ps.map((p) => p.proxyd100k.cps / p.proxyd.cps)), proxyCpuPerConnPerPair: ratios(ps.map(cpuOf)),
       p99: ratios(ps.map((p) => p.proxyd100k.p99 / p.proxyd.p99)).median,
       connPerSecMedian: { proxyd: med(ps.map((p) => p.proxyd.cps)), proxyd100k: med(ps.map((p) => p.proxyd100k.cps)) },
       proxyCpuUsPerConnMedian: { proxyd: med(ps.flatMap((p) => p.proxyd.cpuPerConn === null ? [] : [p.proxyd.cpuPerConn * 1e6])), proxyd100k: med(ps.flatMap((p) => p.proxyd100k.cpuPerConn === null ? [] : [p.proxyd100k.cpuPerConn * 1e6])) },
@@ -407,7 +436,7 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
       connPerSecByOrder: { proxydFirst: ratios(ps.filter((p) => p.first === "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median, proxyd100kFirst: ratios(ps.filter((p) => p.first !== "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median },
       errors: ps.reduce((a, p) => a + p.proxyd.errors + p.proxyd100k.errors, 0),
       // "costs < 5 % of connection rate": resolved yes when the whole 90 % interval is above 0.95, no when it is below, open otherwise
-      // (fewer than 10 pairs: a bootstrap of so few swings between yes and no, so no verdict)
+      // (fewer than 10 ABBA blocks: a bootstrap of so few swings between yes and no, so no verdict)
       under5Percent: conn.lo90 === null || conn.n < 10 ? "too few pairs" : conn.lo90 > 0.95 ? "yes" : conn.hi90 !== null && conn.hi90 < 0.95 ? "no" : "unresolved",
     }
   }
@@ -440,9 +469,9 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
   table(`Connection rate, concurrency 50 (${THREADS} load-generator thread${THREADS === 1 ? "" : "s"}), ${RATE_S} s`, rateCols, [...rep.rateC50.map(rateRow), ...rep.rateC50OneThread.map((r) => rateRow({ ...r, target: "direct, 1 thread" }))], any(rep.rateC50))
   const pv = Object.entries(rep.proxyd100kVsProxyd).flatMap(([k, v]) => v === null ? [] : [[k, v] as const])
   const iv = (r: Ratios, d = 3) => `${f(r.median, d)} (IQR ${f(r.q1, d)}–${f(r.q3, d)}, 90 % CI ${f(r.lo90, d)}–${f(r.hi90, d)})`
-  table(`proxyd-100k / proxyd, paired (${PAIR_S} s runs back to back, order alternating AB BA …; per-pair ratio: median, interquartile range, bootstrap 90 % interval of the median)`,
-    ["concurrency", "pairs", "conn/s ratio", "proxy CPU µs/conn ratio", "conn/s ratio AB / BA pairs", "p99 ratio", "conn/s proxyd / 100k", "CPU µs/conn proxyd / 100k", "TIME_WAIT ports proxyd / 100k", "errors", "< 5 % cost"],
-    pv.map(([k, v]) => [k === "c1" ? "1" : "50", f(v.pairs), iv(v.connPerSec), iv(v.proxyCpuPerConn), `${f(v.connPerSecByOrder.proxydFirst, 3)} / ${f(v.connPerSecByOrder.proxyd100kFirst, 3)}`, x2(v.p99), `${f(v.connPerSecMedian.proxyd)} / ${f(v.connPerSecMedian.proxyd100k)}`,
+  table(`proxyd-100k / proxyd, paired (${PAIR_S} s runs back to back, each after a ${PAIR_LEAD_S} s unmeasured lead-in, order alternating AB BA …; ratio per ABBA block (two pairs): median, interquartile range, bootstrap 90 % interval of the median)`,
+    ["concurrency", "pairs (blocks)", "conn/s ratio", "proxy CPU µs/conn ratio", "conn/s ratio AB / BA pairs", "p99 ratio", "conn/s proxyd / 100k", "CPU µs/conn proxyd / 100k", "TIME_WAIT ports proxyd / 100k", "errors", "< 5 % cost"],
+    pv.map(([k, v]) => [k === "c1" ? "1" : "50", `${f(v.pairs)} (${f(v.blocks)})`, iv(v.connPerSec), iv(v.proxyCpuPerConn), `${f(v.connPerSecByOrder.proxydFirst, 3)} / ${f(v.connPerSecByOrder.proxyd100kFirst, 3)}`, x2(v.p99), `${f(v.connPerSecMedian.proxyd)} / ${f(v.connPerSecMedian.proxyd100k)}`,
       `${f(v.proxyCpuUsPerConnMedian.proxyd)} / ${f(v.proxyCpuUsPerConnMedian.proxyd100k)}`, `${f(v.timeWaitPortsMedian.proxyd)} / ${f(v.timeWaitPortsMedian.proxyd100k)}`, f(v.errors), v.under5Percent]), pv.length > 0)
   table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
     rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
@@ -489,7 +518,7 @@ if (stopping) process.exit(130)
 const names = outcome.targets.map((t) => t.name)
 const rep = report(names, new Set(outcome.targets.filter((t) => t.rateOnly).map((t) => t.name)))
 const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? "?", node: process.version, platform: process.platform, loadAverageBefore: load0, loadAverageAfter: loadavg()[0]!, openFiles: fileLimits() }
-const config = { quick, rounds: ROUNDS, pairs: PAIRS, pairSeconds: PAIR_S, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY }
+const config = { quick, rounds: ROUNDS, pairs: PAIRS, pairSeconds: PAIR_S, pairLeadInSeconds: PAIR_LEAD_S, pairSettleSeconds: PAIR_SETTLE_S, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY }
 const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load).concat(pairRuns.flatMap((p) => [p.proxyd.load, p.proxyd100k.load]))
 const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
 const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
