@@ -107,10 +107,40 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   const closed = new Prom.Counter({ name: "proxyd_connections_closed_total", help: "Client connections closed, by listener, protocol, action and outcome.", labelNames: ["listener", "protocol", "action", "outcome"], registers, collect: publish(closedN) })
   const active = new Prom.Gauge({ name: "proxyd_connections_active", help: "Client connections open now, by listener.", labelNames: ["listener"], registers, collect: publish(activeN) })
   const bytes = new Prom.Counter({ name: "proxyd_bytes_total", help: "Bytes relayed to (up) and from (down) destinations, by listener.", labelNames: ["listener", "direction"], registers, collect: publish(bytesN) })
-  const handshake = new Prom.Histogram({ name: "proxyd_handshake_duration_seconds", help: "From accept to the client's request (TLS, sniffing, protocol handshake, auth).", labelNames: ["listener"], buckets: DURATION, registers })
-  const decision = new Prom.Histogram({ name: "proxyd_decision_duration_seconds", help: "Policy decision time including DNS and GeoIP lookups the policy needed.", labelNames: ["listener"], buckets: DURATION, registers })
-  const connect = new Prom.Histogram({ name: "proxyd_outbound_connect_duration_seconds", help: "Outbound connect time (direct, upstream chain or Tor), by action kind and result.", labelNames: ["listener", "action", "result"], buckets: DURATION, registers })
-  const total = new Prom.Histogram({ name: "proxyd_connection_duration_seconds", help: "Whole connection lifetime, by listener and protocol.", labelNames: ["listener", "protocol"], buckets: LONG, registers })
+  // Histograms fed by the observer, same idea: per label set, plain (non-cumulative) bucket
+  // counts, sum and count. At scrape, collect() writes them into the prom-client Histogram's
+  // own per-label state (`hashMap`: { labels, bucketValues keyed by upper bound, sum, count },
+  // what its observe() builds, prom-client 15), so its exporter renders the exposition
+  // (cumulative buckets, +Inf, _sum, _count, label order) exactly as before.
+  type Hist = { labels: Record<string, string>; buckets: Float64Array; sum: number; count: number }
+  type HAcc = { bounds: ReadonlyArray<number>; m: Map<string, Hist> }
+  const hAcc = (bounds: ReadonlyArray<number>): HAcc => ({ bounds, m: new Map() })
+  const observeH = (h: HAcc, key: string, labels: () => Record<string, string>, v: number): void => {
+    if (!Number.isFinite(v)) return // prom-client's observe() throws and records nothing
+    let a = h.m.get(key)
+    if (a === undefined) h.m.set(key, a = { labels: labels(), buckets: new Float64Array(h.bounds.length), sum: 0, count: 0 })
+    const b = h.bounds
+    let i = 0
+    while (i < b.length && v > b[i]!) i++
+    if (i < b.length) a.buckets[i]!++ // above the last bound: only +Inf (count)
+    a.sum += v
+    a.count++
+  }
+  const publishH = (h: HAcc) => function(this: Prom.Histogram) {
+    const state: Record<string, { labels: Record<string, string>; bucketValues: Record<number, number>; sum: number; count: number }> = {}
+    for (const [k, a] of h.m) {
+      const bucketValues: Record<number, number> = {}
+      for (let i = 0; i < h.bounds.length; i++) bucketValues[h.bounds[i]!] = a.buckets[i]!
+      // "#" prefix: never an integer-like key, so insertion (first-observed) order is kept.
+      state[`#${k}`] = { labels: a.labels, bucketValues, sum: a.sum, count: a.count }
+    }
+    ;(this as unknown as { hashMap: typeof state }).hashMap = state
+  }
+  const handshakeH = hAcc(DURATION), decisionH = hAcc(DURATION), connectH = hAcc(DURATION), totalH = hAcc(LONG)
+  new Prom.Histogram({ name: "proxyd_handshake_duration_seconds", help: "From accept to the client's request (TLS, sniffing, protocol handshake, auth).", labelNames: ["listener"], buckets: DURATION, registers, collect: publishH(handshakeH) })
+  new Prom.Histogram({ name: "proxyd_decision_duration_seconds", help: "Policy decision time including DNS and GeoIP lookups the policy needed.", labelNames: ["listener"], buckets: DURATION, registers, collect: publishH(decisionH) })
+  new Prom.Histogram({ name: "proxyd_outbound_connect_duration_seconds", help: "Outbound connect time (direct, upstream chain or Tor), by action kind and result.", labelNames: ["listener", "action", "result"], buckets: DURATION, registers, collect: publishH(connectH) })
+  new Prom.Histogram({ name: "proxyd_connection_duration_seconds", help: "Whole connection lifetime, by listener and protocol.", labelNames: ["listener", "protocol"], buckets: LONG, registers, collect: publishH(totalH) })
   const auth = new Prom.Counter({ name: "proxyd_auth_attempts_total", help: "Password checks, by listener and result (success, failure).", labelNames: ["listener", "result"], registers })
   const ruleHits = new Prom.Counter({ name: "proxyd_rule_hits_total", help: "Decisions by policy, rule and action kind.", labelNames: ["policy", "rule", "action"], registers, collect: publish(ruleHitsN) })
   const reloads = new Prom.Counter({ name: "proxyd_reloads_total", help: "Policy reloads, by result (success, failure).", labelNames: ["result"], registers })
@@ -186,14 +216,18 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
     accepted: (e) => { const l = e.listener; add(acceptedN, l, () => ({ listener: l }), 1); add(activeN, l, () => ({ listener: l }), 1) },
     authenticated: (e) => auth.inc({ listener: e.listener, result: e.ok ? "success" : "failure" }),
     decided: (e) => {
-      decision.observe({ listener: e.listener }, e.durationMs / 1000)
+      const l = e.listener
+      observeH(decisionH, l, () => ({ listener: l }), e.durationMs / 1000)
       const k = `${e.policy}\0${e.rule}`
       add(ruleHitsN, `${k}\0${e.action}`, () => ({ policy: e.policy, rule: e.rule, action: e.action }), 1)
       const h = hits.get(k)
       if (h === undefined) hits.set(k, { policy: e.policy, rule: e.rule, hits: 1 })
       else h.hits++
     },
-    connected: (e) => connect.observe({ listener: e.listener, action: e.action, result: e.ok ? "success" : "failure" }, e.durationMs / 1000),
+    connected: (e) => {
+      const l = e.listener, action = e.action, result = e.ok ? "success" : "failure"
+      observeH(connectH, `${l}\0${action}\0${result}`, () => ({ listener: l, action, result }), e.durationMs / 1000)
+    },
     closed: (e) => {
       const l = e.listener
       add(activeN, l, () => ({ listener: l }), -1)
@@ -203,8 +237,8 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
       add(closedN, `${l}\0${protocol}\0${action}\0${outcome}`, () => ({ listener: l, protocol, action, outcome }), 1)
       if (e.bytesUp > 0) add(bytesN, `${l}\0up`, () => ({ listener: l, direction: "up" }), e.bytesUp)
       if (e.bytesDown > 0) add(bytesN, `${l}\0down`, () => ({ listener: l, direction: "down" }), e.bytesDown)
-      if (e.handshakeMs !== undefined) handshake.observe({ listener: e.listener }, e.handshakeMs / 1000)
-      total.observe({ listener: e.listener, protocol }, e.durationMs / 1000)
+      if (e.handshakeMs !== undefined) observeH(handshakeH, l, () => ({ listener: l }), e.handshakeMs / 1000)
+      observeH(totalH, `${l}\0${protocol}`, () => ({ listener: l, protocol }), e.durationMs / 1000)
     },
     reloaded: (e) => reloads.inc({ result: e.ok ? "success" : "failure" }),
   }
