@@ -1,14 +1,14 @@
 /**
- * Mixed listeners: pick the protocol from the first byte, leaving the bytes in the socket.
+ * Mixed listeners: pick the protocol from the first byte.
  *
- * Details: the session uses `readFirst` (the bytes go to the handler without a detour through
- * the socket); `sniff` (over-limit rejections) and `peekByte` put them back. `peekByte`: waits on the paused socket (`'readable'` + `read()`) for the first
- * bytes, puts them back with `unshift`, removes its listeners and answers at
- * once (no extra event-loop turn), so the handler reads the same bytes from the
- * start and a later `pipe` works (the socket stays in paused mode). 0x05 →
- * socks5, 0x04 → socks4, anything else → http. `undefined` when the client
- * closes before sending anything. Interruption removes the listeners (the
- * caller destroys the socket).
+ * Details: `readFirst` takes the first bytes out of the paused socket (the session hands them
+ * to a handler that `takesFirstBytes`, or puts them back for one that does not). `peekByte`
+ * (and `sniff`, used for over-limit rejections) waits on the paused socket (`'readable'` +
+ * `read()`) for the first bytes, puts them back with `unshift`, removes its listeners and
+ * answers at once (no extra event-loop turn), so a reader sees the same bytes from the start
+ * and a later `pipe` works (the socket stays in paused mode). 0x05 → socks5, 0x04 → socks4,
+ * anything else → http. `undefined` when the client closes before sending anything.
+ * Interruption removes the listeners (the caller destroys the socket).
  *
  * Gotchas: Node emits 'readable' for already-buffered bytes only when a
  * listener is attached while `readableListening` is false, which Node resets

@@ -160,10 +160,11 @@ export const write = (socket: Socket, data: Uint8Array | string): Effect.Effect<
 /**
  * Runs `effect` (a handshake reading from `socket`) under a deadline that destroys the socket when it
  * passes (after calling `onTimeout`), so pending reads end; `timedOut` says whether it did. No fiber is forked (unlike
- * `Effect.timeout`), which matters once per connection.
+ * `Effect.timeout`), which matters once per connection. `ms` undefined: no deadline here (the
+ * runtime enforces one: `SessionContext.enforcesHandshakeDeadline`).
  */
-export const withDeadline = <A>(socket: Socket, ms: number, effect: Effect.Effect<A>, onTimeout?: () => void): Effect.Effect<{ readonly value: A; readonly timedOut: boolean }> =>
-  Effect.suspend(() => {
+export const withDeadline = <A>(socket: Socket, ms: number | undefined, effect: Effect.Effect<A>, onTimeout?: () => void): Effect.Effect<{ readonly value: A; readonly timedOut: boolean }> =>
+  ms === undefined ? Effect.map(effect, (value) => ({ value, timedOut: false })) : Effect.suspend(() => {
     let timedOut = false
     const timer = setTimeout(() => {
       timedOut = true

@@ -44,14 +44,9 @@ export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundH
           yield* Wire.closeWith(client, reply)
           return undefined
         })
-      const read = Wire.readMessage(client, reader, C.parseRequest)
-      let r: Wire.ReadResult<C.Request>
-      if (ctx.enforcesHandshakeDeadline === true) r = yield* read
-      else {
-        const h = yield* Wire.withDeadline(client, ctx.handshakeTimeoutMs, read, () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
-        if (h.timedOut) return undefined
-        r = h.value
-      }
+      const { value: r, timedOut } = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs,
+        Wire.readMessage(client, reader, C.parseRequest), () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
+      if (timedOut) return undefined
       if (r.k === "eof") return yield* reject("client closed before its request", Buffer.alloc(0))
       if (r.k === "error") return yield* reject(r.message, r.code === "version" ? Buffer.alloc(0) : cd91)
       const req = r.value

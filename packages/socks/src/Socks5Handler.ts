@@ -132,16 +132,12 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
       Effect.gen(function*() {
         const reader = new Wire.ByteReader()
         if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
-        let req: C.Request | undefined
-        if (ctx.enforcesHandshakeDeadline === true) req = yield* handshake(client, ctx, reader)
-        else {
-          const h = yield* Wire.withDeadline(client, ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
-            timedOut.add(client)
-            ctx.note({ outcome: "rejected", error: "handshake timeout" })
-          })
-          if (h.timedOut) return
-          req = h.value
-        }
+        const h = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
+          timedOut.add(client)
+          ctx.note({ outcome: "rejected", error: "handshake timeout" })
+        })
+        if (h.timedOut) return
+        const req = h.value
         if (req === undefined) return
         const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
         switch (req.cmd) {
