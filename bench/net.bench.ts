@@ -305,12 +305,13 @@ const main = async () => {
   const pb = targets.find((t) => t.name === "proxyd-100k")
   if (only.has("pair") && pa !== undefined && pb !== undefined) {
     for (const c of [1, 50] as const) {
+      const threads = c === 1 ? 1 : THREADS
       progress(`paired proxyd / proxyd-100k at concurrency ${c}: ${PAIRS} pairs of ${PAIR_S} s`)
       // settle both at this load first (unmeasured): at the switch from concurrency 1 to 50
       // proxyd-100k measured up to 2.5x its CPU per connection for the first few seconds
       // (its heap growing to the new load with 100k rules to mark), proxyd hardly any
       for (const t of [pa, pb]) {
-        try { await within(rate(t, ends.echo, c, PAIR_SETTLE_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `pair ${t.name} c${c} settle`) } catch (err) { progress(`  pair settle ${t.name}: ${(err as Error).message}`) }
+        try { await within(rate(t, ends.echo, c, PAIR_SETTLE_S, threads, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `pair ${t.name} c${c} settle`) } catch (err) { progress(`  pair settle ${t.name}: ${(err as Error).message}`) }
       }
       const t0 = performance.now()
       for (let i = 0; i < PAIRS && !stopping; i++) {
@@ -324,9 +325,9 @@ const main = async () => {
             // second side starts from two idle slots (ABBA) and the first from none, and a proxy
             // coming from idle measured up to 2x the CPU per connection in its first second
             // (either target) -- noise that swamped a 5 % question
-            await within(rate(t, ends.echo, c, PAIR_LEAD_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `pair ${t.name} c${c} lead-in`)
+            await within(rate(t, ends.echo, c, PAIR_LEAD_S, threads, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `pair ${t.name} c${c} lead-in`)
             const tw = timeWaitPorts().ports
-            const r = await within(rate(t, ends.echo, c, PAIR_S, c === 1 ? 1 : THREADS, ends.pid), PAIR_S * 1000 + 60_000, `pair ${t.name} c${c}`)
+            const r = await within(rate(t, ends.echo, c, PAIR_S, threads, ends.pid), PAIR_S * 1000 + 60_000, `pair ${t.name} c${c}`)
             got.set(t.name, { r, tw })
           }
         } catch (err) { failures.push(`pair c${c} pair ${i + 1}: ${(err as Error).message}`); continue }
@@ -415,6 +416,7 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
   const pair = (c: 1 | 50) => {
     const ps = pairRuns.filter((p) => p.concurrency === c)
     if (ps.length === 0) return null
+    const connOf = (p: PairRun) => p.proxyd100k.cps / p.proxyd.cps
     const cpuOf = (p: PairRun) => p.proxyd.cpuPerConn === null || p.proxyd100k.cpuPerConn === null ? Number.NaN : p.proxyd100k.cpuPerConn / p.proxyd.cpuPerConn
     // an ABBA block (pair 2k-1 AB with pair 2k BA): the geometric mean of its two ratios, so the
     // order's own effect (the second run of a pair measured faster at c=50, either target)
@@ -423,17 +425,17 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
       const q = p.pair % 2 === 1 ? ps.find((x) => x.pair === p.pair + 1) : undefined
       return q === undefined ? [] : [Math.sqrt(of(p) * of(q))]
     })
-    const conn = ratios(blocks((p) => p.proxyd100k.cps / p.proxyd.cps))
+    const conn = ratios(blocks(connOf))
     const cpu = ratios(blocks(cpuOf))
     return {
       pairs: ps.length, blocks: conn.n, pairSeconds: PAIR_S, connPerSec: conn, proxyCpuPerConn: cpu,
-      connPerSecPerPair: ratios(ps.map((p) => p.proxyd100k.cps / p.proxyd.cps)), proxyCpuPerConnPerPair: ratios(ps.map(cpuOf)),
+      connPerSecPerPair: ratios(ps.map(connOf)), proxyCpuPerConnPerPair: ratios(ps.map(cpuOf)),
       p99: ratios(ps.map((p) => p.proxyd100k.p99 / p.proxyd.p99)).median,
       connPerSecMedian: { proxyd: med(ps.map((p) => p.proxyd.cps)), proxyd100k: med(ps.map((p) => p.proxyd100k.cps)) },
       proxyCpuUsPerConnMedian: { proxyd: med(ps.flatMap((p) => p.proxyd.cpuPerConn === null ? [] : [p.proxyd.cpuPerConn * 1e6])), proxyd100k: med(ps.flatMap((p) => p.proxyd100k.cpuPerConn === null ? [] : [p.proxyd100k.cpuPerConn * 1e6])) },
       timeWaitPortsMedian: { proxyd: med(ps.map((p) => p.timeWaitPorts.proxyd)), proxyd100k: med(ps.map((p) => p.timeWaitPorts.proxyd100k)) },
       // the order's own effect: in AB pairs proxyd-100k runs after two idle slots, in BA right after its previous run
-      connPerSecByOrder: { proxydFirst: ratios(ps.filter((p) => p.first === "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median, proxyd100kFirst: ratios(ps.filter((p) => p.first !== "proxyd").map((p) => p.proxyd100k.cps / p.proxyd.cps)).median },
+      connPerSecByOrder: { proxydFirst: ratios(ps.filter((p) => p.first === "proxyd").map(connOf)).median, proxyd100kFirst: ratios(ps.filter((p) => p.first !== "proxyd").map(connOf)).median },
       errors: ps.reduce((a, p) => a + p.proxyd.errors + p.proxyd100k.errors, 0),
       // "costs < 5 % of connection rate": resolved yes when the whole 90 % interval is above 0.95, no when it is below, open otherwise
       // (fewer than 10 ABBA blocks: a bootstrap of so few swings between yes and no, so no verdict)
