@@ -36,14 +36,18 @@ const isIpLiteral = (h: string): boolean => isIP(h.startsWith("[") && h.endsWith
 const geoFact = (geo: GeoLookup | undefined, fact: string, ip: string | null): string | number | null =>
   geo === undefined || ip === null ? null : fact.endsWith(".country") ? geo.country(ip) : geo.asn(ip)
 
+/** The decision when the policy needs no fact it does not have yet (most requests); else undefined (use `decide`). */
+export const decideNow = (compiled: Compiled, request: Ir.Request): Decided | undefined => {
+  const first = evaluate(compiled, request)
+  if (first.type !== "decision") return undefined
+  const ip = request.facts?.["dst.ip"]
+  return typeof ip === "string" ? { decision: first.decision, request, resolved: ip } : { decision: first.decision, request }
+}
+
 export const decide = (compiled: Compiled, request: Ir.Request, resolver: ResolverShape, geo?: GeoLookup): Effect.Effect<Decided> => {
   // Most requests decide without a fact to fetch: answer without the loop.
-  const first = evaluate(compiled, request)
-  if (first.type === "decision") {
-    const ip = request.facts?.["dst.ip"]
-    return Effect.succeed(typeof ip === "string" ? { decision: first.decision, request, resolved: ip } : { decision: first.decision, request })
-  }
-  return loop(compiled, request, resolver, geo)
+  const now = decideNow(compiled, request)
+  return now !== undefined ? Effect.succeed(now) : loop(compiled, request, resolver, geo)
 }
 
 const loop = (compiled: Compiled, request: Ir.Request, resolver: ResolverShape, geo: GeoLookup | undefined): Effect.Effect<Decided> =>

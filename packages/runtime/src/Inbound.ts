@@ -16,6 +16,7 @@ import type { Socket } from "node:net"
 import type { Effect } from "effect"
 import type { Ir } from "@proxyd/rules"
 import type { OutboundError } from "./Errors.ts"
+import type { ByteReader } from "./Wire.ts"
 
 export type ProtocolName = "socks5" | "socks4" | "http"
 
@@ -134,6 +135,37 @@ export interface SessionContext {
   firstBytes?(): Buffer
 }
 
+/**
+ * The express path's context (the same connection object as the `SessionContext`): the common
+ * request served on callbacks, without a fiber. The handler reads with `readNow`, decides with
+ * `decideNow`, connects with `connectNow` and ends in exactly ONE of `relayNow` (the relay
+ * starts at once), `fallback` (the rest of the conversation as an effect, run like `handle`:
+ * the handshake deadline, shutdown and the close line apply as there) or `endNow` (the
+ * connection is over; the handler closed the client itself). Whenever the express path meets
+ * anything it does not do (authentication, a fact to fetch, an outbound that must wait, an
+ * error reply), the handler hands the rest to `fallback`, so behaviour is the effect path's.
+ */
+export interface ExpressContext extends SessionContext {
+  /** The sniffed bytes (a mixed listener), else empty: an express handler always starts with them. */
+  firstBytes(): Buffer
+  /** Reads the client into `reader` until `step` answers or the stream ends (`Wire.readNow`); cancelled when the connection ends first. */
+  readNow<T>(reader: ByteReader, step: (reader: ByteReader) => T | undefined, done: (r: T | { readonly k: "eof" }) => void): void
+  /** Like `decide` when the policy needs no fact it lacks; else `undefined` and nothing is recorded (use `decide` in `fallback`). */
+  decideNow(input: RequestInput): Decided | undefined
+  /**
+   * Like `connect` when the outbound can start without waiting for anything else (a literal
+   * address or the resolved one, direct): calls `done` once with the connection or the error.
+   * False when it cannot (nothing started: use `connect` in `fallback`).
+   */
+  connectNow(decided: Decided, done: (r: Connected | OutboundError) => void): boolean
+  /** Starts the relay now (the connection lasts until it ends). */
+  relayNow(client: Socket, upstream: Socket): void
+  /** Continues in a fiber with the effect (which answers the client and ends like a handler's `handle`). */
+  fallback(effect: Effect.Effect<void>): void
+  /** The connection is over without a relay (the handler has closed or is closing the client). */
+  endNow(): void
+}
+
 export interface InboundHandler {
   readonly protocol: ProtocolName
   /** Serves one client connection to its end. Errors are the handler's to answer on the wire; the returned effect never fails. */
@@ -151,4 +183,10 @@ export interface InboundHandler {
    * socket (`unshift`) and the handler reads them from there.
    */
   readonly takesFirstBytes?: boolean
+  /**
+   * Optional: serves the connection on the express path (`ExpressContext`) instead of `handle`,
+   * on listeners without TLS. Must behave exactly as `handle` would (it falls back to effects
+   * for everything but the common case). Returns at once; the connection goes on in callbacks.
+   */
+  express?(client: Socket, ctx: ExpressContext): void
 }

@@ -35,8 +35,16 @@ export interface OutboundContext {
   readonly note?: (fields: Readonly<Record<string, unknown>>) => void
 }
 
-/** Opens the connection a decision asks for. */
-export type Connector = (decided: Decided, ctx: OutboundContext) => Effect.Effect<net.Socket, OutboundError>
+/**
+ * Opens the connection a decision asks for. `now` (optional): the same without an effect, for
+ * the express path: starts connecting and returns a cancel function, or returns `undefined`
+ * without doing anything when this connection needs a wait the callback form does not do (a
+ * name to resolve); the caller then uses the effect.
+ */
+export interface Connector {
+  (decided: Decided, ctx: OutboundContext): Effect.Effect<net.Socket, OutboundError>
+  readonly now?: (decided: Decided, ctx: OutboundContext, done: (r: net.Socket | OutboundError) => void) => (() => void) | undefined
+}
 
 export type Registry = ReadonlyMap<Ir.ActionIR["k"], Connector>
 
@@ -100,31 +108,45 @@ const kPeer = Symbol("proxyd.peer")
  */
 export const knownPeer = (s: net.Socket): string | undefined => (s as net.Socket & { [kPeer]?: string })[kPeer]
 
+/**
+ * Connects a socket with a deadline and calls `done` once: the connected socket or why not.
+ * Returns a cancel function (destroys the socket; `done` is not called). The callback form of
+ * `connectSocket` (the express path).
+ */
+export const connectNow = (
+  opts: net.NetConnectOpts & { readonly host: string; readonly port: number },
+  timeoutMs: number,
+  done: (r: net.Socket | OutboundError) => void,
+): () => void => {
+  let over = false
+  const s = net.connect({ ...opts, allowHalfOpen: true, noDelay: true })
+  s.on("error", noop)
+  const finish = (r: net.Socket | OutboundError) => {
+    if (over) return
+    over = true
+    clearTimeout(timer)
+    s.off("connect", onConnect)
+    s.off("error", onError)
+    done(r)
+  }
+  const onConnect = () => {
+    if (!("lookup" in opts) || opts.lookup === undefined) (s as net.Socket & { [kPeer]?: string })[kPeer] = opts.host.includes(":") ? `[${opts.host}]:${opts.port}` : `${opts.host}:${opts.port}`
+    finish(s)
+  }
+  const onError = (e: Error) => { s.destroy(); finish(new OutboundError({ reason: reasonOf(e, opts.host) })) }
+  const timer = setTimeout(() => { s.destroy(); finish(new OutboundError({ reason: { _tag: "Timeout" } })) }, timeoutMs)
+  s.once("connect", onConnect)
+  s.once("error", onError)
+  return () => {
+    if (!over) { over = true; clearTimeout(timer); s.destroy() }
+  }
+}
+
 /** Connects a socket with a deadline; interruption destroys it. */
 export const connectSocket = (opts: net.NetConnectOpts & { readonly host: string; readonly port: number }, timeoutMs: number): Effect.Effect<net.Socket, OutboundError> =>
   Effect.callback<net.Socket, OutboundError>((resume) => {
-    let done = false
-    const s = net.connect({ ...opts, allowHalfOpen: true, noDelay: true })
-    s.on("error", noop)
-    const finish = (r: Effect.Effect<net.Socket, OutboundError>) => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      s.off("connect", onConnect)
-      s.off("error", onError)
-      resume(r)
-    }
-    const onConnect = () => {
-      if (!("lookup" in opts) || opts.lookup === undefined) (s as net.Socket & { [kPeer]?: string })[kPeer] = opts.host.includes(":") ? `[${opts.host}]:${opts.port}` : `${opts.host}:${opts.port}`
-      finish(Effect.succeed(s))
-    }
-    const onError = (e: Error) => { s.destroy(); finish(fail(reasonOf(e, opts.host))) }
-    const timer = setTimeout(() => { s.destroy(); finish(fail({ _tag: "Timeout" })) }, timeoutMs)
-    s.once("connect", onConnect)
-    s.once("error", onError)
-    return Effect.sync(() => {
-      if (!done) { done = true; clearTimeout(timer); s.destroy() }
-    })
+    const cancel = connectNow(opts, timeoutMs, (r) => resume(r instanceof OutboundError ? Effect.fail(r) : Effect.succeed(r)))
+    return Effect.sync(cancel)
   })
 
 const familyOf = (a: string): 4 | 6 => (net.isIPv6(a) ? 6 : 4)
@@ -150,6 +172,14 @@ export const direct = (host: string, port: number, ctx: OutboundContext, address
   )
 }
 
+/** `direct` without an effect when no lookup is needed (a literal or the resolved address); else undefined. */
+const directNow = (host: string, port: number, ctx: OutboundContext, address: string | undefined, done: (r: net.Socket | OutboundError) => void): (() => void) | undefined => {
+  if (address !== undefined) return connectNow({ host: address, port }, ctx.connectTimeoutMs, done)
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host
+  if (net.isIP(bare) !== 0) return connectNow({ host: bare, port }, ctx.connectTimeoutMs, done)
+  return undefined
+}
+
 const allow: Connector = (decided, ctx) => {
   const req = decided.request
   const ip = req.facts?.["dst.ip"]
@@ -158,10 +188,21 @@ const allow: Connector = (decided, ctx) => {
   return direct(req.dstHost, req.dstPort, ctx, decided.resolved)
 }
 
+const allowNow: NonNullable<Connector["now"]> = (decided, ctx, done) => {
+  const req = decided.request
+  if (req.facts?.["dst.ip"] === null && net.isIP(req.dstHost) === 0) return undefined
+  return directNow(req.dstHost, req.dstPort, ctx, decided.resolved, done)
+}
+
 const redirect: Connector = (decided, ctx) => {
   const a = decided.decision.action
   if (a.k !== "redirect") return fail({ _tag: "General", message: "not a redirect" })
   return direct(a.host, a.port, ctx)
+}
+
+const redirectNow: NonNullable<Connector["now"]> = (decided, ctx, done) => {
+  const a = decided.decision.action
+  return a.k === "redirect" ? directNow(a.host, a.port, ctx, undefined, done) : undefined
 }
 
 const blocked: Connector = (decided) => {
@@ -173,8 +214,8 @@ const later: Connector = () => fail({ _tag: "General", message: "upstreams arriv
 
 /** The built-in kinds. Issue 4 extends this map (`new Map([...defaultRegistry, ["via", ...]])`). */
 export const defaultRegistry: Registry = new Map<Ir.ActionIR["k"], Connector>([
-  ["allow", allow],
-  ["redirect", redirect],
+  ["allow", Object.assign(allow, { now: allowNow })],
+  ["redirect", Object.assign(redirect, { now: redirectNow })],
   ["block", blocked],
   ["via", later],
   ["tor", later],

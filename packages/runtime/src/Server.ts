@@ -74,6 +74,8 @@ export interface ServerOptions {
   readonly geoip?: GeoProvider
   /** Hear connection steps and reloads (metrics, admin). */
   readonly observers?: ReadonlyArray<Observer>
+  /** Serve the common requests on the handlers' express path (default true; false: always the effect path, for tests and A/B runs). */
+  readonly express?: boolean
 }
 
 export class StartError extends Data.TaggedError("StartError")<{ readonly message: string }> {}
@@ -216,6 +218,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         geo: geoip,
         observers,
         sessions,
+        express: opts.express ?? true,
       }
       return o.env
     }

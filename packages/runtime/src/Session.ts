@@ -34,10 +34,10 @@ import type { Socket } from "node:net"
 import { Effect, type Fiber } from "effect"
 import type { Ir } from "@proxyd/rules"
 import type { AuthSource } from "./Auth.ts"
-import { decide } from "./Decide.ts"
+import { decide, decideNow } from "./Decide.ts"
 import type { Compiled } from "./Engine.ts"
 import { OutboundError } from "./Errors.ts"
-import type { AuthResult, Connected, Decided, InboundHandler, ProtocolName, RequestInput, SessionContext, UdpChannel, UpstreamBind } from "./Inbound.ts"
+import type { AuthResult, Connected, Decided, ExpressContext, InboundHandler, ProtocolName, RequestInput, SessionContext, UdpChannel, UpstreamBind } from "./Inbound.ts"
 import type { GeoLookup } from "./Geo.ts"
 import type { Log } from "./Log.ts"
 import { notify, type Observer, type SessionEntry, type SessionInfo, type Sessions } from "./Observe.ts"
@@ -45,6 +45,7 @@ import { type BindRegistry, knownPeer, type OutboundContext, type Registry, type
 import { startRelay } from "./Relay.ts"
 import type { ResolverShape } from "./Resolver.ts"
 import { protocolOf, readFirst } from "./Sniff.ts"
+import { ByteReader, readNow, type EOF } from "./Wire.ts"
 import { handshake, type TlsContext } from "./Tls.ts"
 import type { ConnectionHandle } from "./Listener.ts"
 
@@ -85,6 +86,8 @@ export interface ConnectionEnv {
   readonly observers?: ReadonlyArray<Observer>
   /** Lists the connection while it is open (admin API). */
   readonly sessions?: Sessions | undefined
+  /** Serve on the express path where a handler offers it (default true; `PROXYD_EXPRESS=off` turns it off everywhere). */
+  readonly express?: boolean
 }
 
 /** What is particular to one accepted connection. */
@@ -151,15 +154,24 @@ const onDeadline = (c: Conn): void => {
   c.timedOut = true
   const f = c.fiber
   c.fiber = undefined
-  f?.interruptUnsafe()
+  if (f !== undefined) f.interruptUnsafe()
+  else if (c.express) c.expressTimeout()
 }
+
+/** `PROXYD_EXPRESS=off` serves every connection on the effect path (a way out, and for A/B runs). */
+const expressOn = process.env["PROXYD_EXPRESS"] !== "off"
+
+/** What a throwing parser step turned into (the express path must not throw into a socket event). */
+class Thrown { readonly error: unknown; constructor(error: unknown) { this.error = error } }
+
+const takeAll = (r: ByteReader): Buffer | undefined => (r.size > 0 ? r.rest() : undefined)
 
 /**
  * One connection's state, its `SessionContext` (the handler calls its methods) and its entry in
  * the session listing — one object, so a connection allocates no closures for them and an idle
  * relayed connection holds little more than this object, its close-line fields and its sockets.
  */
-class Conn implements SessionContext, SessionEntry {
+class Conn implements ExpressContext, SessionEntry {
   readonly id: string
   readonly listener: string
   readonly srcIp: string
@@ -196,6 +208,15 @@ class Conn implements SessionContext, SessionEntry {
   killed = false
   finished = false
   detachedRelay = false
+  /** Served on the express path (callbacks; a fiber only for a `fallback`). */
+  express = false
+  /** Ends the connection's hold on its listener (set once it outlives its fiber: relay or express); called by `finish`. */
+  release: (() => void) | undefined = undefined
+  /** The express path's pending read, connect, relay and fallback fiber (shutdown and `finish` stop them). */
+  cancelRead: (() => void) | undefined = undefined
+  cancelConnect: (() => void) | undefined = undefined
+  relayAbort: (() => void) | undefined = undefined
+  fallbackFiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
 
   constructor(raw: Socket, env: ConnectionEnv, a: Accepted) {
     this.started = a.acceptedAt ?? Date.now()
@@ -254,12 +275,8 @@ class Conn implements SessionContext, SessionEntry {
     this.groups = u === undefined ? undefined : unionGroups(u, gs ?? [], this.env.view().usergroups)
   }
 
-  decide(input: RequestInput): Effect.Effect<Decided> {
-    this.endHandshake()
-    this.handshakeMs ??= Date.now() - this.started
-    const decideStart = performance.now()
-    const v = this.env.view()
-    const req: Ir.Request = {
+  private request(input: RequestInput): Ir.Request {
+    return {
       command: input.command,
       dstHost: input.dstHost,
       dstPort: input.dstPort,
@@ -272,61 +289,108 @@ class Conn implements SessionContext, SessionEntry {
       ...(this.user !== undefined ? { user: this.user } : {}),
       ...(this.groups !== undefined ? { groups: this.groups } : {}),
     }
-    this.line["dst"] = hostPort(input.dstHost, input.dstPort)
-    return Effect.map(decide(v.compiled, req, this.env.resolver, this.env.geo), (d) => {
-      this.lastDecided = d
-      const action = d.decision.action.k
-      notify(this.observers, "decided", {
-        listener: this.listener, protocol: this.protocol ?? input.protocol, policy: v.policy ?? "", rule: d.decision.rule, action,
-        durationMs: performance.now() - decideStart,
-      })
-      this.line["rule"] = d.decision.rule
-      this.line["action"] = action
-      if (d.resolved !== undefined) this.line["dst_ip"] = d.resolved
-      if (action === "block") this.outcome = "blocked"
-      for (const m of d.decision.modifiers) {
-        if (m.k === "tag") (this.tags ??= []).push(m.value)
-        else if (m.k === "log") this.logged = true
-      }
-      return d
+  }
+
+  /** Records a decision (close line, observers, modifiers). */
+  private decided(d: Decided, v: PolicyView, input: RequestInput, decideStart: number): Decided {
+    this.lastDecided = d
+    const action = d.decision.action.k
+    notify(this.observers, "decided", {
+      listener: this.listener, protocol: this.protocol ?? input.protocol, policy: v.policy ?? "", rule: d.decision.rule, action,
+      durationMs: performance.now() - decideStart,
     })
+    this.line["rule"] = d.decision.rule
+    this.line["action"] = action
+    if (d.resolved !== undefined) this.line["dst_ip"] = d.resolved
+    if (action === "block") this.outcome = "blocked"
+    for (const m of d.decision.modifiers) {
+      if (m.k === "tag") (this.tags ??= []).push(m.value)
+      else if (m.k === "log") this.logged = true
+    }
+    return d
+  }
+
+  decide(input: RequestInput): Effect.Effect<Decided> {
+    this.endHandshake()
+    this.handshakeMs ??= Date.now() - this.started
+    const decideStart = performance.now()
+    const v = this.env.view()
+    const req = this.request(input)
+    this.line["dst"] = hostPort(input.dstHost, input.dstPort)
+    return Effect.map(decide(v.compiled, req, this.env.resolver, this.env.geo), (d) => this.decided(d, v, input, decideStart))
+  }
+
+  decideNow(input: RequestInput): Decided | undefined {
+    const decideStart = performance.now()
+    const v = this.env.view()
+    const d = decideNow(v.compiled, this.request(input))
+    if (d === undefined) return undefined
+    this.endHandshake()
+    this.handshakeMs ??= Date.now() - this.started
+    this.line["dst"] = hostPort(input.dstHost, input.dstPort)
+    return this.decided(d, v, input, decideStart)
   }
 
   private outboundContext(): OutboundContext {
     return { resolver: this.env.resolver, connectTimeoutMs: this.env.listener.connectMs, note: (f) => this.note(f) }
   }
 
+  private noOutbound(action: string): OutboundError {
+    this.outcome = "error"
+    this.line["error"] = `General: no outbound for ${action}`
+    notify(this.observers, "connected", { listener: this.listener, action, ok: false, durationMs: 0 })
+    return new OutboundError({ reason: { _tag: "General", message: `no outbound for ${action}` } })
+  }
+
+  private connected(s: Socket, action: string, connectStart: number): Connected {
+    this.sockets.push(s)
+    const durationMs = performance.now() - connectStart
+    // The handler's reply needs only the local address; the peer address (a syscall) and the
+    // observers wait until the handler has answered (a microtask: before any other I/O).
+    queueMicrotask(() => {
+      notify(this.observers, "connected", { listener: this.listener, action, ok: true, durationMs })
+      this.line["dst_connected"] = knownPeer(s) ?? hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
+    })
+    return new ConnectedSocket(s)
+  }
+
+  private connectFailed(e: OutboundError, action: string, connectStart: number): OutboundError {
+    if (e.reason._tag !== "Blocked") {
+      notify(this.observers, "connected", { listener: this.listener, action, ok: false, durationMs: performance.now() - connectStart })
+      this.outcome = "error"
+      this.line["error"] = reasonText(e)
+    }
+    return e
+  }
+
   connect(decided: Decided): Effect.Effect<Connected, OutboundError> {
     const action = decided.decision.action.k
     const connector = this.env.registry.get(action)
-    if (connector === undefined) {
-      this.outcome = "error"
-      this.line["error"] = `General: no outbound for ${action}`
-      notify(this.observers, "connected", { listener: this.listener, action, ok: false, durationMs: 0 })
-      return Effect.fail(new OutboundError({ reason: { _tag: "General", message: `no outbound for ${action}` } }))
-    }
+    if (connector === undefined) return Effect.fail(this.noOutbound(action))
     const connectStart = performance.now()
     return Effect.matchEffect(connector(decided, this.outboundContext()), {
-      onSuccess: (s) => {
-        this.sockets.push(s)
-        const durationMs = performance.now() - connectStart
-        // The handler's reply needs only the local address; the peer address (a syscall) and the
-        // observers wait until the handler has answered (a microtask: before any other I/O).
-        queueMicrotask(() => {
-          notify(this.observers, "connected", { listener: this.listener, action, ok: true, durationMs })
-          this.line["dst_connected"] = knownPeer(s) ?? hostPort(s.remoteAddress ?? "?", s.remotePort ?? 0)
-        })
-        return Effect.succeed<Connected>(new ConnectedSocket(s))
-      },
-      onFailure: (e) => {
-        if (e.reason._tag !== "Blocked") {
-          notify(this.observers, "connected", { listener: this.listener, action, ok: false, durationMs: performance.now() - connectStart })
-          this.outcome = "error"
-          this.line["error"] = reasonText(e)
-        }
-        return Effect.fail(e)
-      },
+      onSuccess: (s) => Effect.succeed(this.connected(s, action, connectStart)),
+      onFailure: (e) => Effect.fail(this.connectFailed(e, action, connectStart)),
     })
+  }
+
+  connectNow(decided: Decided, done: (r: Connected | OutboundError) => void): boolean {
+    const action = decided.decision.action.k
+    const now = this.env.registry.get(action)?.now
+    if (now === undefined) return false
+    const connectStart = performance.now()
+    const cancel = now(decided, this.outboundContext(), (r) => {
+      this.cancelConnect = undefined
+      if (this.finished) {
+        if (!(r instanceof OutboundError)) r.destroy()
+        return
+      }
+      if (r instanceof OutboundError) this.safely(done, this.connectFailed(r, action, connectStart))
+      else this.safely(done, this.connected(r, action, connectStart))
+    })
+    if (cancel === undefined) return false
+    this.cancelConnect = cancel
+    return true
   }
 
   connectUdp(decided: Decided): Effect.Effect<UdpChannel, OutboundError> {
@@ -348,6 +412,34 @@ class Conn implements SessionContext, SessionEntry {
     this.handedOff = { client: c, upstream, idleMs: mod?.k === "idle" ? mod.ms : this.env.listener.idleMs }
     return Effect.void
   }
+
+  relayNow(client: Socket, upstream: Socket): void {
+    void this.relay(client, upstream)
+    this.startHandedOff()
+  }
+
+  readNow<T>(reader: ByteReader, step: (reader: ByteReader) => T | undefined, done: (r: T | typeof EOF) => void): void {
+    const cancel = readNow<T | Thrown>(this.client, reader, (r) => {
+      try { return step(r) } catch (e) { return new Thrown(e) }
+    }, (r) => {
+      this.cancelRead = undefined
+      if (this.finished) return
+      if (r instanceof Thrown) return this.failed(r.error)
+      this.safely(done, r)
+    })
+    if (this.cancelRead === undefined && !this.finished) this.cancelRead = cancel
+  }
+
+  fallback(effect: Effect.Effect<void>): void {
+    if (this.finished) return
+    Effect.runFork(this.guarded(Effect.withFiber((fiber) => {
+      this.fallbackFiber = fiber
+      if (this.handshakeTimer !== undefined) this.fiber = fiber
+      return Effect.flatMap(effect, () => this.relayPhase())
+    })))
+  }
+
+  endNow(): void { this.finish() }
 
   note(fields: Readonly<Record<string, unknown>>): void {
     for (const k of Object.keys(fields)) {
@@ -387,6 +479,9 @@ class Conn implements SessionContext, SessionEntry {
     if (this.finished) return
     this.finished = true
     this.endHandshake()
+    this.cancelRead?.()
+    this.cancelConnect?.()
+    this.cancelRead = this.cancelConnect = undefined
     const env = this.env
     // Bytes exchanged with destinations, from the sockets themselves (relay or a handler's own forwarding).
     let bytesUp = 0, bytesDown = 0
@@ -415,6 +510,39 @@ class Conn implements SessionContext, SessionEntry {
     line["outcome"] = this.outcome
     line["tags"] = this.tags
     env.log.log(this.logged ? "warn" : "info", "connection", line)
+    const release = this.release
+    this.release = undefined
+    release?.()
+  }
+
+  /** A handler or parser threw on the express path: the connection ends as `error` (the effect path catches the same as a defect). */
+  failed(e: unknown): void {
+    if (this.finished) return
+    this.outcome = "error"
+    this.line["error"] = String(e).slice(0, 200)
+    this.finish()
+  }
+
+  private safely<A>(f: (a: A) => void, a: A): void {
+    try { f(a) } catch (e) { this.failed(e) }
+  }
+
+  /** The handshake deadline passed on the express path (no fiber is waiting): end the connection without a reply. */
+  expressTimeout(): void {
+    if (this.outcome === "ok") this.outcome = "handshake-timeout"
+    this.finish()
+  }
+
+  /** Shutdown reached this connection after it outlived its fiber: stop everything, outcome `shutdown`. */
+  private abortAll(): void {
+    this.outcome = "shutdown"
+    const r = this.relayAbort
+    this.relayAbort = undefined
+    r?.()
+    this.cancelRead?.()
+    this.cancelConnect?.()
+    this.fallbackFiber?.interruptUnsafe()
+    this.finish()
   }
 
   /** Runs the handler of this connection's protocol (after TLS and sniffing). */
@@ -468,41 +596,94 @@ class Conn implements SessionContext, SessionEntry {
    * shutdown) writes the close line.
    */
   private relayPhase(): Effect.Effect<void> {
-    const h = this.handedOff
-    if (h === undefined) return Effect.void
-    this.handedOff = undefined
-    this.detachedRelay = true
-    // Detach first: a relay whose sockets are already closed ends inside `startRelay`.
-    let abort: () => void = () => {}
-    const done = this.handle.detach(() => {
-      this.outcome = "shutdown"
-      abort()
-      this.finish()
-    })
-    abort = startRelay(h.client, h.upstream, h.idleMs, (r) => {
-      if (r.end === "idle") this.outcome = "idle-timeout"
-      this.finish()
-      done()
-    })
+    if (this.handedOff !== undefined) this.startHandedOff()
     return Effect.void
   }
 
-  run(): Effect.Effect<void> {
-    return Effect.withFiber((fiber) => {
-      this.fiber = fiber
-      this.handshakeTimer = setTimeout(onDeadline, Math.max(0, this.env.listener.handshakeMs - (Date.now() - this.started)), this)
-      notify(this.observers, "accepted", { listener: this.listener })
-      this.env.sessions?.add(this.id, this)
-      return Effect.flatMap(this.body(), () => this.relayPhase())
-    }).pipe(
+  private startHandedOff(): void {
+    const h = this.handedOff
+    if (h === undefined) return
+    this.handedOff = undefined
+    this.detachedRelay = true
+    // Detach first (unless the express path did): a relay whose sockets are already closed ends inside `startRelay`.
+    this.release ??= this.handle.detach(() => this.abortAll())
+    this.relayAbort = startRelay(h.client, h.upstream, h.idleMs, (r) => {
+      this.relayAbort = undefined
+      if (r.end === "idle") this.outcome = "idle-timeout"
+      this.finish()
+    })
+  }
+
+  /** Accept-time bookkeeping: the handshake deadline, `accepted`, the session listing. */
+  private begin(): void {
+    this.handshakeTimer = setTimeout(onDeadline, Math.max(0, this.env.listener.handshakeMs - (Date.now() - this.started)), this)
+    notify(this.observers, "accepted", { listener: this.listener })
+    this.env.sessions?.add(this.id, this)
+  }
+
+  private guarded(body: Effect.Effect<void>): Effect.Effect<void> {
+    return body.pipe(
       Effect.onInterrupt(() => Effect.sync(() => {
         if (!this.timedOut) { this.outcome = "shutdown"; return }
+        // A handler that already answered (a rejection) and was waiting for the client to leave keeps its outcome.
+        if (this.outcome !== "ok") return
         this.outcome = "handshake-timeout"
         if (this.phase === "tls") this.line["error"] = "TLS handshake not completed"
       })),
       Effect.catchCause((cause) => Effect.sync(() => { this.outcome = "error"; this.line["error"] = String(cause).slice(0, 200) })),
       Effect.ensuring(Effect.sync(() => { if (!this.detachedRelay) this.finish() })),
     )
+  }
+
+  private canExpress(): boolean {
+    if (!expressOn || this.tls !== undefined || this.env.express === false) return false
+    const kind = this.env.listener.kind
+    return kind === "mixed" || this.env.handlers[kind]?.express !== undefined
+  }
+
+  /**
+   * The express path: the connection outlives its (short) fiber from the start; sniffing and a
+   * handler's `express` run on callbacks, and anything else continues in a `fallback` fiber.
+   */
+  private startExpress(): void {
+    this.express = true
+    this.begin()
+    this.release = this.handle.detach(() => this.abortAll())
+    try {
+      const env = this.env
+      if (env.listener.kind !== "mixed") return this.expressServe(env.handlers[env.listener.kind], undefined)
+      this.phase = "sniff"
+      this.readNow(new ByteReader(), takeAll, (b) => {
+        this.phase = "handler"
+        if (!(b instanceof Buffer)) { this.outcome = "closed-before-handshake"; return this.finish() }
+        this.expressServe(env.handlers[protocolOf(b[0]!)], b)
+      })
+    } catch (e) {
+      this.failed(e)
+    }
+  }
+
+  private expressServe(handler: InboundHandler | undefined, first: Buffer | undefined): void {
+    if (handler?.express === undefined) {
+      if (first !== undefined) {
+        if (handler?.takesFirstBytes === true) this.first = first
+        else this.client.unshift(first)
+      }
+      return this.fallback(this.serve(handler))
+    }
+    this.protocol = handler.protocol
+    this.line["protocol"] = handler.protocol
+    if (first !== undefined) this.first = first
+    handler.express(this.client, this)
+  }
+
+  run(): Effect.Effect<void> {
+    if (this.canExpress()) return Effect.sync(() => this.startExpress())
+    return this.guarded(Effect.withFiber((fiber) => {
+      this.fiber = fiber
+      this.begin()
+      return Effect.flatMap(this.body(), () => this.relayPhase())
+    }))
   }
 }
 

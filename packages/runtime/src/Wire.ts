@@ -69,54 +69,65 @@ export const EOF = { k: "eof" } as const
 
 /**
  * Reads from a paused socket into `reader` until `step` answers (anything but `undefined`), or
- * the socket ends (`EOF`). `step` looks at the reader (`take`s what it consumes) each time bytes
- * arrive, so one read loop can take several messages in turn (a SOCKS5 greeting, the method
- * reply written from inside `step`, then the request) — one effect instead of one per message.
+ * the socket ends (`EOF`), then calls `done` once (at once when buffered bytes already answer).
+ * `step` looks at the reader (`take`s what it consumes) each time bytes arrive, so one read
+ * loop can take several messages in turn (a SOCKS5 greeting, the method reply written from
+ * inside `step`, then the request). Returns a cancel function (removes the listeners; `done`
+ * is not called). The callback form of `readWith` (the express path, `Inbound.ExpressContext`).
  */
+export const readNow = <T>(socket: Socket, reader: ByteReader, step: (reader: ByteReader) => T | undefined, done: (r: T | typeof EOF) => void): () => void => {
+  const first = step(reader)
+  if (first !== undefined) { done(first); return noop }
+  if (socket.destroyed || socket.readableEnded) { done(EOF); return noop }
+  // Bytes already buffered (put back by sniffing, or sent early) answer without listeners.
+  if (socket.readableLength > 0) {
+    for (let i = 0; i < 1024; i++) {
+      const chunk = socket.read() as Buffer | null
+      if (chunk === null) break
+      reader.push(chunk)
+      const r = step(reader)
+      if (r !== undefined) { done(r); return noop }
+    }
+  }
+  let over = false
+  const finish = (r: T | typeof EOF) => {
+    if (over) return
+    over = true
+    cleanup()
+    done(r)
+  }
+  const onReadable = () => {
+    for (let i = 0; i < 1024 && !over; i++) {
+      const chunk = socket.read() as Buffer | null
+      if (chunk === null) return
+      reader.push(chunk)
+      const r = step(reader)
+      if (r !== undefined) return finish(r)
+    }
+  }
+  const onEnd = () => finish(EOF)
+  const cleanup = () => {
+    over = true
+    socket.off("readable", onReadable)
+    socket.off("end", onEnd)
+    socket.off("close", onEnd)
+    socket.off("error", onEnd)
+  }
+  socket.on("readable", onReadable)
+  socket.on("end", onEnd)
+  socket.on("close", onEnd)
+  socket.on("error", onEnd)
+  onReadable()
+  return cleanup
+}
+
+const noop = (): void => {}
+
+/** `readNow` as an effect (interruption removes the listeners). */
 export const readWith = <T>(socket: Socket, reader: ByteReader, step: (reader: ByteReader) => T | undefined): Effect.Effect<T | typeof EOF> =>
   Effect.callback<T | typeof EOF>((resume) => {
-    const first = step(reader)
-    if (first !== undefined) return resume(Effect.succeed(first))
-    if (socket.destroyed || socket.readableEnded) return resume(Effect.succeed(EOF))
-    // Bytes already buffered (put back by sniffing, or sent early) answer without listeners.
-    if (socket.readableLength > 0) {
-      for (let i = 0; i < 1024; i++) {
-        const chunk = socket.read() as Buffer | null
-        if (chunk === null) break
-        reader.push(chunk)
-        const r = step(reader)
-        if (r !== undefined) return resume(Effect.succeed(r))
-      }
-    }
-    let done = false
-    const finish = (r: T | typeof EOF) => {
-      if (done) return
-      done = true
-      cleanup()
-      resume(Effect.succeed(r))
-    }
-    const onReadable = () => {
-      for (let i = 0; i < 1024 && !done; i++) {
-        const chunk = socket.read() as Buffer | null
-        if (chunk === null) return
-        reader.push(chunk)
-        const r = step(reader)
-        if (r !== undefined) return finish(r)
-      }
-    }
-    const onEnd = () => finish(EOF)
-    const cleanup = () => {
-      socket.off("readable", onReadable)
-      socket.off("end", onEnd)
-      socket.off("close", onEnd)
-      socket.off("error", onEnd)
-    }
-    socket.on("readable", onReadable)
-    socket.on("end", onEnd)
-    socket.on("close", onEnd)
-    socket.on("error", onEnd)
-    onReadable()
-    return Effect.sync(cleanup)
+    const cancel = readNow(socket, reader, step, (r) => resume(Effect.succeed(r)))
+    return cancel === noop ? undefined : Effect.sync(cancel)
   })
 
 /** Reads from a paused socket into `reader` until `parse` answers a message or an error, or the socket ends. */

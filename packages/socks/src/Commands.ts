@@ -39,23 +39,49 @@ export const serveConnect = (
   reader: Wire.ByteReader,
   input: Inbound.RequestInput,
   replies: Replies,
-): Effect.Effect<void> =>
+): Effect.Effect<void> => Effect.flatMap(ctx.decide(input), (decided) => connectDecided(client, ctx, reader, decided, replies))
+
+/** CONNECT once decided: refuse a block, connect, answer, relay. */
+const connectDecided = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const decided = yield* ctx.decide(input)
     const block = blocked(decided)
     if (block !== undefined) return yield* refuse(client, ctx, replies, block)
     const r = yield* Effect.result(ctx.connect(decided))
     if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
-    const up = r.success
-    if (!(yield* Wire.write(client, replies.ok(up.localAddress, up.localPort)))) {
-      up.socket.destroy()
-      client.destroy()
-      return
-    }
-    const early = reader.rest()
-    if (early.length > 0) up.socket.write(early)
-    yield* ctx.relay(client, up.socket)
+    if (answer(client, reader, r.success, replies)) yield* ctx.relay(client, r.success.socket)
   })
+
+/** The success reply and the client's early bytes to the upstream (both paths); false when the client is gone (both sockets destroyed). */
+const answer = (client: Socket, reader: Wire.ByteReader, up: Inbound.Connected, replies: Replies): boolean => {
+  // The reply is ~10 bytes on a socket with nothing queued: it never waits for `drain`.
+  if (client.destroyed || client.writableEnded) {
+    up.socket.destroy()
+    client.destroy()
+    return false
+  }
+  client.write(replies.ok(up.localAddress, up.localPort))
+  const early = reader.rest()
+  if (early.length > 0) up.socket.write(early)
+  return true
+}
+
+/**
+ * CONNECT on the express path (`Inbound.ExpressContext`): decided and connected on callbacks
+ * when the policy needs no fact and the outbound needs no wait; anything else (a fact to fetch,
+ * a block, an outbound that must wait, a failed connect) continues as `serveConnect` does.
+ */
+export const connectExpress = (client: Socket, ctx: Inbound.ExpressContext, reader: Wire.ByteReader, input: Inbound.RequestInput, replies: Replies): void => {
+  const decided = ctx.decideNow(input)
+  if (decided === undefined) return ctx.fallback(serveConnect(client, ctx, reader, input, replies))
+  const block = blocked(decided)
+  if (block !== undefined) return ctx.fallback(refuse(client, ctx, replies, block))
+  const started = ctx.connectNow(decided, (r) => {
+    if (r instanceof Errors.OutboundError) return ctx.fallback(refuse(client, ctx, replies, r.reason))
+    if (answer(client, reader, r, replies)) ctx.relayNow(client, r.socket)
+    else ctx.endNow()
+  })
+  if (!started) ctx.fallback(connectDecided(client, ctx, reader, decided, replies))
+}
 
 /** BIND at the upstream: its bound address is our first reply, the peer it accepted our second; then relay. */
 const bindUpstream = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies, timeoutMs: number): Effect.Effect<void> =>

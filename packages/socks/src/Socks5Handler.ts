@@ -17,7 +17,7 @@ import type { Socket } from "node:net"
 import { Effect } from "effect"
 import { Errors, type Inbound, Wire } from "@proxyd/runtime"
 import * as C from "./Socks5Codec.ts"
-import { serveBind, serveConnect, type Replies } from "./Commands.ts"
+import { connectExpress, serveBind, serveConnect, type Replies } from "./Commands.ts"
 import { serveUdpAssociate } from "./Udp.ts"
 
 export interface Socks5Options {
@@ -98,11 +98,10 @@ class FrontStep {
   }
 }
 
-/** Greeting, optional RFC 1929 sub-negotiation, request. `undefined`: already answered and closed. */
-const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader) =>
+/** After the first read loop: the optional RFC 1929 sub-negotiation, then the request. `undefined`: already answered and closed. */
+const afterFront = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, front: FrontStep, first: Front | typeof Wire.EOF) =>
   Effect.gen(function*() {
-    const front = new FrontStep(client, ctx.auth)
-    let f = yield* Wire.readWith(client, reader, (r) => front.step(r))
+    let f = first
     if (f.k === "eof") return yield* reject(client, ctx, front.greeted ? "client closed before its request" : "client closed during handshake")
     if (f.k === "userpass") {
       const a = yield* Wire.readMessage(client, reader, C.parseUserPass)
@@ -119,9 +118,30 @@ const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.Byt
     return f.k === "request" ? f.req : undefined
   })
 
+/** Greeting, optional RFC 1929 sub-negotiation, request. `undefined`: already answered and closed. */
+const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader) =>
+  Effect.gen(function*() {
+    const front = new FrontStep(client, ctx.auth)
+    const f = yield* Wire.readWith(client, reader, (r) => front.step(r))
+    return yield* afterFront(client, ctx, reader, front, f)
+  })
+
 export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => {
   const max = options.maxUdpAssociationsPerIp
   const maxUdp = typeof max === "function" ? max : () => max ?? 16
+  const serveRequest = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, req: C.Request): Effect.Effect<void> => {
+    const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
+    switch (req.cmd) {
+      case C.CMD_CONNECT:
+        return serveConnect(client, ctx, reader, input("connect"), replies)
+      case C.CMD_BIND:
+        return serveBind(client, ctx, reader, input("bind"), replies, options.bindTimeoutMs ?? 60_000)
+      case C.CMD_UDP:
+        return serveUdpAssociate(client, ctx, req.port, maxUdp())
+      default:
+        return Effect.asVoid(reject(client, ctx, `command 0x${req.cmd.toString(16)} not supported`, C.encodeReply(C.REP.commandNotSupported)))
+    }
+  }
   return {
     protocol: "socks5",
     takesFirstBytes: true,
@@ -136,21 +156,21 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
           timedOut.add(client)
           ctx.note({ outcome: "rejected", error: "handshake timeout" })
         })
-        if (h.timedOut) return
-        const req = h.value
-        if (req === undefined) return
-        const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
-        switch (req.cmd) {
-          case C.CMD_CONNECT:
-            return yield* serveConnect(client, ctx, reader, input("connect"), replies)
-          case C.CMD_BIND:
-            return yield* serveBind(client, ctx, reader, input("bind"), replies, options.bindTimeoutMs ?? 60_000)
-          case C.CMD_UDP:
-            return yield* serveUdpAssociate(client, ctx, req.port, maxUdp())
-          default:
-            return yield* reject(client, ctx, `command 0x${req.cmd.toString(16)} not supported`, C.encodeReply(C.REP.commandNotSupported))
-        }
+        if (h.timedOut || h.value === undefined) return
+        return yield* serveRequest(client, ctx, reader, h.value)
       }),
+    // The runtime enforces the handshake deadline on this path (no `withDeadline` here).
+    express: (client, ctx) => {
+      const reader = new Wire.ByteReader()
+      reader.push(ctx.firstBytes())
+      const front = new FrontStep(client, ctx.auth)
+      ctx.readNow(reader, (r) => front.step(r), (f) => {
+        if (f.k === "request" && f.req.cmd === C.CMD_CONNECT) {
+          return connectExpress(client, ctx, reader, { command: "connect", dstHost: f.req.host, dstPort: f.req.port, protocol: "socks5" }, replies)
+        }
+        ctx.fallback(Effect.flatMap(afterFront(client, ctx, reader, front, f), (req) => (req === undefined ? Effect.void : serveRequest(client, ctx, reader, req))))
+      })
+    },
   }
 }
 

@@ -1,0 +1,261 @@
+/**
+ * The express path (callbacks from accept to relay for the common SOCKS requests) against the
+ * effect path: two servers with the same rules, one with `express: false`, get the same client
+ * conversations and must answer with the same bytes and write the same close lines — for the
+ * requests the express path serves itself (a literal CONNECT, early data, split messages,
+ * redirect) and for the ones it hands to a fallback fiber (a name to resolve, a block, a refused
+ * connect, another command, authentication, a bad greeting, a client that leaves). Then what
+ * only the express path has to get right on its own: shutdown and `kill` while a connection
+ * waits for its request, and the handshake deadline while it waits for its first byte.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { Socket } from "node:net"
+import { echoServer, rawClient, startProxyd, until, type Proxyd, type TestServer } from "@proxyd/testkit"
+import { Effect } from "effect"
+import { Auth, type Inbound, Wire } from "@proxyd/runtime"
+import { closedPort } from "@proxyd/testkit"
+import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
+import * as C from "../src/Socks5Codec.ts"
+
+let echo: TestServer
+let express: Proxyd
+let effect: Proxyd
+let refused: number
+
+/** A mixed port needs an HTTP handler; this one (no express path) answers every request with 501 and closes. */
+const httpStandIn: Inbound.InboundHandler = {
+  protocol: "http",
+  handle: (client, ctx) => Effect.suspend(() => {
+    ctx.note({ outcome: "rejected", error: "stand-in" })
+    return Wire.closeWith(client, "HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n\r\n")
+  }),
+}
+
+/** How often the runtime took each server's SOCKS5 express path. */
+const expressCalls = { express: 0, effect: 0 }
+
+const handlers = (count?: keyof typeof expressCalls) => {
+  const s5 = makeSocks5Handler()
+  const express = s5.express
+  const socks5: Inbound.InboundHandler = count === undefined || express === undefined ? s5 : {
+    ...s5,
+    express: (c, ctx) => {
+      expressCalls[count]++
+      express(c, ctx)
+    },
+  }
+  return { socks5, socks4: makeSocks4Handler(), http: httpStandIn }
+}
+
+beforeAll(async () => {
+  echo = await echoServer()
+  refused = await closedPort()
+  const rules = (hash: string) => `
+options { handshake-timeout 400ms }
+auth users = static {
+  alice "${hash}"
+}
+listen mx = mixed 127.0.0.1:0
+listen s5 = socks5 127.0.0.1:0
+listen au = socks5 127.0.0.1:0 auth users
+policy default {
+  rule nine when dst.port == 9 -> block "port nine"
+  rule seven when dst.port == 7 -> redirect "127.0.0.1:${echo.port}"
+  default allow tag "plain"
+}
+`
+  const hash = await Auth.hashPassword("secret")
+  express = await startProxyd(rules(hash), handlers("express"))
+  effect = await startProxyd(rules(hash), handlers("effect"), { express: false })
+})
+
+afterAll(async () => {
+  await express?.stop()
+  await effect?.stop()
+  await echo?.close()
+})
+
+const req = (host: string, port: number, cmd: number = C.CMD_CONNECT): Buffer => C.encodeRequest(cmd, host, port)
+const GREET = Buffer.from([5, 1, 0])
+
+/** A conversation: what the client sends, how many bytes to wait for, then everything until the proxy closes (or we do). */
+interface Conversation {
+  readonly name: string
+  readonly listener: string
+  run(c: Awaited<ReturnType<typeof rawClient>>): Promise<Buffer>
+}
+
+/** The reply's BND.PORT (the outbound socket's local port: differs run to run) zeroed; `at` = where the reply starts. */
+const masked = (b: Buffer, at: number): Buffer => {
+  const c = Buffer.from(b)
+  c.fill(0, at + 8, at + 10)
+  return c
+}
+
+/** Reads the `n` bytes of the proxy's answer, ends our side, then takes anything else until the proxy closes. */
+const answerThenEnd = async (c: Awaited<ReturnType<typeof rawClient>>, n: number): Promise<Buffer> => {
+  const head = await c.read(n)
+  c.socket.end()
+  return Buffer.concat([head, await c.readToEnd()])
+}
+
+/** Writes each piece in its own write, a few ms apart (so they arrive as separate reads). */
+const trickle = async (s: Socket, pieces: ReadonlyArray<Buffer>): Promise<void> => {
+  for (const p of pieces) {
+    s.write(p)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+const conversations = (): ReadonlyArray<Conversation> => [
+  {
+    name: "CONNECT to a literal with early data in the request's write",
+    listener: "s5",
+    run: async (c) => {
+      c.send(Buffer.concat([GREET, req("127.0.0.1", echo.port), Buffer.from("hello")]))
+      const got = await c.read(2 + 10 + 5 + 5)
+      c.socket.destroy()
+      return masked(got, 2)
+    },
+  },
+  {
+    name: "CONNECT through the mixed port, greeting and request split byte by byte",
+    listener: "mx",
+    run: async (c) => {
+      const all = Buffer.concat([GREET, req("127.0.0.1", echo.port)])
+      await trickle(c.socket, [...all].map((b) => Buffer.from([b])))
+      const head = await c.read(12)
+      c.send("ping")
+      const tail = await c.read(9)
+      c.socket.destroy()
+      return Buffer.concat([masked(head, 2), tail])
+    },
+  },
+  {
+    name: "redirect",
+    listener: "mx",
+    run: async (c) => {
+      c.send(Buffer.concat([GREET, req("127.0.0.1", 7)]))
+      const head = await c.read(12)
+      c.send("abc")
+      const tail = await c.read(8)
+      c.socket.destroy()
+      return Buffer.concat([head.subarray(0, 3), tail])
+    },
+  },
+  {
+    name: "a name (DNS: fallback)",
+    listener: "s5",
+    run: async (c) => {
+      c.send(Buffer.concat([GREET, req("localhost", echo.port)]))
+      const head = await c.read(12)
+      c.send("x")
+      const tail = await c.read(6)
+      c.socket.destroy()
+      return Buffer.concat([head.subarray(0, 3), tail])
+    },
+  },
+  { name: "blocked", listener: "mx", run: async (c) => { c.send(Buffer.concat([GREET, req("127.0.0.1", 9)])); return answerThenEnd(c, 12) } },
+  { name: "refused", listener: "s5", run: async (c) => { c.send(Buffer.concat([GREET, req("127.0.0.1", refused)])); return answerThenEnd(c, 12) } },
+  { name: "command 0x09", listener: "s5", run: async (c) => { c.send(Buffer.concat([GREET, req("127.0.0.1", echo.port, 9)])); return answerThenEnd(c, 12) } },
+  { name: "unknown ATYP", listener: "mx", run: async (c) => { c.send(Buffer.concat([GREET, Buffer.from([5, 1, 0, 7, 1, 2])])); return answerThenEnd(c, 12) } },
+  { name: "no acceptable method", listener: "s5", run: async (c) => { c.send(Buffer.from([5, 1, 2])); return answerThenEnd(c, 2) } },
+  { name: "not SOCKS5 after the greeting (closed, no reply)", listener: "s5", run: async (c) => { c.send(Buffer.concat([GREET, Buffer.from([4, 1, 0, 1, 1, 2, 3, 4, 0, 0])])); return c.readToEnd() } },
+  { name: "client leaves after the greeting", listener: "s5", run: async (c) => { c.send(GREET); const r = await c.read(2); c.socket.end(); return Buffer.concat([r, await c.readToEnd()]) } },
+  {
+    name: "RFC 1929 (fallback), then CONNECT",
+    listener: "au",
+    run: async (c) => {
+      c.send(Buffer.from([5, 1, 2]))
+      const m = await c.read(2)
+      c.send(Buffer.concat([Buffer.from([1, 5]), Buffer.from("alice"), Buffer.from([6]), Buffer.from("secret"), req("127.0.0.1", echo.port)]))
+      const rest = await c.read(2 + 10)
+      c.send("q")
+      const tail = await c.read(6)
+      c.socket.destroy()
+      return Buffer.concat([m, rest.subarray(0, 5), tail])
+    },
+  },
+  { name: "wrong password (fallback)", listener: "au", run: async (c) => { c.send(Buffer.from([5, 1, 2, 1, 5, ...Buffer.from("alice"), 1, 0x78])); return answerThenEnd(c, 4) } },
+  {
+    name: "HTTP through the mixed port (a handler without express: fallback)",
+    listener: "mx",
+    run: async (c) => { c.send(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: x\r\n\r\n`); return c.readToEnd() },
+  },
+]
+
+/** The close line of the connection from this local port, without the fields that differ run to run. */
+const lineOf = async (p: Proxyd, localPort: number | undefined): Promise<Record<string, unknown>> => {
+  const src = `127.0.0.1:${localPort}`
+  const find = () => p.connections().find((l) => l["src"] === src)
+  await until(() => find() !== undefined)
+  const { id: _id, time: _t, src: _s, duration_ms: _d, ...rest } = find() ?? { missing: true }
+  return rest
+}
+
+describe("express path = effect path", () => {
+  for (const conv of conversations()) {
+    it(conv.name, async () => {
+      const out: Array<{ bytes: string; line: Record<string, unknown> }> = []
+      for (const p of [express, effect]) {
+        const c = await rawClient(p.port(conv.listener))
+        const port = c.socket.localPort
+        const bytes = (await conv.run(c)).toString("hex")
+        out.push({ bytes, line: await lineOf(p, port) })
+      }
+      const [a, b] = out
+      expect(a!.line["missing"]).toBeUndefined()
+      expect(a!.bytes).toBe(b!.bytes)
+      expect(a!.line).toEqual(b!.line)
+    })
+  }
+
+  it("the conversations above reach the outcomes they are meant to (so the comparison compares something)", () => {
+    // Every SOCKS5 conversation went through the express path on one server and never on the other.
+    expect(expressCalls.express).toBe(conversations().filter((c) => !c.name.startsWith("HTTP")).length)
+    expect(expressCalls.effect).toBe(0)
+    const outcomes = express.connections().map((l) => `${String(l["protocol"])}:${String(l["outcome"])}:${String(l["action"])}`)
+    expect(outcomes).toEqual(expect.arrayContaining(["socks5:ok:allow", "socks5:ok:redirect", "socks5:blocked:block", "socks5:error:allow", "socks5:rejected:undefined", "http:rejected:undefined"]))
+    // A handler that answered and then waited for the client to leave keeps its outcome when the deadline ends the wait.
+    expect(express.connections().filter((l) => l["outcome"] === "handshake-timeout" && l["error"] !== undefined)).toEqual([])
+  })
+})
+
+describe("express path on its own", () => {
+  it("kill while the connection waits for its request: outcome killed, socket closed", async () => {
+    const c = await rawClient(express.port("s5"))
+    const port = c.socket.localPort
+    c.send(GREET)
+    expect([...(await c.read(2))]).toEqual([5, 0])
+    const open = () => express.handle.sessions.list().find((s) => s.src === `127.0.0.1:${port}`)
+    expect(await until(() => open() !== undefined)).toBe(true)
+    expect(express.handle.sessions.kill(open()!.id)).toBe(true)
+    expect((await c.readToEnd()).length).toBe(0)
+    expect(await lineOf(express, port)).toMatchObject({ outcome: "killed", listener: "s5" })
+  })
+
+  it("the handshake deadline while waiting for the first byte on the mixed port", async () => {
+    const c = await rawClient(express.port("mx"))
+    const port = c.socket.localPort
+    const t0 = Date.now()
+    expect((await c.readToEnd()).length).toBe(0)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300)
+    expect(await lineOf(express, port)).toMatchObject({ outcome: "handshake-timeout", listener: "mx" })
+  })
+
+  it("shutdown ends connections waiting in the handshake and relayed ones (outcome shutdown), and the server stops", async () => {
+    const own = await startProxyd("listen s5 = socks5 127.0.0.1:0\npolicy default {\n  default allow\n}\n", handlers())
+    const waiting = await rawClient(own.port("s5"))
+    waiting.send(GREET)
+    await waiting.read(2)
+    const relayed = await rawClient(own.port("s5"))
+    relayed.send(Buffer.concat([GREET, req("127.0.0.1", echo.port), Buffer.from("z")]))
+    await relayed.read(2 + 10 + 6)
+    const ports = [waiting.socket.localPort, relayed.socket.localPort]
+    await own.stop()
+    expect((await waiting.readToEnd()).length).toBe(0)
+    expect((await relayed.readToEnd()).length).toBe(0)
+    for (const p of ports) expect(await lineOf(own, p)).toMatchObject({ outcome: "shutdown" })
+    expect(own.handle.sessions.size()).toBe(0)
+  })
+})
