@@ -65,6 +65,12 @@ export interface ServeOptions {
    */
   readonly preamble?: (socket: net.Socket) => Effect.Effect<Peer | undefined> | undefined
   readonly onConnection: (socket: net.Socket, peer: Peer, acceptedAt: number, handle: ConnectionHandle) => Effect.Effect<void>
+  /**
+   * Optional, tried first for a connection without a preamble: serves it on callbacks (it
+   * `detach`es at once) and returns true, or returns false having done nothing (then
+   * `onConnection` runs in a fiber). Saves the fiber of the express path.
+   */
+  readonly onConnectionNow?: (socket: net.Socket, peer: Peer, acceptedAt: number, handle: ConnectionHandle) => boolean
   readonly onReject: (socket: net.Socket, peer: Peer) => void
 }
 
@@ -155,6 +161,11 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         a.entered = entered
         a.ip = real.ip
         open++
+        if (opts.onConnectionNow?.(socket, real, acceptedAt, a) === true) {
+          // It must have detached; if it did not, it holds nothing and is released now.
+          if (a.abort === undefined) a.release()
+          return
+        }
         run(Effect.ensuring(opts.onConnection(socket, real, acceptedAt, a), Effect.sync(() => a.fiberDone())))
         return
       }

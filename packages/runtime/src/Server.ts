@@ -46,7 +46,7 @@ import { type BindConnector, defaultRegistry, type Connector, type OutboundProvi
 import type { Host } from "./Registry.ts"
 import * as PolicyStore from "./PolicyStore.ts"
 import * as Resolver from "./Resolver.ts"
-import { type ConnectionEnv, serveConnection, type PolicyView } from "./Session.ts"
+import { type ConnectionEnv, serveConnection, serveExpress, type PolicyView } from "./Session.ts"
 import { sniff } from "./Sniff.ts"
 import * as ProxyProtocol from "./ProxyProtocol.ts"
 import { loadContext, type TlsContext } from "./Tls.ts"
@@ -282,6 +282,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
           }
           return serveConnection(socket, envFor(o as Open), { peer, acceptedAt, tls: secure, handle })
         },
+        onConnectionNow: (socket, peer, acceptedAt, handle) =>
+          o.spec.tls === undefined && serveExpress(socket, envFor(o as Open), { peer, acceptedAt, handle }),
         onReject: (socket, peer) => rejectConnection(o as Open, socket, peer),
       })
       const done: Open = Object.assign(o, { running, gate }) as Open

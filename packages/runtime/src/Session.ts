@@ -635,17 +635,12 @@ class Conn implements ExpressContext, SessionEntry {
     )
   }
 
-  private canExpress(): boolean {
-    if (!expressOn || this.tls !== undefined || this.env.express === false) return false
-    const kind = this.env.listener.kind
-    return kind === "mixed" || this.env.handlers[kind]?.express !== undefined
-  }
 
   /**
    * The express path: the connection outlives its (short) fiber from the start; sniffing and a
    * handler's `express` run on callbacks, and anything else continues in a `fallback` fiber.
    */
-  private startExpress(): void {
+  startExpress(): void {
     this.express = true
     this.begin()
     this.release = this.handle.detach(() => this.abortAll())
@@ -678,13 +673,30 @@ class Conn implements ExpressContext, SessionEntry {
   }
 
   run(): Effect.Effect<void> {
-    if (this.canExpress()) return Effect.sync(() => this.startExpress())
+    if (canExpress(this.env, this.tls)) return Effect.sync(() => this.startExpress())
     return this.guarded(Effect.withFiber((fiber) => {
       this.fiber = fiber
       this.begin()
       return Effect.flatMap(this.body(), () => this.relayPhase())
     }))
   }
+}
+
+/** Whether a connection of this listener goes on the express path (no TLS, a handler that has one, or a mixed port: sniffed on callbacks). */
+const canExpress = (env: ConnectionEnv, tls: TlsContext | undefined): boolean => {
+  if (!expressOn || tls !== undefined || env.express === false) return false
+  const kind = env.listener.kind
+  return kind === "mixed" || env.handlers[kind]?.express !== undefined
+}
+
+/**
+ * Serves the connection on the express path without a fiber when it can (true: it has
+ * detached through `accepted.handle`), else does nothing and returns false (use `serveConnection`).
+ */
+export const serveExpress = (raw: Socket, env: ConnectionEnv, accepted: Accepted): boolean => {
+  if (!canExpress(env, accepted.tls)) return false
+  new Conn(raw, env, accepted).startExpress()
+  return true
 }
 
 /** Serves one accepted (paused) client socket to its end. Never fails. */
