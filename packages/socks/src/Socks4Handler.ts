@@ -11,10 +11,11 @@
  * that is not SOCKS4 closes without a reply. BIND replies carry IPv4 only: a
  * listener on an IPv6 address cannot serve SOCKS4 BIND (CD 91).
  */
+import type { Socket } from "node:net"
 import { Effect } from "effect"
 import { type Inbound, Wire } from "@proxyd/runtime"
 import * as C from "./Socks4Codec.ts"
-import { serveBind, serveConnect, type Replies } from "./Commands.ts"
+import { connectExpress, serveBind, serveConnect, type Replies } from "./Commands.ts"
 import { normalizeIp } from "./Addr.ts"
 
 export interface Socks4Options {
@@ -27,39 +28,67 @@ const replies: Replies = {
   fail: () => C.encodeReply(C.CD_REJECTED),
 }
 
-export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundHandler => ({
-  protocol: "socks4",
-  takesFirstBytes: true,
-  reject: (client) => {
-    client.end(C.encodeReply(C.CD_REJECTED))
-  },
-  handle: (client, ctx) =>
+const cd91 = C.encodeReply(C.CD_REJECTED)
+const NOTHING = Buffer.alloc(0)
+
+const reject = (client: Socket, ctx: Inbound.SessionContext, error: string, reply: Buffer = cd91) =>
+  Effect.gen(function*() {
+    ctx.note({ outcome: "rejected", error })
+    yield* Wire.closeWith(client, reply)
+    return undefined
+  })
+
+const requestStep = (r: Wire.ByteReader): Wire.ReadResult<C.Request> | undefined => {
+  const m = r.take(C.parseRequest)
+  return m.k === "more" ? undefined : m
+}
+
+const input = (req: C.Request, command: "connect" | "bind"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks4" })
+
+export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundHandler => {
+  /** Everything after the request has been read (both paths). */
+  const afterRead = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, r: Wire.ReadResult<C.Request>): Effect.Effect<void> =>
     Effect.gen(function*() {
-      const reader = new Wire.ByteReader()
-      if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
-      const cd91 = C.encodeReply(C.CD_REJECTED)
-      const reject = (error: string, reply: Buffer | undefined = cd91) =>
-        Effect.gen(function*() {
-          ctx.note({ outcome: "rejected", error })
-          yield* Wire.closeWith(client, reply)
-          return undefined
-        })
-      const { value: r, timedOut } = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs,
-        Wire.readMessage(client, reader, C.parseRequest), () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
-      if (timedOut) return undefined
-      if (r.k === "eof") return yield* reject("client closed before its request", Buffer.alloc(0))
-      if (r.k === "error") return yield* reject(r.message, r.code === "version" ? Buffer.alloc(0) : cd91)
+      if (r.k === "eof") return yield* reject(client, ctx, "client closed before its request", NOTHING)
+      if (r.k === "error") return yield* reject(client, ctx, r.message, r.code === "version" ? NOTHING : cd91)
       const req = r.value
       if (req.userId !== "") ctx.note({ userid: req.userId })
-      if (ctx.auth === "required") return yield* reject("SOCKS4 cannot authenticate on a listener that requires auth")
-      const input = (command: "connect" | "bind"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks4" })
-      if (req.cmd === C.CMD_CONNECT) return yield* serveConnect(client, ctx, reader, input("connect"), replies)
+      if (ctx.auth === "required") return yield* reject(client, ctx, "SOCKS4 cannot authenticate on a listener that requires auth")
+      if (req.cmd === C.CMD_CONNECT) return yield* serveConnect(client, ctx, reader, input(req, "connect"), replies)
       if (req.cmd === C.CMD_BIND) {
-        if ((normalizeIp(ctx.localAddress) ?? ":").includes(":")) return yield* reject("SOCKS4 BIND needs an IPv4 listener")
-        return yield* serveBind(client, ctx, reader, input("bind"), replies, options.bindTimeoutMs ?? 60_000)
+        if ((normalizeIp(ctx.localAddress) ?? ":").includes(":")) return yield* reject(client, ctx, "SOCKS4 BIND needs an IPv4 listener")
+        return yield* serveBind(client, ctx, reader, input(req, "bind"), replies, options.bindTimeoutMs ?? 60_000)
       }
-      return yield* reject(`command ${req.cmd} not supported`)
-    }),
-})
+      return yield* reject(client, ctx, `command ${req.cmd} not supported`)
+    })
+  return {
+    protocol: "socks4",
+    takesFirstBytes: true,
+    reject: (client) => {
+      client.end(C.encodeReply(C.CD_REJECTED))
+    },
+    handle: (client, ctx) =>
+      Effect.gen(function*() {
+        const reader = new Wire.ByteReader()
+        if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
+        const { value: r, timedOut } = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs,
+          Wire.readWith(client, reader, requestStep), () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
+        if (timedOut) return
+        return yield* afterRead(client, ctx, reader, r)
+      }),
+    // A CONNECT on a listener that does not require auth goes on callbacks; the rest as `handle` does.
+    express: (client, ctx) => {
+      const reader = new Wire.ByteReader()
+      reader.push(ctx.firstBytes())
+      ctx.readNow(reader, requestStep, (r) => {
+        if (r.k === "ok" && r.value.cmd === C.CMD_CONNECT && ctx.auth !== "required") {
+          if (r.value.userId !== "") ctx.note({ userid: r.value.userId })
+          return connectExpress(client, ctx, reader, input(r.value, "connect"), replies)
+        }
+        ctx.fallback(afterRead(client, ctx, reader, r))
+      })
+    },
+  }
+}
 
 export const socks4Handler: Inbound.InboundHandler = makeSocks4Handler()

@@ -16,6 +16,7 @@ import { Auth, type Inbound, Wire } from "@proxyd/runtime"
 import { closedPort } from "@proxyd/testkit"
 import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
 import * as C from "../src/Socks5Codec.ts"
+import * as C4 from "../src/Socks4Codec.ts"
 
 let echo: TestServer
 let express: Proxyd
@@ -34,18 +35,15 @@ const httpStandIn: Inbound.InboundHandler = {
 /** How often the runtime took each server's SOCKS5 express path. */
 const expressCalls = { express: 0, effect: 0 }
 
-const handlers = (count?: keyof typeof expressCalls) => {
-  const s5 = makeSocks5Handler()
-  const express = s5.express
-  const socks5: Inbound.InboundHandler = count === undefined || express === undefined ? s5 : {
-    ...s5,
-    express: (c, ctx) => {
-      expressCalls[count]++
-      express(c, ctx)
-    },
-  }
-  return { socks5, socks4: makeSocks4Handler(), http: httpStandIn }
+/** Counts the runtime's calls of a handler's express path. */
+const counted = (h: Inbound.InboundHandler, count: keyof typeof expressCalls | undefined): Inbound.InboundHandler => {
+  const express = h.express
+  if (count === undefined || express === undefined) return h
+  return { ...h, express: (c, ctx) => { expressCalls[count]++; express(c, ctx) } }
 }
+
+const handlers = (count?: keyof typeof expressCalls) =>
+  ({ socks5: counted(makeSocks5Handler(), count), socks4: counted(makeSocks4Handler(), count), http: httpStandIn })
 
 beforeAll(async () => {
   echo = await echoServer()
@@ -58,6 +56,8 @@ auth users = static {
 listen mx = mixed 127.0.0.1:0
 listen s5 = socks5 127.0.0.1:0
 listen au = socks5 127.0.0.1:0 auth users
+listen s4 = socks4 127.0.0.1:0
+listen a4 = socks4 127.0.0.1:0 auth users
 policy default {
   rule nine when dst.port == 9 -> block "port nine"
   rule seven when dst.port == 7 -> redirect "127.0.0.1:${echo.port}"
@@ -178,6 +178,44 @@ const conversations = (): ReadonlyArray<Conversation> => [
   },
   { name: "wrong password (fallback)", listener: "au", run: async (c) => { c.send(Buffer.from([5, 1, 2, 1, 5, ...Buffer.from("alice"), 1, 0x78])); return answerThenEnd(c, 4) } },
   {
+    name: "SOCKS4 CONNECT with a USERID and early data",
+    listener: "s4",
+    run: async (c) => {
+      c.send(Buffer.concat([C4.encodeRequest(C4.CMD_CONNECT, "127.0.0.1", echo.port, "bob"), Buffer.from("hi")]))
+      const got = await c.read(8 + 7)
+      c.socket.destroy()
+      return Buffer.concat([got.subarray(0, 2), got.subarray(4)])
+    },
+  },
+  {
+    name: "SOCKS4 through the mixed port, split",
+    listener: "mx",
+    run: async (c) => {
+      const r = C4.encodeRequest(C4.CMD_CONNECT, "127.0.0.1", echo.port)
+      await trickle(c.socket, [r.subarray(0, 1), r.subarray(1, 5), r.subarray(5)])
+      const head = await c.read(8)
+      c.send("k")
+      const tail = await c.read(6)
+      c.socket.destroy()
+      return Buffer.concat([head.subarray(0, 2), head.subarray(4), tail])
+    },
+  },
+  {
+    name: "SOCKS4a name (fallback)",
+    listener: "s4",
+    run: async (c) => {
+      c.send(C4.encodeRequest(C4.CMD_CONNECT, "localhost", echo.port))
+      const head = await c.read(8)
+      c.send("n")
+      const tail = await c.read(6)
+      c.socket.destroy()
+      return Buffer.concat([head.subarray(0, 2), head.subarray(4), tail])
+    },
+  },
+  { name: "SOCKS4 blocked", listener: "s4", run: async (c) => { c.send(C4.encodeRequest(C4.CMD_CONNECT, "127.0.0.1", 9)); return answerThenEnd(c, 8) } },
+  { name: "SOCKS4 on a listener that requires auth", listener: "a4", run: async (c) => { c.send(C4.encodeRequest(C4.CMD_CONNECT, "127.0.0.1", echo.port, "alice")); return answerThenEnd(c, 8) } },
+  { name: "SOCKS4 unknown command", listener: "s4", run: async (c) => { c.send(C4.encodeRequest(7, "127.0.0.1", echo.port)); return answerThenEnd(c, 8) } },
+  {
     name: "HTTP through the mixed port (a handler without express: fallback)",
     listener: "mx",
     run: async (c) => { c.send(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: x\r\n\r\n`); return c.readToEnd() },
@@ -215,7 +253,7 @@ describe("express path = effect path", () => {
     expect(expressCalls.express).toBe(conversations().filter((c) => !c.name.startsWith("HTTP")).length)
     expect(expressCalls.effect).toBe(0)
     const outcomes = express.connections().map((l) => `${String(l["protocol"])}:${String(l["outcome"])}:${String(l["action"])}`)
-    expect(outcomes).toEqual(expect.arrayContaining(["socks5:ok:allow", "socks5:ok:redirect", "socks5:blocked:block", "socks5:error:allow", "socks5:rejected:undefined", "http:rejected:undefined"]))
+    expect(outcomes).toEqual(expect.arrayContaining(["socks4:ok:allow", "socks4:blocked:block", "socks4:rejected:undefined", "socks5:ok:allow", "socks5:ok:redirect", "socks5:blocked:block", "socks5:error:allow", "socks5:rejected:undefined", "http:rejected:undefined"]))
     // A handler that answered and then waited for the client to leave keeps its outcome when the deadline ends the wait.
     expect(express.connections().filter((l) => l["outcome"] === "handshake-timeout" && l["error"] !== undefined)).toEqual([])
   })
