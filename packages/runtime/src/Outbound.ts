@@ -160,24 +160,28 @@ export const direct = (host: string, port: number, ctx: OutboundContext, address
   const started = Date.now()
   return ctx.resolver.resolve(bare).pipe(
     Effect.timeoutOrElse({ duration: ctx.connectTimeoutMs, orElse: () => fail({ _tag: "Timeout" }) }),
-    Effect.flatMap((addrs) => {
-      const list = addrs.map((a) => ({ address: a, family: familyOf(a) }))
-      const lookup = (_h: string, o: { all?: boolean }, cb: (...args: Array<unknown>) => void): void => {
-        if (o.all === true) cb(null, list)
-        else cb(null, list[0]!.address, list[0]!.family)
-      }
-      const left = Math.max(1, ctx.connectTimeoutMs - (Date.now() - started))
-      return connectSocket({ host: bare, port, lookup: lookup as unknown as net.LookupFunction, autoSelectFamily: true }, left)
-    }),
+    Effect.flatMap((addrs) => connectSocket(byName(bare, port, addrs), Math.max(1, ctx.connectTimeoutMs - (Date.now() - started)))),
   )
 }
 
-/** `direct` without an effect when no lookup is needed (a literal or the resolved address); else undefined. */
+/** Connect options for a name whose addresses are known: Happy Eyeballs over exactly them (a lookup answering from the list). */
+const byName = (name: string, port: number, addrs: ReadonlyArray<string>): net.TcpNetConnectOpts & { readonly host: string; readonly port: number } => {
+  const list = addrs.map((a) => ({ address: a, family: familyOf(a) }))
+  const lookup = (_h: string, o: { all?: boolean }, cb: (...args: Array<unknown>) => void): void => {
+    if (o.all === true) cb(null, list)
+    else cb(null, list[0]!.address, list[0]!.family)
+  }
+  return { host: name, port, lookup: lookup as unknown as net.LookupFunction, autoSelectFamily: true }
+}
+
+/** `direct` without an effect when no lookup is needed (a literal, the resolved address, a name the Resolver has cached); else undefined. */
 const directNow = (host: string, port: number, ctx: OutboundContext, address: string | undefined, done: (r: net.Socket | OutboundError) => void): (() => void) | undefined => {
   if (address !== undefined) return connectNow({ host: address, port }, ctx.connectTimeoutMs, done)
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host
   if (net.isIP(bare) !== 0) return connectNow({ host: bare, port }, ctx.connectTimeoutMs, done)
-  return undefined
+  if (isOnion(bare)) return undefined
+  const addrs = ctx.resolver.cached?.(bare)
+  return addrs === undefined ? undefined : connectNow(byName(bare, port, addrs), ctx.connectTimeoutMs, done)
 }
 
 const allow: Connector = (decided, ctx) => {

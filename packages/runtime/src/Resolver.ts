@@ -24,6 +24,8 @@ import { OutboundError } from "./Errors.ts"
 export interface ResolverShape {
   /** Addresses for a name (IPv4 first), or the literal itself. Never empty on success. */
   resolve(host: string): Effect.Effect<ReadonlyArray<string>, OutboundError>
+  /** A fresh cached answer for a name (no query; `undefined` when there is none, or for a literal, `.onion` or invalid name). */
+  readonly cached?: (host: string) => ReadonlyArray<string> | undefined
 }
 
 export class Resolver extends Context.Service<Resolver, ResolverShape>()("proxyd/Resolver") {
@@ -136,5 +138,10 @@ export const make = (opts: ResolverOptions = {}): ResolverShape => {
     )
   }
 
-  return { resolve }
+  const cached = (host: string): ReadonlyArray<string> | undefined => {
+    const hit = cache.get(normalize(host))
+    return hit !== undefined && hit.expires > now() ? hit.addrs : undefined
+  }
+
+  return { resolve, cached }
 }

@@ -323,7 +323,7 @@ class Conn implements ExpressContext, SessionEntry {
   decideNow(input: RequestInput): Decided | undefined {
     const decideStart = performance.now()
     const v = this.env.view()
-    const d = decideNow(v.compiled, this.request(input))
+    const d = decideNow(v.compiled, this.request(input), this.env.geo, this.env.resolver.cached)
     if (d === undefined) return undefined
     this.endHandshake()
     this.handshakeMs ??= Date.now() - this.started

@@ -35,11 +35,27 @@ const httpStandIn: Inbound.InboundHandler = {
 /** How often the runtime took each server's SOCKS5 express path. */
 const expressCalls = { express: 0, effect: 0 }
 
-/** Counts the runtime's calls of a handler's express path. */
+/** How often a connection on the express path handed the rest to a fallback fiber. */
+const fallbacks = { express: 0, effect: 0 }
+
+/** Counts the runtime's calls of a handler's express path, and the fallbacks it takes. */
 const counted = (h: Inbound.InboundHandler, count: keyof typeof expressCalls | undefined): Inbound.InboundHandler => {
   const express = h.express
   if (count === undefined || express === undefined) return h
-  return { ...h, express: (c, ctx) => { expressCalls[count]++; express(c, ctx) } }
+  return {
+    ...h,
+    express: (c, ctx) => {
+      expressCalls[count]++
+      const spy = new Proxy(ctx, {
+        get: (t, k) => {
+          if (k === "fallback") return (e: Effect.Effect<void>) => { fallbacks[count]++; t.fallback(e) }
+          const v = Reflect.get(t, k, t) as unknown
+          return typeof v === "function" ? (v as (...a: Array<unknown>) => unknown).bind(t) : v
+        },
+      })
+      express(c, spy)
+    },
+  }
 }
 
 const handlers = (count?: keyof typeof expressCalls) =>
@@ -61,6 +77,7 @@ listen a4 = socks4 127.0.0.1:0 auth users
 policy default {
   rule nine when dst.port == 9 -> block "port nine"
   rule seven when dst.port == 7 -> redirect "127.0.0.1:${echo.port}"
+  rule eight when dst.port == 8 and dst.ip in 127.0.0.0/8 -> redirect "127.0.0.1:${echo.port}" tag "local"
   default allow tag "plain"
 }
 `
@@ -81,6 +98,8 @@ const GREET = Buffer.from([5, 1, 0])
 /** A conversation: what the client sends, how many bytes to wait for, then everything until the proxy closes (or we do). */
 interface Conversation {
   readonly name: string
+  /** Served on callbacks to the end (no fallback fiber) on the express server. */
+  readonly express?: true
   readonly listener: string
   run(c: Awaited<ReturnType<typeof rawClient>>): Promise<Buffer>
 }
@@ -110,6 +129,7 @@ const trickle = async (s: Socket, pieces: ReadonlyArray<Buffer>): Promise<void> 
 const conversations = (): ReadonlyArray<Conversation> => [
   {
     name: "CONNECT to a literal with early data in the request's write",
+    express: true,
     listener: "s5",
     run: async (c) => {
       c.send(Buffer.concat([GREET, req("127.0.0.1", echo.port), Buffer.from("hello")]))
@@ -120,6 +140,7 @@ const conversations = (): ReadonlyArray<Conversation> => [
   },
   {
     name: "CONNECT through the mixed port, greeting and request split byte by byte",
+    express: true,
     listener: "mx",
     run: async (c) => {
       const all = Buffer.concat([GREET, req("127.0.0.1", echo.port)])
@@ -133,6 +154,7 @@ const conversations = (): ReadonlyArray<Conversation> => [
   },
   {
     name: "redirect",
+    express: true,
     listener: "mx",
     run: async (c) => {
       c.send(Buffer.concat([GREET, req("127.0.0.1", 7)]))
@@ -150,6 +172,19 @@ const conversations = (): ReadonlyArray<Conversation> => [
       c.send(Buffer.concat([GREET, req("localhost", echo.port)]))
       const head = await c.read(12)
       c.send("x")
+      const tail = await c.read(6)
+      c.socket.destroy()
+      return Buffer.concat([head.subarray(0, 3), tail])
+    },
+  },
+  {
+    name: "the same name again (cached: express), under a rule that needs its address",
+    listener: "s5",
+    express: true,
+    run: async (c) => {
+      c.send(Buffer.concat([GREET, req("localhost", 8)]))
+      const head = await c.read(12)
+      c.send("y")
       const tail = await c.read(6)
       c.socket.destroy()
       return Buffer.concat([head.subarray(0, 3), tail])
@@ -179,6 +214,7 @@ const conversations = (): ReadonlyArray<Conversation> => [
   { name: "wrong password (fallback)", listener: "au", run: async (c) => { c.send(Buffer.from([5, 1, 2, 1, 5, ...Buffer.from("alice"), 1, 0x78])); return answerThenEnd(c, 4) } },
   {
     name: "SOCKS4 CONNECT with a USERID and early data",
+    express: true,
     listener: "s4",
     run: async (c) => {
       c.send(Buffer.concat([C4.encodeRequest(C4.CMD_CONNECT, "127.0.0.1", echo.port, "bob"), Buffer.from("hi")]))
@@ -189,6 +225,7 @@ const conversations = (): ReadonlyArray<Conversation> => [
   },
   {
     name: "SOCKS4 through the mixed port, split",
+    express: true,
     listener: "mx",
     run: async (c) => {
       const r = C4.encodeRequest(C4.CMD_CONNECT, "127.0.0.1", echo.port)
@@ -201,7 +238,8 @@ const conversations = (): ReadonlyArray<Conversation> => [
     },
   },
   {
-    name: "SOCKS4a name (fallback)",
+    name: "SOCKS4a name (cached by the SOCKS5 conversations above: express)",
+    express: true,
     listener: "s4",
     run: async (c) => {
       c.send(C4.encodeRequest(C4.CMD_CONNECT, "localhost", echo.port))
@@ -235,6 +273,7 @@ describe("express path = effect path", () => {
   for (const conv of conversations()) {
     it(conv.name, async () => {
       const out: Array<{ bytes: string; line: Record<string, unknown> }> = []
+      const before = fallbacks.express
       for (const p of [express, effect]) {
         const c = await rawClient(p.port(conv.listener))
         const port = c.socket.localPort
@@ -242,6 +281,7 @@ describe("express path = effect path", () => {
         out.push({ bytes, line: await lineOf(p, port) })
       }
       const [a, b] = out
+      expect(fallbacks.express - before).toBe(conv.express === true || conv.listener === "mx" && conv.name.startsWith("HTTP") ? 0 : 1)
       expect(a!.line["missing"]).toBeUndefined()
       expect(a!.bytes).toBe(b!.bytes)
       expect(a!.line).toEqual(b!.line)
@@ -252,6 +292,7 @@ describe("express path = effect path", () => {
     // Every SOCKS5 conversation went through the express path on one server and never on the other.
     expect(expressCalls.express).toBe(conversations().filter((c) => !c.name.startsWith("HTTP")).length)
     expect(expressCalls.effect).toBe(0)
+    expect(fallbacks.effect).toBe(0)
     const outcomes = express.connections().map((l) => `${String(l["protocol"])}:${String(l["outcome"])}:${String(l["action"])}`)
     expect(outcomes).toEqual(expect.arrayContaining(["socks4:ok:allow", "socks4:blocked:block", "socks4:rejected:undefined", "socks5:ok:allow", "socks5:ok:redirect", "socks5:blocked:block", "socks5:error:allow", "socks5:rejected:undefined", "http:rejected:undefined"]))
     // A handler that answered and then waited for the client to leave keeps its outcome when the deadline ends the wait.
