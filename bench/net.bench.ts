@@ -548,7 +548,7 @@ if (json) {
 } else {
   process.stdout.write(text(rep, [
     `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}, load average ${f(load0, 2)} before, ${f(machine.loadAverageAfter, 2)} after; open files ${machine.openFiles.soft}`,
-    `${quick ? "QUICK" : "full"} run, ${ROUNDS} round(s): bulk ${BULK_S} s, rate ${RATE_S} s, TTFB ${TTFB_S} s, memory ${HOLD.join("/")} held; figures are median (min–max) over rounds`,
+    `${quick ? "QUICK" : only.size === MEASURES.length ? "full" : `partial (--only ${[...only].join(",")})`} run, ${ROUNDS} round(s): bulk ${BULK_S} s, rate ${RATE_S} s, TTFB ${TTFB_S} s, memory ${HOLD.join("/")} held; figures are median (min–max) over rounds`,
   ]) + [...outcome.skipped.map((s) => `skipped: ${s}`), ...failures.map((s) => `failed: ${s}`), ...notes.map((s) => `note: ${s}`)].join("\n") + "\n")
 }
 if (failures.length > 0) process.exitCode = 1
