@@ -102,6 +102,9 @@ export class ListenError extends Error {
   }
 }
 
+/** A socket's `error` listener until a session takes over (one function for all, not a closure per connection). */
+const ignore = (): void => {}
+
 export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, ListenError> =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
@@ -150,7 +153,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
       fiberDone(): void { if (this.abort === undefined) this.release() }
     }
     server.on("connection", (socket) => {
-      socket.on("error", () => {})
+      socket.on("error", ignore)
       const acceptedAt = Date.now()
       const real: Peer = { ip: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 }
       const pre = opts.preamble?.(socket)

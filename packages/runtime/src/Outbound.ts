@@ -114,12 +114,15 @@ export const knownPeer = (s: net.Socket): string | undefined => (s as net.Socket
  * `connectSocket` (the express path).
  */
 export const connectNow = (
-  opts: net.NetConnectOpts & { readonly host: string; readonly port: number },
+  /** Fresh per call (completed here with `allowHalfOpen` and `noDelay`, not copied). */
+  opts: net.TcpNetConnectOpts & { readonly host: string; readonly port: number },
   timeoutMs: number,
   done: (r: net.Socket | OutboundError) => void,
 ): () => void => {
   let over = false
-  const s = net.connect({ ...opts, allowHalfOpen: true, noDelay: true })
+  opts.allowHalfOpen = true
+  opts.noDelay = true
+  const s = net.connect(opts)
   s.on("error", noop)
   const finish = (r: net.Socket | OutboundError) => {
     if (over) return
@@ -143,7 +146,7 @@ export const connectNow = (
 }
 
 /** Connects a socket with a deadline; interruption destroys it. */
-export const connectSocket = (opts: net.NetConnectOpts & { readonly host: string; readonly port: number }, timeoutMs: number): Effect.Effect<net.Socket, OutboundError> =>
+export const connectSocket = (opts: net.TcpNetConnectOpts & { readonly host: string; readonly port: number }, timeoutMs: number): Effect.Effect<net.Socket, OutboundError> =>
   Effect.callback<net.Socket, OutboundError>((resume) => {
     const cancel = connectNow(opts, timeoutMs, (r) => resume(r instanceof OutboundError ? Effect.fail(r) : Effect.succeed(r)))
     return Effect.sync(cancel)
