@@ -89,7 +89,7 @@ const KEEP = 4096
  * resolves once its `listening` log line gives the port; `timeoutMs` bounds the start-up
  * (a 100k-rule file takes tens of seconds to check).
  */
-export const proxydWith = (name: string, rules: string | (() => string | Promise<string>), timeoutMs = 30_000): Start => async () => {
+export const proxydWith = (name: string, rules: string | (() => string | Promise<string>), timeoutMs = 30_000, kind: "socks5" | "http" = "socks5"): Start => async () => {
   const text = typeof rules === "string" ? rules : await rules()
   const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
   const file = join(dir, "bench.rules")
@@ -113,7 +113,7 @@ export const proxydWith = (name: string, rules: string | (() => string | Promise
         started = true
         partial = { stdout: "", stderr: "" }
         clearTimeout(timer)
-        resolve({ name, kind: "socks5", port: Number(o.port ?? o.annotations?.port), pid: child.pid, stop })
+        resolve({ name, kind, port: Number(o.port ?? o.annotations?.port), pid: child.pid, stop })
         return
       }
     }
@@ -125,6 +125,9 @@ export const proxydWith = (name: string, rules: string | (() => string | Promise
 
 /** proxyd with an allow-all policy. */
 export const proxyd: Start = proxydWith("proxyd", "policy main {\n  default allow\n}\n")
+
+/** The same proxyd driven with HTTP CONNECT on its mixed port (the protocol tinyproxy and proxy-chain are measured with). */
+export const proxydHttp: Start = proxydWith("proxyd-http", "policy main {\n  default allow\n}\n", 30_000, "http")
 
 /**
  * proxyd with 100,000 generated rules (domains, suffixes, CIDRs, ports, users, groups; see

@@ -3,7 +3,8 @@
  *
  * Details: targets are direct (no proxy: the limit), proxyd (the real binary, allow-all
  * policy), microsocks, Dante, tinyproxy and proxy-chain (Targets.ts; skipped, and said so,
- * when not installed), plus proxyd with a 100k-rule policy in the connection-rate rows only.
+ * when not installed), plus, in the connection-rate rows only, proxyd with a 100k-rule policy
+ * and proxyd driven over HTTP CONNECT (`proxyd-http`, the protocol of tinyproxy and proxy-chain).
  * Each measurement runs across all targets in turn (A B C A B C …) for `rounds` rounds,
  * reported as median and min–max and relative to direct (or to the best target where direct
  * has no figure): bulk upload and download (Bulk.ts), connection rate at concurrency 1 and 50
@@ -132,7 +133,12 @@ const progress = (s: string) => { if (!stopping) process.stderr.write(`[${((perf
 interface Entry { readonly name: string; readonly start: Start; readonly rateOnly: boolean }
 
 const entries = (): { entries: Array<Entry>; skipped: Array<string> } => {
-  const out: Array<Entry> = [{ name: "direct", start: Targets.direct, rateOnly: false }, { name: "proxyd", start: Targets.proxyd, rateOnly: false }]
+  const out: Array<Entry> = [
+    { name: "direct", start: Targets.direct, rateOnly: false },
+    { name: "proxyd", start: Targets.proxyd, rateOnly: false },
+    // the same proxyd over HTTP CONNECT, in the connection-rate rows (against tinyproxy and proxy-chain, HTTP proxies)
+    { name: "proxyd-http", start: Targets.proxydHttp, rateOnly: true },
+  ]
   const skipped: Array<string> = []
   // peers, then references (e.g. node-floor: a bare Node relay, what proxyd costs on top of Node)
   for (const p of [...Targets.PEERS, ...Targets.REFERENCES]) {

@@ -61,12 +61,12 @@ const problems = (report: Record<string, unknown>, ci: boolean): Array<string> =
   }
 
   // Byte counts: every verified flag of a target's row is true (not false, not null for "no
-  // run"), and every measured target but the rate-only proxyd-100k has one.
+  // run"), and every measured target but the rate-only proxyd-100k and proxyd-http has one.
   const flags = objects(report).flatMap(({ path, o }) =>
     Object.entries(o).filter(([k, v]) => /verified$/i.test(k) && (typeof v === "boolean" || (v === null && typeof o["target"] === "string"))).map(([k, v]) => ({ where: `${path}.${k}`, target: o["target"], ok: v === true })))
   for (const f of flags) if (!f.ok) out.push(`bulk byte count not verified: ${f.where} (${String(f.target)})`)
   for (const name of measured) {
-    if (name === "proxyd-100k") continue
+    if (name === "proxyd-100k" || name === "proxyd-http") continue // connection-rate rows only
     if (!flags.some((f) => f.target === name && f.ok)) out.push(`${name}: no bulk result with a verified byte count`)
   }
   return out
