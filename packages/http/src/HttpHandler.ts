@@ -28,6 +28,11 @@
  *   The client connection stays open when both sides allow it.
  * - Errors: 403 with the block message, 502/504 (`Errors.httpStatus`) with a
  *   short reason on outbound failure, then close.
+ * - Express path (`Inbound.ExpressContext`): a first request that is a plain
+ *   CONNECT on a listener without auth, whose decision needs no fact to fetch
+ *   and whose outbound needs no wait, is served on callbacks; everything else
+ *   continues in the effect code (`conversation`) from the point reached, so
+ *   both paths answer the same (`test/Express.test.ts`).
  */
 import type { Socket } from "node:net"
 import { Effect, Fiber, Result } from "effect"
@@ -67,6 +72,190 @@ interface Upstream { readonly key: string; readonly socket: Socket; readonly rea
 
 const actionKey = (d: Inbound.Decided, t: H.Authority): string => `${t.host}|${t.port}|${JSON.stringify(d.decision.action)}`
 
+type HeadRead = Wire.ReadResult<H.RequestHead>
+
+const headStep = (r: Wire.ByteReader): HeadRead | undefined => {
+  const m = r.take((b) => H.parseRequestHead(b))
+  return m.k === "more" ? undefined : m
+}
+
+const CONNECTED = "HTTP/1.1 200 Connection established\r\n\r\n"
+const ignore = (): void => {}
+
+/** One client connection's conversation (both paths): its state and the steps the express path hands over to. */
+const conversation = (options: HttpOptions, client: Socket, ctx: Inbound.SessionContext) => {
+  let upstream: Upstream | undefined
+  const dropUpstream = () => {
+    upstream?.socket.destroy()
+    upstream = undefined
+  }
+  const fail = (status: number, message: string, extra = "", logged: boolean = true) =>
+    Effect.gen(function*() {
+      ctx.note(logged ? { status, error: message } : { status })
+      dropUpstream()
+      yield* Wire.closeWith(client, errorResponse(status, message, extra))
+      return false
+    })
+  /** An outbound failure: the reply explains it; the log keeps the runtime's reason (`Timeout`, `Refused`, ...), the block message for a block. */
+  const outboundFail = (r: Errors.OutboundReason) => fail(Errors.httpStatus(r), reasonText(r), "", r._tag === "Blocked")
+  const authCache = new Map<string, Inbound.AuthResult>()
+
+  const authorize = (req: H.ProxyRequest) =>
+    Effect.gen(function*() {
+      if (ctx.auth === "none") return true
+      const header = H.values(req.head.headers, "proxy-authorization")[0]
+      if (header === undefined) return ctx.auth === "optional"
+      let result = authCache.get(header)
+      if (result === undefined) {
+        const creds = H.parseBasic(header)
+        result = creds === undefined ? { ok: false } : yield* ctx.authenticate(creds.user, creds.pass)
+        if (creds !== undefined && result.ok) ctx.setUser(result.user ?? creds.user, result.groups)
+        if (authCache.size < 8) authCache.set(header, result)
+      }
+      return result.ok
+    })
+
+  const decideAndConnect = (req: H.ProxyRequest) =>
+    Effect.flatMap(ctx.decide({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" }), (decided) => connectDecided(req, decided))
+
+  const connectDecided = (req: H.ProxyRequest, decided: Inbound.Decided) =>
+    Effect.gen(function*() {
+      const a = decided.decision.action
+      if (a.k === "block") return { error: { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) } as Errors.OutboundReason }
+      const key = actionKey(decided, req.target)
+      if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream, reused: true }
+      dropUpstream()
+      const r = yield* Effect.result(ctx.connect(decided))
+      if (Result.isFailure(r)) return { error: r.failure.reason }
+      upstream = { key, socket: r.success.socket, reader: new Wire.ByteReader() }
+      r.success.socket.on("error", ignore)
+      return { up: upstream, reused: false }
+    })
+
+  const tunnel = (reader: Wire.ByteReader, req: H.ProxyRequest) => Effect.flatMap(decideAndConnect(req), (c) => tunnelTo(reader, c))
+
+  const tunnelTo = (reader: Wire.ByteReader, c: { readonly error: Errors.OutboundReason; readonly up?: undefined } | { readonly up: Upstream; readonly error?: undefined }) =>
+    Effect.gen(function*() {
+      if (c.error !== undefined) return yield* outboundFail(c.error)
+      upstream = undefined
+      if (!(yield* Wire.write(client, CONNECTED))) {
+        c.up.socket.destroy()
+        return false
+      }
+      const early = reader.rest()
+      if (early.length > 0) c.up.socket.write(early)
+      yield* ctx.relay(client, c.up.socket)
+      return false
+    })
+
+  /** Reads the response (interim ones too) and streams it to the client; true when the client connection can go on, a failure to answer otherwise. */
+  const respond = (req: H.ProxyRequest, up: Upstream) =>
+    Effect.gen(function*() {
+      for (let interim = 0; interim < 16; interim++) {
+        const r = yield* Wire.readMessage(up.socket, up.reader, H.parseResponseHead)
+        if (r.k === "eof") return { status: 502, message: "upstream closed without a response", stale: interim === 0 && up.reader.size === 0 }
+        if (r.k !== "ok") return { status: 502, message: `bad upstream response: ${r.message}`, stale: false }
+        const res = r.value
+        if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported", stale: false }
+        const framing = H.responseFraming(req.head.method, res)
+        const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
+        const final = res.status >= 200
+        const keep = final ? req.keepAlive && framing.k !== "close" : true
+        const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
+        if (!(yield* Wire.write(client, out))) return false
+        if (!final) continue
+        ctx.note({ status: res.status })
+        const got = yield* copyBody(up.socket, up.reader, client, framing)
+        if (got !== "done" || upstreamCloses) dropUpstream()
+        return got === "done" && keep
+      }
+      return { status: 502, message: "too many interim responses", stale: false }
+    })
+
+  /**
+   * One forwarded exchange; true when the client connection can carry another request.
+   * The request body is copied in its own fiber while the response is read, so
+   * `Expect: 100-continue` and early responses work. A reused upstream that
+   * closes before answering a body-less request (the origin's keep-alive
+   * timer won the race) is replaced by a fresh connection once.
+   */
+  const forward = (reader: Wire.ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
+    Effect.gen(function*() {
+      const c = yield* decideAndConnect(req)
+      if (c.error !== undefined) return yield* outboundFail(c.error)
+      const up = c.up
+      const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
+      const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
+      if (!(yield* Wire.write(up.socket, head))) return yield* fail(502, "upstream connection failed")
+      const body = yield* Effect.forkChild(copyBody(client, reader, up.socket, req.framing).pipe(
+        Effect.tap((r) => Effect.sync(() => {
+          if (r !== "done") up.socket.destroy()
+        })),
+      ))
+      const answered = yield* respond(req, up)
+      if (typeof answered === "object") {
+        yield* Fiber.interrupt(body)
+        if (answered.stale && c.reused && retry && req.framing.k === "none") {
+          dropUpstream()
+          return yield* forward(reader, req, false)
+        }
+        return yield* fail(answered.status, answered.message)
+      }
+      const sent = yield* Fiber.join(body).pipe(
+        Effect.timeoutOrElse({ duration: 5000, orElse: () => Effect.as(Fiber.interrupt(body), "timeout" as const) }),
+      )
+      if (!answered || sent !== "done") {
+        dropUpstream()
+        client.destroy()
+        return false
+      }
+      return true
+    })
+
+  /** The request loop; `first`: the first head, already read (the express path). */
+  const serve = (reader: Wire.ByteReader, first?: HeadRead) => Effect.gen(function*() {
+    for (let n = 0; ; n++) {
+      const timeout = n === 0 ? ctx.handshakeTimeoutMs : options.keepAliveTimeoutMs ?? 60_000
+      const r: HeadRead = n === 0 && first !== undefined ? first : yield* Wire.readWith(client, reader, headStep).pipe(
+        Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed({ k: "eof" } as const) }),
+      )
+      if (r.k === "eof") {
+        if (n === 0) ctx.note({ error: "no request (timeout or closed)" })
+        dropUpstream()
+        return yield* Wire.closeWith(client)
+      }
+      // Refused before any decision: logged `rejected` (as the SOCKS handlers do) when it is the
+      // connection's first request, so a 400/407/431 never reads as `ok`.
+      if (n === 0) ctx.note({ outcome: "rejected" })
+      if (r.k === "error") {
+        yield* fail(r.code === "431" ? 431 : 400, r.message)
+        return
+      }
+      const req = H.toProxyRequest(r.value)
+      if (typeof req === "string") {
+        yield* fail(400, req)
+        return
+      }
+      if (!(yield* authorize(req))) {
+        yield* fail(407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="proxyd"\r\n')
+        return
+      }
+      if (n === 0) ctx.note({ outcome: "ok" })
+      if (req.kind === "connect") {
+        yield* tunnel(reader, req)
+        return
+      }
+      if (!(yield* forward(reader, req))) {
+        dropUpstream()
+        if (!client.destroyed) yield* Wire.closeWith(client)
+        return
+      }
+    }
+  }).pipe(Effect.ensuring(Effect.sync(dropUpstream)))
+
+  return { serve, outboundFail, connectDecided, tunnelTo }
+}
+
 export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandler => ({
   protocol: "http",
   takesFirstBytes: true,
@@ -74,172 +263,42 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
     client.end(errorResponse(503, "too many connections"))
   },
   handle: (client, ctx) => {
-    let upstream: Upstream | undefined
-    const dropUpstream = () => {
-      upstream?.socket.destroy()
-      upstream = undefined
-    }
-    const fail = (status: number, message: string, extra = "", logged: boolean = true) =>
-      Effect.gen(function*() {
-        ctx.note(logged ? { status, error: message } : { status })
-        dropUpstream()
-        yield* Wire.closeWith(client, errorResponse(status, message, extra))
-        return false
-      })
-    /** An outbound failure: the reply explains it; the log keeps the runtime's reason (`Timeout`, `Refused`, ...), the block message for a block. */
-    const outboundFail = (r: Errors.OutboundReason) => fail(Errors.httpStatus(r), reasonText(r), "", r._tag === "Blocked")
-    const authCache = new Map<string, Inbound.AuthResult>()
-
-    const authorize = (req: H.ProxyRequest) =>
-      Effect.gen(function*() {
-        if (ctx.auth === "none") return true
-        const header = H.values(req.head.headers, "proxy-authorization")[0]
-        if (header === undefined) return ctx.auth === "optional"
-        let result = authCache.get(header)
-        if (result === undefined) {
-          const creds = H.parseBasic(header)
-          result = creds === undefined ? { ok: false } : yield* ctx.authenticate(creds.user, creds.pass)
-          if (creds !== undefined && result.ok) ctx.setUser(result.user ?? creds.user, result.groups)
-          if (authCache.size < 8) authCache.set(header, result)
+    const reader = new Wire.ByteReader()
+    if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
+    return conversation(options, client, ctx).serve(reader)
+  },
+  /**
+   * A first request that is a plain CONNECT on a listener without auth goes on callbacks
+   * (decided, connected, answered, relayed); anything else continues as `handle` does from the
+   * point reached.
+   */
+  express: (client, ctx) => {
+    const reader = new Wire.ByteReader()
+    reader.push(ctx.firstBytes())
+    ctx.readNow(reader, headStep, (r) => {
+      const req = r.k === "ok" && ctx.auth === "none" ? H.toProxyRequest(r.value) : undefined
+      if (req === undefined || typeof req === "string" || req.kind !== "connect") return ctx.fallback(conversation(options, client, ctx).serve(reader, r))
+      const decided = ctx.decideNow({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" })
+      if (decided === undefined) return ctx.fallback(conversation(options, client, ctx).serve(reader, r))
+      const a = decided.decision.action
+      if (a.k === "block") return ctx.fallback(conversation(options, client, ctx).outboundFail({ _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) }).pipe(Effect.asVoid))
+      const started = ctx.connectNow(decided, (c) => {
+        if (c instanceof Errors.OutboundError) return ctx.fallback(conversation(options, client, ctx).outboundFail(c.reason).pipe(Effect.asVoid))
+        c.socket.on("error", ignore)
+        if (client.destroyed || client.writableEnded) {
+          c.socket.destroy()
+          return ctx.endNow()
         }
-        return result.ok
-      })
-
-    const decideAndConnect = (req: H.ProxyRequest) =>
-      Effect.gen(function*() {
-        const decided = yield* ctx.decide({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" })
-        const a = decided.decision.action
-        if (a.k === "block") return { error: { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) } as Errors.OutboundReason }
-        const key = actionKey(decided, req.target)
-        if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream, reused: true }
-        dropUpstream()
-        const r = yield* Effect.result(ctx.connect(decided))
-        if (Result.isFailure(r)) return { error: r.failure.reason }
-        upstream = { key, socket: r.success.socket, reader: new Wire.ByteReader() }
-        r.success.socket.on("error", () => {})
-        return { up: upstream, reused: false }
-      })
-
-    const tunnel = (reader: Wire.ByteReader, req: H.ProxyRequest) =>
-      Effect.gen(function*() {
-        const c = yield* decideAndConnect(req)
-        if (c.error !== undefined) return yield* outboundFail(c.error)
-        upstream = undefined
-        if (!(yield* Wire.write(client, "HTTP/1.1 200 Connection established\r\n\r\n"))) {
-          c.up.socket.destroy()
-          return false
-        }
+        client.write(CONNECTED)
         const early = reader.rest()
-        if (early.length > 0) c.up.socket.write(early)
-        yield* ctx.relay(client, c.up.socket)
-        return false
+        if (early.length > 0) c.socket.write(early)
+        ctx.relayNow(client, c.socket)
       })
-
-    /** Reads the response (interim ones too) and streams it to the client; true when the client connection can go on, a failure to answer otherwise. */
-    const respond = (req: H.ProxyRequest, up: Upstream) =>
-      Effect.gen(function*() {
-        for (let interim = 0; interim < 16; interim++) {
-          const r = yield* Wire.readMessage(up.socket, up.reader, H.parseResponseHead)
-          if (r.k === "eof") return { status: 502, message: "upstream closed without a response", stale: interim === 0 && up.reader.size === 0 }
-          if (r.k !== "ok") return { status: 502, message: `bad upstream response: ${r.message}`, stale: false }
-          const res = r.value
-          if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported", stale: false }
-          const framing = H.responseFraming(req.head.method, res)
-          const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
-          const final = res.status >= 200
-          const keep = final ? req.keepAlive && framing.k !== "close" : true
-          const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
-          if (!(yield* Wire.write(client, out))) return false
-          if (!final) continue
-          ctx.note({ status: res.status })
-          const got = yield* copyBody(up.socket, up.reader, client, framing)
-          if (got !== "done" || upstreamCloses) dropUpstream()
-          return got === "done" && keep
-        }
-        return { status: 502, message: "too many interim responses", stale: false }
-      })
-
-    /**
-     * One forwarded exchange; true when the client connection can carry another request.
-     * The request body is copied in its own fiber while the response is read, so
-     * `Expect: 100-continue` and early responses work. A reused upstream that
-     * closes before answering a body-less request (the origin's keep-alive
-     * timer won the race) is replaced by a fresh connection once.
-     */
-    const forward = (reader: Wire.ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
-      Effect.gen(function*() {
-        const c = yield* decideAndConnect(req)
-        if (c.error !== undefined) return yield* outboundFail(c.error)
-        const up = c.up
-        const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
-        const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
-        if (!(yield* Wire.write(up.socket, head))) return yield* fail(502, "upstream connection failed")
-        const body = yield* Effect.forkChild(copyBody(client, reader, up.socket, req.framing).pipe(
-          Effect.tap((r) => Effect.sync(() => {
-            if (r !== "done") up.socket.destroy()
-          })),
-        ))
-        const answered = yield* respond(req, up)
-        if (typeof answered === "object") {
-          yield* Fiber.interrupt(body)
-          if (answered.stale && c.reused && retry && req.framing.k === "none") {
-            dropUpstream()
-            return yield* forward(reader, req, false)
-          }
-          return yield* fail(answered.status, answered.message)
-        }
-        const sent = yield* Fiber.join(body).pipe(
-          Effect.timeoutOrElse({ duration: 5000, orElse: () => Effect.as(Fiber.interrupt(body), "timeout" as const) }),
-        )
-        if (!answered || sent !== "done") {
-          dropUpstream()
-          client.destroy()
-          return false
-        }
-        return true
-      })
-
-    return Effect.gen(function*() {
-      const reader = new Wire.ByteReader()
-      if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
-      for (let n = 0; ; n++) {
-        const timeout = n === 0 ? ctx.handshakeTimeoutMs : options.keepAliveTimeoutMs ?? 60_000
-        const r = yield* Wire.readMessage(client, reader, (b) => H.parseRequestHead(b)).pipe(
-          Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed({ k: "eof" } as const) }),
-        )
-        if (r.k === "eof") {
-          if (n === 0) ctx.note({ error: "no request (timeout or closed)" })
-          dropUpstream()
-          return yield* Wire.closeWith(client)
-        }
-        // Refused before any decision: logged `rejected` (as the SOCKS handlers do) when it is the
-        // connection's first request, so a 400/407/431 never reads as `ok`.
-        if (n === 0) ctx.note({ outcome: "rejected" })
-        if (r.k === "error") {
-          yield* fail(r.code === "431" ? 431 : 400, r.message)
-          return
-        }
-        const req = H.toProxyRequest(r.value)
-        if (typeof req === "string") {
-          yield* fail(400, req)
-          return
-        }
-        if (!(yield* authorize(req))) {
-          yield* fail(407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="proxyd"\r\n')
-          return
-        }
-        if (n === 0) ctx.note({ outcome: "ok" })
-        if (req.kind === "connect") {
-          yield* tunnel(reader, req)
-          return
-        }
-        if (!(yield* forward(reader, req))) {
-          dropUpstream()
-          if (!client.destroyed) yield* Wire.closeWith(client)
-          return
-        }
+      if (!started) {
+        const conv = conversation(options, client, ctx)
+        ctx.fallback(Effect.flatMap(conv.connectDecided(req, decided), (c) => conv.tunnelTo(reader, c)).pipe(Effect.asVoid))
       }
-    }).pipe(Effect.ensuring(Effect.sync(dropUpstream)))
+    })
   },
 })
 
