@@ -6,10 +6,9 @@
  * fallbacks to the effect code (0 for the conversations the express path serves to the end).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { Socket } from "node:net"
 import { Effect } from "effect"
 import { Auth, type Inbound } from "@proxyd/runtime"
-import { closedPort, echoServer, httpOrigin, rawClient, startProxyd, until, type Origin, type Proxyd, type TestServer } from "@proxyd/testkit"
+import { answerThenEnd, closeLineOf, closedPort, echoServer, expressSpy, httpOrigin, rawClient, startProxyd, trickle, type Origin, type Proxyd, type TestServer } from "@proxyd/testkit"
 import { makeHttpHandler } from "../src/index.ts"
 
 let echo: TestServer
@@ -18,27 +17,8 @@ let express: Proxyd
 let effect: Proxyd
 let refused: number
 
-const calls = { express: 0, effect: 0 }
-const fallbacks = { express: 0, effect: 0 }
-
-/** Counts the runtime's calls of the express path, and the fallbacks it takes. */
-const counted = (h: Inbound.InboundHandler, count: keyof typeof calls): Inbound.InboundHandler => {
-  const ex = h.express!
-  return {
-    ...h,
-    express: (c, ctx) => {
-      calls[count]++
-      const spy = new Proxy(ctx, {
-        get: (t, k) => {
-          if (k === "fallback") return (e: Effect.Effect<void>) => { fallbacks[count]++; t.fallback(e) }
-          const v = Reflect.get(t, k, t) as unknown
-          return typeof v === "function" ? (v as (...a: Array<unknown>) => unknown).bind(t) : v
-        },
-      })
-      ex(c, spy)
-    },
-  }
-}
+/** Per server: the runtime's calls of the HTTP handler's express path, and its fallbacks. */
+const counts = { express: { calls: 0, fallbacks: 0 }, effect: { calls: 0, fallbacks: 0 } }
 
 beforeAll(async () => {
   echo = await echoServer()
@@ -58,8 +38,8 @@ policy default {
   default allow tag "plain"
 }
 `
-  express = await startProxyd(rules, { http: counted(makeHttpHandler(), "express"), socks5: stub("socks5"), socks4: stub("socks4") })
-  effect = await startProxyd(rules, { http: counted(makeHttpHandler(), "effect"), socks5: stub("socks5"), socks4: stub("socks4") }, { express: false })
+  express = await startProxyd(rules, { http: expressSpy(makeHttpHandler(), counts.express), socks5: stub("socks5"), socks4: stub("socks4") })
+  effect = await startProxyd(rules, { http: expressSpy(makeHttpHandler(), counts.effect), socks5: stub("socks5"), socks4: stub("socks4") }, { express: false })
 })
 
 /** A mixed port needs SOCKS handlers; these are never reached by these conversations. */
@@ -85,20 +65,6 @@ interface Conversation {
 }
 
 const CONNECTED = "HTTP/1.1 200 Connection established\r\n\r\n"
-
-/** Reads `n` bytes, ends our side, then takes the rest until the proxy closes. */
-const answerThenEnd = async (c: Client, n: number): Promise<Buffer> => {
-  const head = await c.read(n)
-  c.socket.end()
-  return Buffer.concat([head, await c.readToEnd()])
-}
-
-const trickle = async (s: Socket, pieces: ReadonlyArray<string>): Promise<void> => {
-  for (const p of pieces) {
-    s.write(p)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 const conversations = (): ReadonlyArray<Conversation> => [
   {
@@ -179,29 +145,20 @@ const conversations = (): ReadonlyArray<Conversation> => [
   { name: "client leaves mid-head", listener: "h", run: async (c) => { c.send("CONNECT 127.0.0.1:1 HT"); c.socket.end(); return c.readToEnd() } },
 ]
 
-/** The close line of the connection from this local port, without the fields that differ run to run. */
-const lineOf = async (p: Proxyd, localPort: number | undefined): Promise<Record<string, unknown>> => {
-  const src = `127.0.0.1:${localPort}`
-  const find = () => p.connections().find((l) => l["src"] === src)
-  await until(() => find() !== undefined)
-  const { id: _id, time: _t, src: _s, duration_ms: _d, ...rest } = find() ?? { missing: true }
-  return rest
-}
-
 describe("HTTP express path = effect path", () => {
   for (const conv of conversations()) {
     it(conv.name, async () => {
       const out: Array<{ bytes: string; line: Record<string, unknown> }> = []
-      const before = { calls: calls.express, fallbacks: fallbacks.express }
+      const before = { ...counts.express }
       for (const p of [express, effect]) {
         const c = await rawClient(p.port(conv.listener))
         const port = c.socket.localPort
         const bytes = (await conv.run(c)).toString("latin1")
-        out.push({ bytes, line: await lineOf(p, port) })
+        out.push({ bytes, line: await closeLineOf(p, port) })
       }
       const [a, b] = out
-      expect(calls.express - before.calls).toBe(1)
-      expect(fallbacks.express - before.fallbacks).toBe(conv.express === true ? 0 : 1)
+      expect(counts.express.calls - before.calls).toBe(1)
+      expect(counts.express.fallbacks - before.fallbacks).toBe(conv.express === true ? 0 : 1)
       expect(a!.line["missing"]).toBeUndefined()
       expect(a!.bytes).toBe(b!.bytes)
       expect(a!.line).toEqual(b!.line)
@@ -209,8 +166,8 @@ describe("HTTP express path = effect path", () => {
   }
 
   it("the conversations reach the outcomes they are meant to, and the effect server never took the express path", () => {
-    expect(calls.effect).toBe(0)
-    expect(fallbacks.effect).toBe(0)
+    expect(counts.effect.calls).toBe(0)
+    expect(counts.effect.fallbacks).toBe(0)
     const outcomes = express.connections().map((l) => `${String(l["outcome"])}:${String(l["action"])}:${String(l["status"])}`)
     expect(outcomes).toEqual(expect.arrayContaining(["ok:allow:undefined", "blocked:block:403", "error:allow:502", "rejected:undefined:407", "ok:allow:200", "rejected:undefined:400"]))
   })

@@ -9,11 +9,9 @@
  * waits for its request, and the handshake deadline while it waits for its first byte.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { Socket } from "node:net"
-import { echoServer, rawClient, startProxyd, until, type Proxyd, type TestServer } from "@proxyd/testkit"
+import { answerThenEnd, closeLineOf, closedPort, echoServer, expressSpy, rawClient, startProxyd, trickle, until, type Proxyd, type TestServer } from "@proxyd/testkit"
 import { Effect } from "effect"
 import { Auth, type Inbound, Wire } from "@proxyd/runtime"
-import { closedPort } from "@proxyd/testkit"
 import { makeSocks4Handler, makeSocks5Handler } from "../src/index.ts"
 import * as C from "../src/Socks5Codec.ts"
 import * as C4 from "../src/Socks4Codec.ts"
@@ -32,33 +30,12 @@ const httpStandIn: Inbound.InboundHandler = {
   }),
 }
 
-/** How often the runtime took each server's SOCKS5 express path. */
-const expressCalls = { express: 0, effect: 0 }
+/** Per server: the runtime's calls of the SOCKS handlers' express paths, and their fallbacks. */
+const counts = { express: { calls: 0, fallbacks: 0 }, effect: { calls: 0, fallbacks: 0 } }
+const counted = (h: Inbound.InboundHandler, count: keyof typeof counts | undefined): Inbound.InboundHandler =>
+  count === undefined ? h : expressSpy(h, counts[count])
 
-/** How often a connection on the express path handed the rest to a fallback fiber. */
-const fallbacks = { express: 0, effect: 0 }
-
-/** Counts the runtime's calls of a handler's express path, and the fallbacks it takes. */
-const counted = (h: Inbound.InboundHandler, count: keyof typeof expressCalls | undefined): Inbound.InboundHandler => {
-  const express = h.express
-  if (count === undefined || express === undefined) return h
-  return {
-    ...h,
-    express: (c, ctx) => {
-      expressCalls[count]++
-      const spy = new Proxy(ctx, {
-        get: (t, k) => {
-          if (k === "fallback") return (e: Effect.Effect<void>) => { fallbacks[count]++; t.fallback(e) }
-          const v = Reflect.get(t, k, t) as unknown
-          return typeof v === "function" ? (v as (...a: Array<unknown>) => unknown).bind(t) : v
-        },
-      })
-      express(c, spy)
-    },
-  }
-}
-
-const handlers = (count?: keyof typeof expressCalls) =>
+const handlers = (count?: keyof typeof counts) =>
   ({ socks5: counted(makeSocks5Handler(), count), socks4: counted(makeSocks4Handler(), count), http: httpStandIn })
 
 beforeAll(async () => {
@@ -109,21 +86,6 @@ const masked = (b: Buffer, at: number): Buffer => {
   const c = Buffer.from(b)
   c.fill(0, at + 8, at + 10)
   return c
-}
-
-/** Reads the `n` bytes of the proxy's answer, ends our side, then takes anything else until the proxy closes. */
-const answerThenEnd = async (c: Awaited<ReturnType<typeof rawClient>>, n: number): Promise<Buffer> => {
-  const head = await c.read(n)
-  c.socket.end()
-  return Buffer.concat([head, await c.readToEnd()])
-}
-
-/** Writes each piece in its own write, a few ms apart (so they arrive as separate reads). */
-const trickle = async (s: Socket, pieces: ReadonlyArray<Buffer>): Promise<void> => {
-  for (const p of pieces) {
-    s.write(p)
-    await new Promise((r) => setTimeout(r, 5))
-  }
 }
 
 const conversations = (): ReadonlyArray<Conversation> => [
@@ -260,28 +222,19 @@ const conversations = (): ReadonlyArray<Conversation> => [
   },
 ]
 
-/** The close line of the connection from this local port, without the fields that differ run to run. */
-const lineOf = async (p: Proxyd, localPort: number | undefined): Promise<Record<string, unknown>> => {
-  const src = `127.0.0.1:${localPort}`
-  const find = () => p.connections().find((l) => l["src"] === src)
-  await until(() => find() !== undefined)
-  const { id: _id, time: _t, src: _s, duration_ms: _d, ...rest } = find() ?? { missing: true }
-  return rest
-}
-
 describe("express path = effect path", () => {
   for (const conv of conversations()) {
     it(conv.name, async () => {
       const out: Array<{ bytes: string; line: Record<string, unknown> }> = []
-      const before = fallbacks.express
+      const before = counts.express.fallbacks
       for (const p of [express, effect]) {
         const c = await rawClient(p.port(conv.listener))
         const port = c.socket.localPort
         const bytes = (await conv.run(c)).toString("hex")
-        out.push({ bytes, line: await lineOf(p, port) })
+        out.push({ bytes, line: await closeLineOf(p, port) })
       }
       const [a, b] = out
-      expect(fallbacks.express - before).toBe(conv.express === true || conv.listener === "mx" && conv.name.startsWith("HTTP") ? 0 : 1)
+      expect(counts.express.fallbacks - before).toBe(conv.express === true || conv.listener === "mx" && conv.name.startsWith("HTTP") ? 0 : 1)
       expect(a!.line["missing"]).toBeUndefined()
       expect(a!.bytes).toBe(b!.bytes)
       expect(a!.line).toEqual(b!.line)
@@ -290,9 +243,9 @@ describe("express path = effect path", () => {
 
   it("the conversations above reach the outcomes they are meant to (so the comparison compares something)", () => {
     // Every SOCKS5 conversation went through the express path on one server and never on the other.
-    expect(expressCalls.express).toBe(conversations().filter((c) => !c.name.startsWith("HTTP")).length)
-    expect(expressCalls.effect).toBe(0)
-    expect(fallbacks.effect).toBe(0)
+    expect(counts.express.calls).toBe(conversations().filter((c) => !c.name.startsWith("HTTP")).length)
+    expect(counts.effect.calls).toBe(0)
+    expect(counts.effect.fallbacks).toBe(0)
     const outcomes = express.connections().map((l) => `${String(l["protocol"])}:${String(l["outcome"])}:${String(l["action"])}`)
     expect(outcomes).toEqual(expect.arrayContaining(["socks4:ok:allow", "socks4:blocked:block", "socks4:rejected:undefined", "socks5:ok:allow", "socks5:ok:redirect", "socks5:blocked:block", "socks5:error:allow", "socks5:rejected:undefined", "http:rejected:undefined"]))
     // A handler that answered and then waited for the client to leave keeps its outcome when the deadline ends the wait.
@@ -310,7 +263,7 @@ describe("express path on its own", () => {
     expect(await until(() => open() !== undefined)).toBe(true)
     expect(express.handle.sessions.kill(open()!.id)).toBe(true)
     expect((await c.readToEnd()).length).toBe(0)
-    expect(await lineOf(express, port)).toMatchObject({ outcome: "killed", listener: "s5" })
+    expect(await closeLineOf(express, port)).toMatchObject({ outcome: "killed", listener: "s5" })
   })
 
   it("the handshake deadline while waiting for the first byte on the mixed port", async () => {
@@ -319,7 +272,7 @@ describe("express path on its own", () => {
     const t0 = Date.now()
     expect((await c.readToEnd()).length).toBe(0)
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300)
-    expect(await lineOf(express, port)).toMatchObject({ outcome: "handshake-timeout", listener: "mx" })
+    expect(await closeLineOf(express, port)).toMatchObject({ outcome: "handshake-timeout", listener: "mx" })
   })
 
   it("shutdown ends connections waiting in the handshake and relayed ones (outcome shutdown), and the server stops", async () => {
@@ -334,7 +287,7 @@ describe("express path on its own", () => {
     await own.stop()
     expect((await waiting.readToEnd()).length).toBe(0)
     expect((await relayed.readToEnd()).length).toBe(0)
-    for (const p of ports) expect(await lineOf(own, p)).toMatchObject({ outcome: "shutdown" })
+    for (const p of ports) expect(await closeLineOf(own, p)).toMatchObject({ outcome: "shutdown" })
     expect(own.handle.sessions.size()).toBe(0)
   })
 })

@@ -7,6 +7,7 @@
  */
 export * from "./Cleanup.ts"
 export * from "./Curl.ts"
+export * from "./Express.ts"
 export * from "./Harness.ts"
 export * from "./Net.ts"
 export * from "./Proxyd.ts"
