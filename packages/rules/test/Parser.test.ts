@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import type { DeclNode, ExprNode, PolicyNode, TestNode } from "../src/Ast.ts"
-import { parse } from "../src/Parser.ts"
+import { forgetLastParse, parse } from "../src/Parser.ts"
 
 const ok = (text: string) => {
   const r = parse(text, "t.rules")
@@ -158,5 +158,21 @@ describe("Parser: expression nodes", () => {
   it("nests not", () => {
     const e = cond("not not user == a") as ExprNode
     expect(e.kind).toBe("not")
+  })
+})
+
+describe("the kept last parse", () => {
+  // 2,000 rules: above the size under which texts are parsed again rather than kept
+  const big = `policy p {\n${Array.from({ length: 2000 }, (_, i) => `  rule r${i} when dst.port == ${1 + i} -> block`).join("\n")}\n  default allow\n}\n`
+
+  it("a large text parsed twice gives the same tree; after forgetLastParse a new one", () => {
+    expect(big.length).toBeGreaterThan(64 * 1024)
+    const a = parse(big, "big.rules")
+    expect(parse(big, "big.rules")).toBe(a)
+    forgetLastParse()
+    const b = parse(big, "big.rules")
+    expect(b).not.toBe(a)
+    expect(b.diagnostics).toEqual(a.diagnostics)
+    forgetLastParse()
   })
 })

@@ -34,8 +34,10 @@
  * socks5, socks4 and http).
  */
 import type { Socket } from "node:net"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
 import { Data, Effect, Fiber, Semaphore } from "effect"
-import type { Ir } from "@proxyd/rules"
+import { type Ir, Parser } from "@proxyd/rules"
 import { parseListen, type ListenerSpec, type ListenOverride } from "./Config.ts"
 import type { InboundHandler, ProtocolName } from "./Inbound.ts"
 import { makeGate, serve, type Gate, type Peer, type RunningListener } from "./Listener.ts"
@@ -111,6 +113,30 @@ interface Open {
   env?: ConnectionEnv
   envSpec?: ListenerSpec
   view?: () => PolicyView
+}
+
+/** Heap in use above which start-up collects garbage before the listeners open (a 1-rule policy: ~30 MB, nothing to gain). */
+const COLLECT_ABOVE = 128 * 1024 * 1024
+
+/**
+ * One full, synchronous collection before serving when loading left a large heap (a 100k-rule
+ * policy: ~880 MB in use, ~190 MB live; ~350 ms). `gc` comes from turning `--expose-gc` on and
+ * reading it in a fresh context (the process's own global is untouched); without it, V8 collects
+ * when it decides to.
+ */
+const collectBeforeServing = (log: Log.Log): void => {
+  const before = process.memoryUsage().heapUsed
+  if (before < COLLECT_ABOVE) return
+  try {
+    v8.setFlagsFromString("--expose-gc")
+    const gc = vm.runInNewContext("gc") as unknown
+    if (typeof gc !== "function") return
+    const t0 = performance.now()
+    ;(gc as () => void)()
+    log.info("collected start-up garbage", { heap_before_mb: Math.round(before / 1048576), heap_after_mb: Math.round(process.memoryUsage().heapUsed / 1048576), ms: Math.round(performance.now() - t0) })
+  } catch {
+    // not available here: V8 collects when it decides to
+  }
 }
 
 export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, StartError> =>
@@ -314,6 +340,10 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       }
     })
 
+    // Start-up's garbage (at 100k rules: ~700 MB, with the parse tree the parser keeps for a
+    // moment) is collected now, before a client can connect, not by V8's first full GC under traffic.
+    Parser.forgetLastParse()
+    collectBeforeServing(log)
     // Initial listeners: any failure closes the ones already open and refuses to start.
     for (const spec of first.state.listeners) {
       const r = yield* Effect.result(openListener(spec))
@@ -328,6 +358,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const reload = (): Effect.Effect<ReloadOutcome> => reloadOnce().pipe(Effect.ensuring(Effect.sync(() => armRefresh())))
     const reloadOnce = (): Effect.Effect<ReloadOutcome> => Semaphore.withPermit(lock, Effect.gen(function*() {
       const r = yield* store.reload()
+      // A reloaded file's parse tree is garbage now, not in `PARSE_MEMO_MS`.
+      Parser.forgetLastParse()
       if (!r.ok) {
         log.error("reload failed; the current policy keeps serving", { diagnostics: r.message })
         notify(observers, "reloaded", { ok: false, version: store.current().version })
