@@ -23,7 +23,7 @@
  * pairs a second apart see the same steal and the same TIME_WAIT state (recorded per run).
  * Flags: `--quick` (short smoke run, about a minute; no proxyd-100k, so no pair), `--json`
  * (one JSON object on stdout), `--chart FILE` (SVG; default docs/benchmarks.svg in a full run,
- * none with --quick), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair`,
+ * none with --quick, --only or --targets), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair`,
  * `--targets a,b` (`--only pair` alone starts only proxyd and proxyd-100k: the policy cost
  * alone, about 3 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
  * (connections held), `--pairs N`.
@@ -85,7 +85,8 @@ const PAIR_SETTLE_S = 3
 const PAIR_BUDGET_MS = 180_000
 const only = new Set(list("--only") ?? MEASURES)
 for (const m of only) if (!(MEASURES as ReadonlyArray<string>).includes(m)) { process.stderr.write(`--only: unknown measurement ${m}\n${USAGE}\n`); process.exit(2) }
-const chartPath = argv.includes("--no-chart") ? undefined : value("--chart") ?? (quick ? undefined : join(import.meta.dirname, "..", "docs", "benchmarks.svg"))
+// the docs' chart is only replaced by a full run (all measurements, all targets), never by a partial one
+const chartPath = argv.includes("--no-chart") ? undefined : value("--chart") ?? (quick || only.size < MEASURES.length || argv.includes("--targets") ? undefined : join(import.meta.dirname, "..", "docs", "benchmarks.svg"))
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || !Number.isInteger(PAIRS) || PAIRS < 2 || PAIRS > 200 || !Number.isInteger(THREADS) || THREADS < 1) { process.stderr.write(`--rounds and --threads take a positive integer, --pairs one from 2 to 200\n${USAGE}\n`); process.exit(2) }
 
 // ---------------------------------------------------------------------------------------------
