@@ -163,7 +163,7 @@ const freePort = async (): Promise<number> => {
 }
 
 describe("command line (real binary)", () => {
-  it("the server re-executes itself (same PID) with a bounded V8 young generation; PROXYD_YOUNG_MB=0 or a flag of the user's own leaves Node's flags alone", async () => {
+  it("the server re-executes itself (same PID) with a bounded V8 young generation and no memory reducer; PROXYD_YOUNG_MB=0, PROXYD_MEMORY_REDUCER=on or a flag of the user's own leaves Node's flags alone", async () => {
     const argsOf = (pid: number | undefined): Array<string> => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
     const rules = join(ROOT, "rulesets/local-dev.rules")
     const cases: Array<[NodeJS.ProcessEnv, (args: Array<string>) => void]> = [
@@ -171,6 +171,10 @@ describe("command line (real binary)", () => {
       [{ PROXYD_YOUNG_MB: "16" }, (a) => expect(a).toContain("--max-semi-space-size=16")],
       [{ PROXYD_YOUNG_MB: "0" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
       [{ NODE_OPTIONS: "--max-semi-space-size=16" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
+      [{}, (a) => expect(a.filter((x) => x.includes("memory-reducer"))).toEqual(["--no-memory-reducer"])],
+      [{ PROXYD_MEMORY_REDUCER: "on" }, (a) => expect(a.some((x) => x.includes("memory-reducer"))).toBe(false)],
+      // Neither flag wanted: no re-execution at all.
+      [{ PROXYD_MEMORY_REDUCER: "on", PROXYD_YOUNG_MB: "0" }, (a) => expect(a.slice(1, a.indexOf(BIN))).toEqual([])],
     ]
     for (const [env, check] of cases) {
       const p = await start(rules, { env })

@@ -13,13 +13,22 @@ import { existsSync } from "node:fs"
 // The flag has to be given at start-up, so the process re-executes itself once with it
 // (`process.execve`: same PID, same stdio). `PROXYD_YOUNG_MB=0` keeps V8's default; a
 // `--max-semi-space-size` already given (node flag or NODE_OPTIONS) is left alone.
+// The same re-execution turns V8's memory reducer off (`--no-memory-reducer`;
+// `PROXYD_MEMORY_REDUCER=on` keeps it): it shrinks the heap of a process it thinks idle with
+// compacting full collections, and under steady traffic it still fired, in pairs, after ordinary
+// full collections; with a 100k-rule policy (~190 MB live) each pair cost 0.4-0.9 s of CPU and
+// 100-390 ms pauses (docs/benchmarks.md, "Full collections and the 100k policy"). V8's ordinary
+// collections still return memory; start-up returns its own garbage before serving.
 const first = process.argv[2]
 const serving = first === "run" || first === "--rules" || (first !== undefined && first.startsWith("--rules="))
 const young = process.env.PROXYD_YOUNG_MB ?? "8"
-const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].some((f) => f.startsWith("--max-semi-space-size"))
-if (serving && !given && /^[1-9][0-9]*$/.test(young) && typeof process.execve === "function") {
+const nodeFlags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)]
+const flags = []
+if (/^[1-9][0-9]*$/.test(young) && !nodeFlags.some((f) => f.startsWith("--max-semi-space-size"))) flags.push(`--max-semi-space-size=${young}`)
+if (process.env.PROXYD_MEMORY_REDUCER !== "on" && !nodeFlags.some((f) => /^--(no-)?memory[-_]reducer/.test(f))) flags.push("--no-memory-reducer")
+if (serving && flags.length > 0 && typeof process.execve === "function") {
   try {
-    process.execve(process.execPath, [process.execPath, `--max-semi-space-size=${young}`, ...process.execArgv, ...process.argv.slice(1)], process.env)
+    process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], process.env)
   } catch {
     // Not re-executed (e.g. an unusual platform): run with V8's default young generation.
   }
