@@ -116,12 +116,12 @@ const measure = (size: number): Row => {
   }
   if (sink === 0) throw new Error("unreachable")
   // Worst case: every rule has been a candidate once.
-  for (let pos = 0; pos < compiled.plans.length; pos++) testAt(compiled, pos)
+  for (let pos = 0; pos < compiled.ordered.length; pos++) testAt(compiled, pos)
   gc!()
   gc!()
   const heapAllMB = (process.memoryUsage().heapUsed - before) / 2 ** 20
   // Keep the IR and the requests (in the baseline) and the compiled policy alive up to here.
-  if (policy.rules.length + reqs.length + pools.domains.length + compiled.plans.length < 0) throw new Error("unreachable")
+  if (policy.rules.length + reqs.length + pools.domains.length + compiled.ordered.length < 0) throw new Error("unreachable")
   const p50 = quantile(best, 0.5)
   const refP50 = quantile(refTimes, 0.5)
   return {

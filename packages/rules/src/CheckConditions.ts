@@ -28,6 +28,9 @@ export const FIELDS: Readonly<Record<string, FieldType>> = {
   "src.asn": "asn", "dst.asn": "asn", time: "time",
 }
 
+/** Each field name once (see `cmp`). */
+const FIELD_NAMES: ReadonlyMap<string, string> = new Map(Object.keys(FIELDS).map((f) => [f, f]))
+
 const OPS: Readonly<Record<FieldType, ReadonlyArray<string>>> = {
   ip: ["==", "!=", "in", "not in"],
   port: ["==", "!=", "in", "not in", "<", "<=", ">", ">="],
@@ -67,7 +70,8 @@ interface Leaf { readonly text: string; readonly span: Span; readonly token: Tok
 const leafOf = (t: Token): Leaf | undefined =>
   t.kind === "bare" ? { text: t.text, span: t.span, token: t } : t.kind === "string" ? { text: t.value, span: t.span, token: t } : undefined
 
-const match = (m: Matcher, span: Span, setRef?: string): Cond => (setRef === undefined ? { k: "match", m, span } : { k: "match", m, span, setRef })
+/** A leaf of the IR. It keeps no span: diagnostics are made from the AST, and a served policy of 100k rules held ~130k leaf spans (three objects each) that nothing read. */
+const match = (m: Matcher, setRef?: string): Cond => (setRef === undefined ? { k: "match", m } : { k: "match", m, setRef })
 
 const opNot = (op: string): boolean => op === "!=" || op === "not in"
 
@@ -160,10 +164,12 @@ export class CondChecker {
       ok = false
     }
     if (!ok) return undefined
-    return match({ kind: "time", field: "time", days: days === 0 ? 127 : days, windows: windows.length === 0 ? [[0, 1440]] : windows, tz }, e.span)
+    return match({ kind: "time", field: "time", days: days === 0 ? 127 : days, windows: windows.length === 0 ? [[0, 1440]] : windows, tz })
   }
 
-  private cmp(field: string, fieldSpan: Span, op: OperatorNode, value: Token): Cond | undefined {
+  private cmp(text: string, fieldSpan: Span, op: OperatorNode, value: Token): Cond | undefined {
+    // The vocabulary's own string, not the parser's copy: the IR keeps one per leaf.
+    const field = FIELD_NAMES.get(text) ?? text
     const type = FIELDS[field]
     if (type === undefined) {
       if (this.ctx.ext.fields.has(field)) return this.pluginCmp(field, fieldSpan, op, value)
@@ -221,7 +227,7 @@ export class CondChecker {
       } else leaves = [l]
     }
     const m = entries !== undefined ? this.fromEntries(field, type, entries) : this.fromLeaves(field, type, leaves)
-    return m === undefined ? undefined : match(m, value.span, setRef)
+    return m === undefined ? undefined : match(m, setRef)
   }
 
   /** A condition on a plugin field: `==`/`!=` one value, `in`/`not in` a list; enum values checked. */
@@ -259,7 +265,7 @@ export class CondChecker {
         ok = false
       } else values.push(l.text)
     }
-    return ok ? match({ kind: "plugin", field: "plugin", name: field, values }, value.span) : undefined
+    return ok ? match({ kind: "plugin", field: "plugin", name: field, values }) : undefined
   }
 
   /** A bare word after `in` is a set reference unless it is clearly a literal of the field. */
@@ -377,10 +383,10 @@ export class CondChecker {
         if (d === undefined) return undefined
         p = { t: "suffix", d }
       } else p = op === "matches" ? { t: "glob", g: l.text.toLowerCase() } : { t: "regex", r: l.text }
-      return match({ kind: "domain", field: "dst.domain", patterns: [p] }, value.span)
+      return match({ kind: "domain", field: "dst.domain", patterns: [p] })
     }
     const sp: StringPattern = op === "matches" ? { t: "glob", g: l.text } : { t: "regex", r: l.text }
-    return match({ kind: "string", field: "user", patterns: [sp] }, value.span)
+    return match({ kind: "string", field: "user", patterns: [sp] })
   }
 
   private portCompare(field: "src.port" | "dst.port", op: "<" | "<=" | ">" | ">=", value: Token): Cond | undefined {
@@ -395,7 +401,7 @@ export class CondChecker {
       this.ctx.err("T024", `\`${field} ${op} ${v}\` is never true`, value.span)
       return undefined
     }
-    return match({ kind: "port", field, ranges: [range] }, value.span)
+    return match({ kind: "port", field, ranges: [range] })
   }
 }
 

@@ -20,11 +20,16 @@ const MODIFIERS = ["limit", "bandwidth", "idle", "log", "tag"]
 
 const outboundKind = (ctx: Ctx, name: string): OutboundKind => (ctx.lookup("outbound", name)?.kind ?? "upstream") as OutboundKind
 
+// Shared by every rule that has them (a 100k-rule policy kept 100k copies of each): IR is never mutated.
+const ALLOW: ActionIR = Object.freeze({ k: "allow" })
+const BLOCK: ActionIR = Object.freeze({ k: "block" })
+const NO_MODIFIERS: ReadonlyArray<ModifierIR> = Object.freeze([])
+
 /** Resolves an action; `undefined` when it has errors (reported). */
 export const checkAction = (ctx: Ctx, a: ActionNode): ActionIR | undefined => {
   switch (a.kind) {
-    case "allow": return { k: "allow" }
-    case "block": return a.message === undefined ? { k: "block" } : { k: "block", message: a.message.value }
+    case "allow": return ALLOW
+    case "block": return a.message === undefined ? BLOCK : { k: "block", message: a.message.value }
     case "redirect": {
       const text = a.target.kind === "string" ? a.target.value : a.target.text
       const r = L.parseHostPort(text)
@@ -76,7 +81,7 @@ export const checkAction = (ctx: Ctx, a: ActionNode): ActionIR | undefined => {
 }
 
 /** Parses the modifier tokens after an action. */
-export const checkModifiers = (ctx: Ctx, tokens: ReadonlyArray<Token>): ModifierIR[] | undefined => {
+export const checkModifiers = (ctx: Ctx, tokens: ReadonlyArray<Token>): ReadonlyArray<ModifierIR> | undefined => {
   const out: ModifierIR[] = []
   let ok = true
   let i = 0
@@ -136,7 +141,7 @@ export const checkModifiers = (ctx: Ctx, tokens: ReadonlyArray<Token>): Modifier
       break
     }
   }
-  return ok ? out : undefined
+  return ok ? (out.length === 0 ? NO_MODIFIERS : out) : undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -223,7 +228,8 @@ const checkRule = (ctx: Ctx, conds: CondChecker, r: RuleNode): RuleIR | undefine
   const modifiers = checkModifiers(ctx, r.modifiers)
   if (cond === undefined || action === undefined || modifiers === undefined) return undefined
   ruleLints(ctx, r.name.text, r.name.span, r.action.span, cond, action)
-  return { name: r.name.text, kind: r.kind, cond, action, modifiers, span: r.span }
+  // `kind` as a literal, not the parser's copy of the keyword (one string per rule otherwise).
+  return { name: r.name.text, kind: r.kind === "guard" ? "guard" : "rule", cond, action, modifiers, span: r.span }
 }
 
 export const checkPolicy = (ctx: Ctx, p: PolicyNode): PolicyIR | undefined => {

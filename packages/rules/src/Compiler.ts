@@ -52,12 +52,12 @@ export interface Indexed<I> extends FieldTail { readonly index: I }
 
 export interface CompiledPolicy {
   readonly policy: PolicyIR
-  /** Per rule name: costly facts its condition may need. */
-  readonly needs: ReadonlyMap<string, ReadonlyArray<FactName>>
-  /** Union of `needs` over the policy. Empty means the runtime never resolves names for this policy. */
+  /** Union of the costly facts the policy's conditions may need (see `factsOf`). Empty means the runtime never resolves names for this policy. */
   readonly factsNeeded: ReadonlyArray<FactName>
   /** Guards then rules, by position. */
-  readonly plans: ReadonlyArray<RulePlan>
+  readonly ordered: ReadonlyArray<RuleIR>
+  /** Per position, the position of an earlier rule with the same condition (that one can never decide), or -1. */
+  readonly shadowedBy: Int32Array
   /** Closures by position, compiled on first use (see `testAt`): a rule that is never a candidate costs no closure. */
   readonly tests: Array<Test | undefined>
   /** Decisions by position, made on first use (see `outcomeAt`). */
@@ -363,38 +363,54 @@ const portHull = (c: Cond): readonly [number, number] => {
 
 /** The closure of the rule at `pos` (compiled once, on first use). */
 export const testAt = (c: CompiledPolicy, pos: number): Test =>
-  (c.tests[pos] ??= c.plans[pos].shadowedBy === undefined ? compileCond(c.plans[pos].rule.cond) : NEVER)
+  (c.tests[pos] ??= c.shadowedBy[pos] < 0 ? compileCond(c.ordered[pos].cond) : NEVER)
 
 /** The decision of the rule at `pos` (made once, then shared). */
-export const outcomeAt = (c: CompiledPolicy, pos: number): Outcome => (c.outcomes[pos] ??= decide(c.plans[pos].rule))
+export const outcomeAt = (c: CompiledPolicy, pos: number): Outcome => (c.outcomes[pos] ??= decide(c.ordered[pos]))
 
-export const compile = (policy: PolicyIR): CompiledPolicy => {
-  const ordered = [...policy.guards, ...policy.rules]
+/**
+ * Each rule's trigger choice (or `undefined`: always a candidate) and its shadowing earlier
+ * rule, by position: what `compile` indexes, and what `plans` shows.
+ */
+const choices = (ordered: ReadonlyArray<RuleIR>): Array<{ readonly shadowedBy: number | undefined; readonly choice: Choice | undefined }> => {
   const keys = new Keys()
   for (const r of ordered) if (r.cond.k === "and" || r.cond.k === "or") keys.count(r.cond)
-  const b = new Builders()
   // Hash of a condition → the first position with it (or all of them, on a hash collision).
   const byHash = new Map<number, number | number[]>()
-  const plans: RulePlan[] = ordered.map((rule, position) => {
+  return ordered.map((rule, position) => {
     const h = hashCond(rule.cond)
     const earlier = byHash.get(h)
     const seen = earlier === undefined ? undefined : typeof earlier === "number" ? (sameCond(ordered[earlier].cond, rule.cond) ? earlier : undefined) : earlier.find((p) => sameCond(ordered[p].cond, rule.cond))
-    if (seen !== undefined) return { rule, position, triggers: undefined, residual: rule.cond, shadowedBy: seen }
+    if (seen !== undefined) return { shadowedBy: seen, choice: undefined }
     if (earlier === undefined) byHash.set(h, position)
     else if (typeof earlier === "number") byHash.set(h, [earlier, position])
     else earlier.push(position)
-    const choice = choose(rule.cond, keys)
-    if (choice === undefined) b.always.add(b.lists, position)
-    else for (const m of choice.triggers) b.add(m, position)
-    return { rule, position, triggers: choice?.triggers, residual: choice?.residual ?? rule.cond, shadowedBy: undefined }
+    return { shadowedBy: undefined, choice: choose(rule.cond, keys) }
   })
-  const needs = new Map<string, ReadonlyArray<FactName>>()
+}
+
+/**
+ * The compiler's plan of every rule, for display (`proxyd graph`) and tests. Recomputed on each
+ * call: a compiled policy keeps only what evaluation needs (at 100k rules the plans were ~300k
+ * objects in the server's heap).
+ */
+export const plans = (c: CompiledPolicy): ReadonlyArray<RulePlan> =>
+  choices(c.ordered).map(({ shadowedBy, choice }, position) => {
+    const rule = c.ordered[position]
+    return { rule, position, triggers: choice?.triggers, residual: choice?.residual ?? rule.cond, shadowedBy }
+  })
+
+export const compile = (policy: PolicyIR): CompiledPolicy => {
+  const ordered = [...policy.guards, ...policy.rules]
+  const b = new Builders()
+  const shadowedBy = new Int32Array(ordered.length).fill(-1)
+  choices(ordered).forEach(({ shadowedBy: seen, choice }, position) => {
+    if (seen !== undefined) shadowedBy[position] = seen
+    else if (choice === undefined) b.always.add(b.lists, position)
+    else for (const m of choice.triggers) b.add(m, position)
+  })
   const union = new Set<FactName>()
-  for (const r of [...ordered, policy.default]) {
-    const facts = factsOf(r.cond)
-    needs.set(r.name, facts)
-    for (const f of facts) union.add(f)
-  }
+  for (const r of [...ordered, policy.default]) for (const f of factsOf(r.cond)) union.add(f)
   const portLo = new Float64Array(ordered.length)
   const portHi = new Float64Array(ordered.length)
   ordered.forEach((r, i) => {
@@ -406,9 +422,9 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
   const indexed = <I>(t: Tail, index: I): Indexed<I> => ({ ...t.tail(), index })
   return {
     policy,
-    needs,
     factsNeeded: FACTS.filter((f) => union.has(f)),
-    plans,
+    ordered,
+    shadowedBy,
     tests: new Array<Test | undefined>(ordered.length),
     outcomes: new Array<Outcome | undefined>(ordered.length),
     defaultOutcome: decide(policy.default),

@@ -14,7 +14,7 @@
  * trigger on a costly fact not looked up yet makes all rules of its field
  * candidates.
  */
-import type { CompiledPolicy } from "./Compiler.ts"
+import { type CompiledPolicy, plans } from "./Compiler.ts"
 import type { ActionIR, Cond, Matcher } from "./Ir.ts"
 import { formatCidr } from "./Ip.ts"
 
@@ -93,7 +93,7 @@ export const toDot = (c: CompiledPolicy): string => {
   }
   const always = c.always >= 0 ? "always" : undefined
   if (always !== undefined) out.push(`  ${always} [label="always candidates", shape=cylinder];`)
-  for (const plan of c.plans) {
+  for (const plan of plans(c)) {
     const r = `r${plan.position}`
     const guard = plan.rule.kind === "guard"
     out.push(`  ${r} [label=${dot(`#${plan.position} ${plan.rule.kind} ${plan.rule.name}`)}${guard ? ", shape=octagon" : ""}];`)

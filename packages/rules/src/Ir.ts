@@ -84,7 +84,7 @@ export type Cond =
   | { readonly k: "or"; readonly items: ReadonlyArray<Cond> }
   | { readonly k: "not"; readonly c: Cond }
   /** `setRef` names the set the entries came from, for display only. */
-  | { readonly k: "match"; readonly m: Matcher; readonly span?: Span; readonly setRef?: string }
+  | { readonly k: "match"; readonly m: Matcher; readonly setRef?: string }
 
 // ---------------------------------------------------------------------------
 // Actions and modifiers

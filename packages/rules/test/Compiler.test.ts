@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { type ListPool, listOf, ListsBuilder, type Sink } from "../src/Candidates.ts"
-import { compile, factsOf } from "../src/Compiler.ts"
+import { compile, factsOf, plans } from "../src/Compiler.ts"
 import { collectDomain, DomainIndexBuilder, type DomainKind } from "../src/DomainIndex.ts"
 import { newBox, parseInto } from "../src/FastIp.ts"
 import type { Cidr, Cond, Matcher, PolicyIR, RuleIR } from "../src/Ir.ts"
@@ -36,11 +36,12 @@ describe("Compiler: needs and factsNeeded", () => {
       [rule("g", country("src.country", "CN"), "guard")],
     )
     const c = compile(p)
-    expect(c.needs.get("cheap")).toEqual([])
-    expect(c.needs.get("geo")).toEqual(["dst.ip", "dst.country", "src.asn"])
-    expect(c.needs.get("src-ip-is-cheap")).toEqual([])
-    expect(c.needs.get("g")).toEqual(["src.country"])
-    expect(c.needs.get("default")).toEqual([])
+    const needs = new Map([...p.guards, ...p.rules, p.default].map((r) => [r.name, factsOf(r.cond)]))
+    expect(needs.get("cheap")).toEqual([])
+    expect(needs.get("geo")).toEqual(["dst.ip", "dst.country", "src.asn"])
+    expect(needs.get("src-ip-is-cheap")).toEqual([])
+    expect(needs.get("g")).toEqual(["src.country"])
+    expect(needs.get("default")).toEqual([])
     expect(c.factsNeeded).toEqual(["dst.ip", "dst.country", "src.country", "src.asn"])
   })
 
@@ -61,23 +62,24 @@ describe("Compiler: triggers", () => {
       rule("or", { k: "or", items: [user("alice"), domain("suffix", "b.example")] }),
       rule("or-with-not", { k: "or", items: [user("alice"), { k: "not", c: user("bob") }] }),
     ]))
-    const triggers = c.plans.map((p) => p.triggers?.map((t) => t.field))
+    const triggers = plans(c).map((p) => p.triggers?.map((t) => t.field))
     expect(triggers).toEqual([["dst.domain"], ["dst.port"], undefined, undefined, ["user", "dst.domain"], undefined])
     expect(listOf(c.lists, c.always)).toEqual([2, 3, 5])
     // The residual is what is left once the trigger holds.
-    expect(c.plans[0].residual).toEqual({ k: "and", items: [port(443), dstIp("10.0.0.0/8")] })
-    expect(c.plans[3].residual).toEqual({ k: "true" })
+    expect(plans(c)[0].residual).toEqual({ k: "and", items: [port(443), dstIp("10.0.0.0/8")] })
+    expect(plans(c)[3].residual).toEqual({ k: "true" })
   })
 
   it("puts guards before rules in position order", () => {
     const c = compile(policy([rule("r", port(80, 81))], [rule("g", port(80), "guard")]))
-    expect(c.plans.map((p) => p.rule.name)).toEqual(["g", "r"])
+    expect(plans(c).map((p) => p.rule.name)).toEqual(["g", "r"])
     expect(Array.from(c.dstPort!.index.lists).flatMap((id) => listOf(c.lists, id)).sort()).toEqual([0, 1])
   })
 
   it("leaves a rule with the same condition as an earlier one out of every index", () => {
     const c = compile(policy([rule("a", port(22)), rule("b", port(80)), rule("a-again", port(22)), rule("t", { k: "true" }), rule("t-again", { k: "true" })]))
-    expect(c.plans.map((p) => p.shadowedBy)).toEqual([undefined, undefined, 0, undefined, 3])
+    expect(plans(c).map((p) => p.shadowedBy)).toEqual([undefined, undefined, 0, undefined, 3])
+    expect(Array.from(c.shadowedBy)).toEqual([-1, -1, 0, -1, 3])
     expect(Array.from(c.dstPort!.index.lists).flatMap((id) => listOf(c.lists, id)).sort()).toEqual([0, 1])
     expect(listOf(c.lists, c.always)).toEqual([3])
   })
@@ -94,7 +96,7 @@ describe("Compiler: triggers", () => {
       m({ kind: "time", field: "time", days: 3, windows: [[0, 60]], tz: "UTC" }), m({ kind: "time", field: "time", days: 3, windows: [[0, 60]], tz: "Europe/Berlin" }),
     ]
     const c = compile(policy(conds.map((cond, i) => rule(`r${i}`, cond))))
-    expect(c.plans.filter((p) => p.shadowedBy !== undefined).map((p) => p.rule.name)).toEqual([])
+    expect(plans(c).filter((p) => p.shadowedBy !== undefined).map((p) => p.rule.name)).toEqual([])
   })
 })
 
