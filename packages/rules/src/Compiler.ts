@@ -70,6 +70,14 @@ export interface CompiledPolicy {
    */
   readonly portLo: Float64Array
   readonly portHi: Float64Array
+  /**
+   * Per position, what the request must have for the condition to be true (`REQUIRES_USER`,
+   * `REQUIRES_DOMAIN`: a positive `user`/`group` or `dst.domain` conjunct at the top of the
+   * condition, which is unknown, so never true, without one): the second flat pre-check. A big
+   * policy's rules triggered by a port range and guarded by a group are skipped for anonymous
+   * connections without running (or compiling) their closures.
+   */
+  readonly requires: Uint8Array
   /** Every candidate list. */
   readonly lists: ListPool
   /** List id of the rules without triggers. */
@@ -337,6 +345,18 @@ const decide = (rule: RuleIR): Outcome => Object.freeze({
   }),
 })
 
+export const REQUIRES_USER = 1
+export const REQUIRES_DOMAIN = 2
+
+/** The `requires` bits of a condition: positive leaves on `user`/`group` and `dst.domain` at the top (through `and`). */
+const requiresOf = (c: Cond): number => {
+  if (c.k === "match") return c.m.kind === "string" || c.m.kind === "group" ? REQUIRES_USER : c.m.kind === "domain" ? REQUIRES_DOMAIN : 0
+  if (c.k !== "and") return 0
+  let r = 0
+  for (const item of c.items) r |= requiresOf(item)
+  return r
+}
+
 /** [lo, hi]: when the destination port is outside, the condition cannot be true. */
 const portHull = (c: Cond): readonly [number, number] => {
   if (c.k === "match" && c.m.kind === "port" && c.m.field === "dst.port") {
@@ -413,10 +433,12 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
   for (const r of [...ordered, policy.default]) for (const f of factsOf(r.cond)) union.add(f)
   const portLo = new Float64Array(ordered.length)
   const portHi = new Float64Array(ordered.length)
+  const requires = new Uint8Array(ordered.length)
   ordered.forEach((r, i) => {
     const [lo, hi] = portHull(r.cond)
     portLo[i] = lo
     portHi[i] = hi
+    requires[i] = requiresOf(r.cond)
   })
   const has = (f: Field) => b.used.has(f)
   const indexed = <I>(t: Tail, index: I): Indexed<I> => ({ ...t.tail(), index })
@@ -430,6 +452,7 @@ export const compile = (policy: PolicyIR): CompiledPolicy => {
     defaultOutcome: decide(policy.default),
     portLo,
     portHi,
+    requires,
     lists: b.lists.build(),
     always: b.always.id,
     domain: has("dst.domain") ? indexed(b.domain, b.domain.ix.build()) : undefined,

@@ -17,7 +17,7 @@
  * candidate rule before the decision needs it.
  */
 import { push, type Sink } from "./Candidates.ts"
-import { type CompiledPolicy, type Indexed, outcomeAt, testAt } from "./Compiler.ts"
+import { type CompiledPolicy, type Indexed, outcomeAt, REQUIRES_DOMAIN, REQUIRES_USER, testAt } from "./Compiler.ts"
 import { collectDomain } from "./DomainIndex.ts"
 import { newBox, parseInto } from "./FastIp.ts"
 import type { EvalOptions, FactName, Outcome, Request } from "./Ir.ts"
@@ -113,16 +113,21 @@ const gather = (c: CompiledPolicy, s: State): void => {
  * that, once it has found the list with the smallest head, consumes that list
  * up to the second smallest head without rescanning the others (one long list
  * and a few short ones is the usual shape). A candidate whose port hull
- * excludes the request's port is skipped without running its closure.
+ * excludes the request's port, or that requires a user or a domain name the
+ * request lacks, is skipped without running its closure.
  */
+/** The flat pre-checks: the rule at `pos` cannot be true for this port, or needs what the request lacks. */
+const excluded = (c: CompiledPolicy, pos: number, port: number, lacking: number): boolean =>
+  port < c.portLo[pos] || port > c.portHi[pos] || (c.requires[pos] & lacking) !== 0
+
 const run = (c: CompiledPolicy, s: State): Outcome => {
   const n = sink.n
   const ids = sink.ids
   const { data, start } = c.lists
   const tests = c.tests
-  const portLo = c.portLo
-  const portHi = c.portHi
   const port = s.req.dstPort
+  // The `requires` bits this request cannot meet.
+  const lacking = (s.req.user === undefined ? REQUIRES_USER : 0) | (s.domain === undefined ? REQUIRES_DOMAIN : 0)
   if (at.length < n) {
     at = new Int32Array(n * 2)
     end = new Int32Array(n * 2)
@@ -148,7 +153,7 @@ const run = (c: CompiledPolicy, s: State): Outcome => {
     if (min === second) {
       // The same rule heads several lists: step past it everywhere, then check it.
       for (let i = 0; i < n; i++) if (at[i] < end[i] && data[at[i]] === min) at[i]++
-      if (!(port < portLo[min] || port > portHi[min])) {
+      if (!excluded(c, min, port, lacking)) {
         const x = (tests[min] ?? testAt(c, min))(s)
         if (x === T) return outcomeAt(c, min)
         if (x >= PENDING) return NEEDS[x - PENDING]
@@ -160,7 +165,7 @@ const run = (c: CompiledPolicy, s: State): Outcome => {
     for (; k < e; k++) {
       const pos = data[k]
       if (pos >= second) break
-      if (port < portLo[pos] || port > portHi[pos]) continue
+      if (excluded(c, pos, port, lacking)) continue
       const x = (tests[pos] ?? testAt(c, pos))(s)
       if (x === T) return outcomeAt(c, pos)
       if (x >= PENDING) return NEEDS[x - PENDING]

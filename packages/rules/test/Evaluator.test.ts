@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { compile } from "../src/Compiler.ts"
+import { compile, plans } from "../src/Compiler.ts"
 import { evaluate } from "../src/Evaluator.ts"
 import { newBox, parseInto, words } from "../src/FastIp.ts"
 import type { Cidr, Cond, Matcher, Outcome, PolicyIR, Request, RuleIR } from "../src/Ir.ts"
@@ -93,6 +93,30 @@ describe("Evaluator: first match over indexes", () => {
     const run = (r: Partial<Request>) => evaluateWithOracle((q) => evaluate(c, q), req(r), (f) => (f === "dst.ip" ? "192.0.2.1" : "DE"))
     expect(run({ dstHost: "www.example" })).toMatchObject({ asked: ["dst.ip", "dst.country"], decision: { rule: "de" } })
     expect(run({ dstHost: "x.ads.example" })).toMatchObject({ asked: [], decision: { rule: "ads" } })
+  })
+
+  it("skips, without compiling its closure, a candidate that needs a user or a name the request lacks", () => {
+    const port = (lo: number, hi: number) => m({ kind: "port", field: "dst.port", ranges: [[lo, hi]] })
+    const group = m({ kind: "group", field: "group", values: ["staff"] })
+    const name = m({ kind: "domain", field: "dst.domain", patterns: [{ t: "suffix", d: "example" }] })
+    const q = compile(policy([
+      rule("staff-web", { k: "and", items: [port(440, 450), group] }),
+      rule("named-web", { k: "and", items: [port(441, 450), name] }),
+      rule("not-staff", { k: "and", items: [port(442, 450), { k: "not", c: group }] }),
+      rule("staff-ssh", { k: "and", items: [port(22, 22), group] }),
+      rule("named-ssh", { k: "and", items: [port(22, 22), name] }),
+    ]))
+    expect(Array.from(q.requires)).toEqual([1, 2, 0, 1, 2])
+    // The group and the name are shared and each range is used once, so the port ranges are the triggers: all three are candidates for port 443.
+    expect(plans(q).slice(0, 3).map((p) => p.triggers?.map((t) => t.field))).toEqual([["dst.port"], ["dst.port"], ["dst.port"]])
+    const run = (r: Partial<Request>) => ruleOf(evaluate(q, req(r), { missing: "unknown" }))
+    // Anonymous, IP literal: both port-triggered candidates are skipped; `not group` is unknown too.
+    expect(run({ dstHost: "192.0.2.1" })).toBe("default")
+    expect(q.tests.slice(0, 2)).toEqual([undefined, undefined])
+    expect(q.tests[2]).toBeTypeOf("function")
+    expect(run({ dstHost: "www.example" })).toBe("named-web")
+    expect(run({ dstHost: "192.0.2.1", user: "alice", groups: ["staff"] })).toBe("staff-web")
+    expect(run({ dstHost: "192.0.2.1", user: "alice", groups: ["ops"] })).toBe("not-staff")
   })
 
   it("does not mix state between policies evaluated in turn", () => {
