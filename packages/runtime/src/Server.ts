@@ -119,16 +119,7 @@ interface Open {
 const COLLECT_ABOVE = 128 * 1024 * 1024
 
 /**
- * A full, synchronous, memory-reducing collection before serving when loading left a large heap
- * (a 100k-rule policy: ~880 MB in use, ~190 MB live). V8's "last resort" flavour collects
- * repeatedly and compacts, so the pages start-up used are given back now: with a plain full
- * collection ~500 MB stayed committed, and V8's memory reducer came back for it seconds later
- * with compacting collections under traffic (two of them, 250 and 160 ms pauses, in the first
- * second of a load test). `gc` comes from turning `--expose-gc` on and reading it in a fresh
- * context (the process's own global is untouched); without it, V8 collects when it decides to.
- */
-/**
- * With a large live heap (a 100k-rule policy: ~190 MB), every full collection marks all of it,
+ * With a large live heap (a 100k-rule policy: ~120 MB), every full collection marks all of it,
  * and V8's own heap growth left only ~10-30 MB of headroom, so connections' promoted garbage
  * (~4 KB per connection) brought a full collection every few thousand connections (~100-300 ms
  * of CPU each). Growing the heap by 100 % of the live size instead makes that ~10x rarer for the
@@ -141,6 +132,14 @@ const growForLargeHeap = (): void => {
   if (/^[0-9]+$/.test(pct)) v8.setFlagsFromString(`--heap-growing-percent=${pct}`)
 }
 
+/**
+ * A full, synchronous, memory-reducing collection before serving when loading left a large heap
+ * (a 100k-rule policy: ~400-880 MB in use, ~120 MB live). V8's "last resort" flavour collects
+ * repeatedly and compacts, so more of the pages start-up used are given back before the first
+ * client (at 100k rules: ~0.5-0.7 s; RSS after it ~300 MB). `gc` comes from turning
+ * `--expose-gc` on and reading it in a fresh context (the process's own global is untouched);
+ * without it, V8 collects when it decides to.
+ */
 const collectBeforeServing = (log: Log.Log): void => {
   const before = process.memoryUsage().heapUsed
   if (before < COLLECT_ABOVE) return
