@@ -108,6 +108,10 @@ const gather = (c: CompiledPolicy, s: State): void => {
   push(sink, c.always)
 }
 
+/** The flat pre-checks: the rule at `pos` cannot be true for this port, or needs what the request lacks. */
+const excluded = (c: CompiledPolicy, pos: number, port: number, lacking: number): boolean =>
+  port < c.portLo[pos] || port > c.portHi[pos] || (c.requires[pos] & lacking) !== 0
+
 /**
  * Checks the candidates in position order: a k-way merge of the sink's lists
  * that, once it has found the list with the smallest head, consumes that list
@@ -116,10 +120,6 @@ const gather = (c: CompiledPolicy, s: State): void => {
  * excludes the request's port, or that requires a user or a domain name the
  * request lacks, is skipped without running its closure.
  */
-/** The flat pre-checks: the rule at `pos` cannot be true for this port, or needs what the request lacks. */
-const excluded = (c: CompiledPolicy, pos: number, port: number, lacking: number): boolean =>
-  port < c.portLo[pos] || port > c.portHi[pos] || (c.requires[pos] & lacking) !== 0
-
 const run = (c: CompiledPolicy, s: State): Outcome => {
   const n = sink.n
   const ids = sink.ids
