@@ -4,6 +4,7 @@
 // and a stale bundle is never run. The published package has no sources: it
 // runs the self-contained bundle dist/proxyd.mjs, built by build.ts at pack time.
 import { existsSync } from "node:fs"
+import { isMainThread } from "node:worker_threads"
 
 // The server (`proxyd --rules …`, `proxyd run …`) runs with a bounded V8 young generation
 // (`--max-semi-space-size`, default 8 MiB): by default V8 lets it grow to 128 MiB of new space (measured, Node 24)
@@ -26,7 +27,7 @@ const nodeFlags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").spli
 const flags = []
 if (/^[1-9][0-9]*$/.test(young) && !nodeFlags.some((f) => f.startsWith("--max-semi-space-size"))) flags.push(`--max-semi-space-size=${young}`)
 if (process.env.PROXYD_MEMORY_REDUCER !== "on" && !nodeFlags.some((f) => /^--(no-)?memory[-_]reducer/.test(f))) flags.push("--no-memory-reducer")
-if (serving && flags.length > 0 && typeof process.execve === "function") {
+if (serving && isMainThread && flags.length > 0 && typeof process.execve === "function") {
   try {
     process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], process.env)
   } catch {

@@ -13,7 +13,8 @@
  * refuses to start with a message naming it (exit 1).
  */
 import * as Effect from "effect/Effect"
-import { Log, Registry, Server } from "@proxyd/runtime"
+import { type Listener, Log, type Observe, Registry, Server, Workers } from "@proxyd/runtime"
+import { AdminConfig } from "@proxyd/admin"
 import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
 import { httpHandler } from "@proxyd/http"
 import { makeUpstreams } from "@proxyd/upstream"
@@ -61,6 +62,44 @@ export const startWarnings = (report: FileReport, color: boolean): string => {
   return out
 }
 
+type Limits = () => { readonly max: number; readonly perIp: number }
+
+/**
+ * The protocol handlers and outbounds a server runs with (one loop, or each worker). The UDP
+ * association limit is read from the policy serving now (`current`), so it follows reloads.
+ */
+export const serving = (udpCounter?: (limits: Limits) => Listener.Gate): Pick<Server.ServerOptions, "handlers" | "outbounds" | "observers"> => {
+  let current: Observe.StartedServer | undefined
+  const maxUdp = () => {
+    const v = current?.store.current().program.options["max-udp-associations-per-ip"]
+    return typeof v === "number" ? v : 16
+  }
+  return {
+    observers: [{ started: (e: { readonly server: Observe.StartedServer }) => { current = e.server } }],
+    handlers: {
+      socks5: makeSocks5Handler({ maxUdpAssociationsPerIp: maxUdp, ...(udpCounter === undefined ? {} : { udpCounter }) }),
+      socks4: makeSocks4Handler({}),
+      http: httpHandler,
+    },
+    outbounds: [makeUpstreams(), makeTor()],
+  }
+}
+
+/** Why `workers` > 1 cannot serve this program here, or undefined. */
+export const workersRefusal = (program: NonNullable<FileReport["program"]>): string | undefined => {
+  if (process.platform !== "linux") return `option \`workers\`: more than one worker needs SO_REUSEPORT load balancing, which proxyd uses on Linux only (this is ${process.platform})`
+  if (AdminConfig.adminConfig(program) !== undefined) return "option `workers`: the `admin` API and its metrics are not served with more than one worker yet (each worker has its own sessions and counters); use `workers 1` or remove the `admin` declaration"
+  return undefined
+}
+
+/** The module a worker thread runs: the process's own entry (sources or bundle), set by `main.ts`. */
+let entry: URL | undefined
+export const setWorkerEntry = (u: URL): void => { entry = u }
+const workerEntry = (): URL => {
+  if (entry === undefined) throw new Error("worker entry not set (main.ts sets it)")
+  return entry
+}
+
 export const runRun = (args: Parsed) => Effect.gen(function*() {
   const io = yield* Io
   const file = str(args, "rules")
@@ -75,10 +114,28 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
     return code === 0 ? 1 : code
   }
   io.err(startWarnings(report, color))
-  const maxUdp = report.program.options["max-udp-associations-per-ip"]
   const logFormat = str(args, "log-format")
   const logLevel = str(args, "log-level")
   const pluginLog = Log.make({ level: logLevel !== undefined && Log.isLevel(logLevel) ? logLevel : "info", format: logFormat === "pretty" ? "pretty" : "json" })
+  const workers = report.program.options["workers"]
+  if (typeof workers === "number" && workers > 1) {
+    const refusal = workersRefusal(report.program)
+    if (refusal !== undefined) {
+      io.err(`${file}: ${refusal}\nproxyd: not started\n`)
+      return 1
+    }
+    const max = report.program.options["max-connections"]
+    return yield* Effect.promise(() => Workers.supervise({
+      workers,
+      entry: workerEntry(),
+      rulesFile: file,
+      listen: strs(args, "listen"),
+      ...(logLevel === undefined ? {} : { logLevel }),
+      ...(logFormat === "pretty" || logFormat === "json" ? { logFormat } : {}),
+      maxConnections: typeof max === "number" ? max : 10_000,
+      log: pluginLog,
+    }))
+  }
   const started = yield* Effect.gen(function*() {
     const plugins = yield* Registry.start(file, { log: pluginLog, builtins })
     return yield* Server.runServer({
@@ -87,12 +144,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
       listen: strs(args, "listen"),
       ...(logLevel === undefined ? {} : { logLevel }),
       ...(logFormat === "pretty" || logFormat === "json" ? { logFormat } : {}),
-      handlers: {
-        socks5: makeSocks5Handler(typeof maxUdp === "number" ? { maxUdpAssociationsPerIp: () => maxUdp } : {}),
-        socks4: makeSocks4Handler({}),
-        http: httpHandler,
-      },
-      outbounds: [makeUpstreams(), makeTor()],
+      ...serving(),
     })
   }).pipe(
     Effect.scoped,

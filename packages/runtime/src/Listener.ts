@@ -72,6 +72,8 @@ export interface ServeOptions {
    */
   readonly onConnectionNow?: (socket: net.Socket, peer: Peer, acceptedAt: number, handle: ConnectionHandle) => boolean
   readonly onReject: (socket: net.Socket, peer: Peer) => void
+  /** Bind with `SO_REUSEPORT` (worker threads each bind the same port; the kernel spreads connections). */
+  readonly reusePort?: boolean
 }
 
 /** Lets a connection go on after its fiber has ended (see the module's Details). */
@@ -203,7 +205,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
     const bound = yield* Effect.callback<net.AddressInfo, ListenError>((resume) => {
       const onError = (e: NodeJS.ErrnoException) => resume(Effect.fail(new ListenError(`cannot listen on ${opts.host}:${opts.port}: ${e.code ?? e.message}`, e.code)))
       server.once("error", onError)
-      server.listen({ host: opts.host, port: opts.port }, () => {
+      server.listen({ host: opts.host, port: opts.port, ...(opts.reusePort === true ? { reusePort: true } : {}) }, () => {
         server.off("error", onError)
         server.on("error", () => {})
         resume(Effect.succeed(server.address() as net.AddressInfo))

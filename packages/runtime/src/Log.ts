@@ -40,6 +40,8 @@ export interface LogOptions {
   readonly format?: Format
   /** Receives each finished line, without the trailing newline. Default: stderr. */
   readonly write?: (line: string) => void
+  /** Fields every line carries right after `msg` (a worker's `worker: i`). */
+  readonly base?: Readonly<Record<string, string | number>>
 }
 
 const SECRET_KEY = /pass|secret|token|authorization|cookie|hash|credential/i
@@ -66,14 +68,14 @@ const isSecret = (k: string): boolean => {
 }
 
 /** One JSON line: time, level, msg, then the fields (undefined ones left out, credential-like ones redacted). */
-const jsonLine = (time: string, lv: Level, msg: string, fields: Readonly<Record<string, unknown>>): string => {
+const jsonLine = (time: string, lv: Level, msg: string, fields: Readonly<Record<string, unknown>>, base: Readonly<Record<string, unknown>> | undefined, baseText: string): string => {
   let copy = false
   for (const k in fields) {
-    if (isSecret(k) || k === "time" || k === "level" || k === "msg") { copy = true; break }
+    if (isSecret(k) || k === "time" || k === "level" || k === "msg" || (base !== undefined && Object.hasOwn(base, k))) { copy = true; break }
   }
-  if (copy) return JSON.stringify(redactInto({ time, level: lv, msg }, fields))
+  if (copy) return JSON.stringify(redactInto({ time, level: lv, msg, ...base }, fields))
   const body = JSON.stringify(fields)
-  return `{"time":"${time}","level":"${lv}","msg":${JSON.stringify(msg)}${body.length > 2 ? `,${body.slice(1)}` : "}"}`
+  return `{"time":"${time}","level":"${lv}","msg":${JSON.stringify(msg)}${baseText}${body.length > 2 ? `,${body.slice(1)}` : "}"}`
 }
 
 let pending = ""
@@ -85,6 +87,9 @@ const flush = (): void => {
   pending = ""
   process.stderr.write(out)
 }
+/** Writes the lines still waiting for their batch now (a worker thread about to end). */
+export const flushNow = (): void => flush()
+
 let exitHooked = false
 /** How long a line may wait for others to share its write. */
 const FLUSH_MS = 20
@@ -112,14 +117,18 @@ export const make = (opts: LogOptions = {}): Log => {
   const format = opts.format ?? "json"
   const write = opts.write ?? batchedStderr
   const min = RANK[level]
+  const base = opts.base === undefined || Object.keys(opts.base).length === 0 ? undefined : opts.base
+  // `,"worker":2` (JSON) or ` worker=2` (pretty), made once.
+  const baseJson = base === undefined ? "" : `,${JSON.stringify(base).slice(1, -1)}`
+  const basePretty = base === undefined ? "" : Object.entries(base).map(([k, v]) => ` ${k}=${prettyValue(v)}`).join("")
   const log = (lv: Level, msg: string, fields: Readonly<Record<string, unknown>> = {}): void => {
     if (RANK[lv] < min) return
     const time = new Date().toISOString()
     if (format === "json") {
-      write(jsonLine(time, lv, msg, fields))
+      write(jsonLine(time, lv, msg, fields, base, baseJson))
     } else {
       const safe = redactInto({}, fields)
-      let line = `${time} ${lv.toUpperCase().padEnd(5)} ${msg}`
+      let line = `${time} ${lv.toUpperCase().padEnd(5)} ${msg}${basePretty}`
       for (const k of Object.keys(safe)) line += ` ${k}=${prettyValue(safe[k])}`
       write(line)
     }

@@ -78,6 +78,18 @@ export interface ServerOptions {
   readonly observers?: ReadonlyArray<Observer>
   /** Serve the common requests on the handlers' express path (default true; false: always the effect path, for tests and A/B runs). */
   readonly express?: boolean
+  /** Set when this server is one of `workers N` (worker threads): shared limits, shared ports. */
+  readonly worker?: WorkerOptions
+}
+
+/** What a worker thread's server shares with the others (`Workers.ts`). */
+export interface WorkerOptions {
+  /** A gate counting in the workers' shared table (`SharedGate`), one per scope. */
+  gate(scope: string, limits: () => { readonly max: number; readonly perIp: number }): Gate
+  /** Whether the last refusal was for want of room in the shared table. */
+  full(): boolean
+  /** The port a listener declared with port 0 got in the first worker (all workers bind it). */
+  pinnedPort(listener: string): number | undefined
 }
 
 export class StartError extends Data.TaggedError("StartError")<{ readonly message: string }> {}
@@ -95,6 +107,15 @@ export interface ServerHandle {
   readonly store: PolicyStore.PolicyStore
   /** Connections open now. */
   readonly sessions: Sessions
+  /** The files a reload depends on now (rules, includes, sets, htpasswd, TLS certificates and keys). */
+  files(): Array<string>
+}
+
+/** The shortest `refresh` period of the program's set files (at least 1 s), or undefined. */
+export const refreshPeriod = (program: Ir.Program): number | undefined => {
+  let ms = Number.POSITIVE_INFINITY
+  for (const set of program.sets.values()) if (set.file?.refreshMs !== undefined) ms = Math.min(ms, set.file.refreshMs)
+  return ms === Number.POSITIVE_INFINITY ? undefined : Math.max(1_000, ms)
 }
 
 const NEEDS: Readonly<Record<Ir.ListenerKind, ReadonlyArray<ProtocolName>>> = {
@@ -210,7 +231,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     for (const p of outbounds) p.activate(first.state.program, { log, resolver })
     geoip?.activate(first.state.program, opts.rulesFile)
     const lock = yield* Semaphore.make(1)
-    const globalGate = makeGate(() => {
+    const gateOf = opts.worker === undefined ? (_scope: string, l: () => { readonly max: number; readonly perIp: number }) => makeGate(l) : opts.worker.gate
+    const globalGate = gateOf("*", () => {
       const g = store.current().global
       return { max: g.maxConnections, perIp: g.maxPerIp }
     })
@@ -269,14 +291,15 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
 
     const rejectConnection = (o: Open, socket: Socket, peer: Peer): void => {
       const src = `${peer.ip.includes(":") ? `[${peer.ip}]` : peer.ip}:${peer.port}`
+      const error = opts.worker?.full() === true ? "shared connection table full" : "connection limit reached"
       if (o.spec.tls !== undefined) {
-        log.info("connection", { listener: o.spec.name, src, outcome: "rejected", error: "connection limit reached" })
+        log.info("connection", { listener: o.spec.name, src, outcome: "rejected", error })
         socket.destroy()
         return
       }
       const answer = (p: ProtocolName | undefined) => {
         const h = p === undefined ? undefined : opts.handlers[p]
-        log.info("connection", { listener: o.spec.name, protocol: p, src, outcome: "rejected", error: "connection limit reached" })
+        log.info("connection", { listener: o.spec.name, protocol: p, src, outcome: "rejected", error })
         if (h?.reject !== undefined) {
           try { h.reject(socket) } catch { socket.destroy() }
           const t = setTimeout(() => socket.destroy(), 2_000)
@@ -305,10 +328,12 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
 
     const openListener = (spec: ListenerSpec) => Effect.gen(function*() {
       const o: Partial<Open> & { spec: ListenerSpec; state: PolicyStore.PolicyState } = { spec, state: store.current() }
-      const gate = makeGate(() => ({ max: o.spec.maxConnections, perIp: o.spec.maxPerIp }))
+      // Shared by the workers: one scope per binding (a rebound listener counts afresh, as in one loop).
+      const gate = gateOf(`l:${spec.name}|${spec.kind}|${spec.host}|${spec.port}`, () => ({ max: o.spec.maxConnections, perIp: o.spec.maxPerIp }))
       const running = yield* serve({
         host: spec.host,
-        port: spec.port,
+        port: spec.port === 0 ? (opts.worker?.pinnedPort(spec.name) ?? 0) : spec.port,
+        ...(opts.worker === undefined ? {} : { reusePort: true }),
         gates: [globalGate, gate],
         preamble: (socket) => {
           const cidrs = o.spec.proxyProtocol
@@ -407,14 +432,14 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const armRefresh = (): void => {
       if (refreshTimer !== undefined) clearTimeout(refreshTimer)
       refreshTimer = undefined
-      if (shut) return
-      let ms = Number.POSITIVE_INFINITY
-      for (const set of store.current().program.sets.values()) if (set.file?.refreshMs !== undefined) ms = Math.min(ms, set.file.refreshMs)
-      if (ms === Number.POSITIVE_INFINITY) return
+      // A worker is reloaded by its supervisor, which keeps the period for all of them.
+      if (shut || opts.worker !== undefined) return
+      const ms = refreshPeriod(store.current().program)
+      if (ms === undefined) return
       refreshTimer = setTimeout(() => {
         log.debug("set files due for refresh; reloading")
         Effect.runFork(reload())
-      }, Math.max(1_000, ms))
+      }, ms)
       refreshTimer.unref()
     }
     armRefresh()
@@ -440,6 +465,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
       store,
       sessions,
       addresses: () => [...open.values()].map((o) => ({ listener: o.spec.name, kind: o.spec.kind, host: o.running.host, port: o.running.port })),
+      files: () => [...store.current().files, ...tlsFiles(store.current().listeners)],
       reload,
       shutdown,
     }

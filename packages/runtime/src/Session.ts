@@ -31,6 +31,7 @@
  * country/ASN facts of `decide`.
  */
 import type { Socket } from "node:net"
+import { threadId } from "node:worker_threads"
 import { Effect, type Fiber } from "effect"
 import type { Ir } from "@proxyd/rules"
 import type { AuthSource } from "./Auth.ts"
@@ -107,7 +108,9 @@ export interface Accepted {
 }
 
 let counter = 0
-const nextId = (): string => `${Date.now().toString(36)}-${(++counter).toString(36)}`
+/** Worker threads (`workers N`) count on their own: their thread id keeps the ids apart. */
+const thread = threadId === 0 ? "" : `${threadId.toString(36)}.`
+const nextId = (): string => `${Date.now().toString(36)}-${thread}${(++counter).toString(36)}`
 
 const hostPort = (h: string, p: number): string => (h.includes(":") ? `[${h}]:${p}` : `${h}:${p}`)
 

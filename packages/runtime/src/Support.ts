@@ -9,7 +9,7 @@
  * given (`provided` has "geoip"), `via`/`tor` actions unless an
  * outbound provider (`provided`, from `startServer({ outbounds })`) handles them,
  * the `limit`/`bandwidth` modifiers,
- * plugins, auth sources other than `static` and `htpasswd`, `workers` > 1,
+ * plugins, auth sources other than `static` and `htpasswd`,
  * `on-error empty` on set files (an unreadable set file fails the reload:
  * keep-last). A set file's `refresh` is enforced by `Server.ts` (a reload
  * on that period, besides the file watcher).
@@ -69,7 +69,5 @@ export const unsupported = (program: Ir.Program, provided: ReadonlySet<string> =
     if (s.file?.onError === "empty") out.push(`set \`${s.name}\`${at(s.span)}: \`on-error empty\` is not enforced by the runtime yet (an unreadable set file fails the reload and the last good copy keeps serving); write \`on-error keep-last\` or \`on-error fail\``)
   }
   if (!provided.has("plugins")) for (const p of program.plugins) out.push(`plugin \`${p.spec}\`${at(p.span)}: plugins are not loaded by the runtime yet`)
-  const workers = program.options["workers"]
-  if (typeof workers === "number" && workers > 1) out.push("option `workers`: more than one worker is not implemented yet")
   return out
 }

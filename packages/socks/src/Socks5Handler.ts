@@ -18,13 +18,18 @@ import { Effect } from "effect"
 import { Errors, type Inbound, Wire } from "@proxyd/runtime"
 import * as C from "./Socks5Codec.ts"
 import { connectExpress, serveBind, serveConnect, type Replies } from "./Commands.ts"
-import { serveUdpAssociate } from "./Udp.ts"
+import { localCounter, serveUdpAssociate, type UdpCounter } from "./Udp.ts"
 
 export interface Socks5Options {
   /** How long BIND waits for the expected peer (default 60 s). */
   readonly bindTimeoutMs?: number
   /** UDP associations open at once per client IP (default 16); a function is read at each association (follows reloads). */
   readonly maxUdpAssociationsPerIp?: number | (() => number)
+  /**
+   * Counts UDP associations per client IP (given `maxUdpAssociationsPerIp` as the per-IP limit);
+   * default: this process's own map. `workers` pass a gate over their shared table.
+   */
+  readonly udpCounter?: (limits: () => { readonly max: number; readonly perIp: number }) => UdpCounter
 }
 
 const replies: Replies = {
@@ -129,6 +134,7 @@ const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.Byt
 export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => {
   const max = options.maxUdpAssociationsPerIp
   const maxUdp = typeof max === "function" ? max : () => max ?? 16
+  const udp = options.udpCounter === undefined ? localCounter(maxUdp) : options.udpCounter(() => ({ max: Number.POSITIVE_INFINITY, perIp: maxUdp() }))
   const serveRequest = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, req: C.Request): Effect.Effect<void> => {
     const input = (command: "connect" | "bind" | "udp"): Inbound.RequestInput => ({ command, dstHost: req.host, dstPort: req.port, protocol: "socks5" })
     switch (req.cmd) {
@@ -137,7 +143,7 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
       case C.CMD_BIND:
         return serveBind(client, ctx, reader, input("bind"), replies, options.bindTimeoutMs ?? 60_000)
       case C.CMD_UDP:
-        return serveUdpAssociate(client, ctx, req.port, maxUdp())
+        return serveUdpAssociate(client, ctx, req.port, udp)
       default:
         return Effect.asVoid(reject(client, ctx, `command 0x${req.cmd.toString(16)} not supported`, C.encodeReply(C.REP.commandNotSupported)))
     }

@@ -14,8 +14,9 @@
  * family); only replies from a destination we sent to come back, wrapped in
  * the header naming the destination as the client asked for it.
  *
- * Gotchas: associations per client IP are counted in a module-level map and
- * capped; the count drops when the association ends (also on interruption).
+ * Gotchas: associations per client IP are counted in a module-level map (or
+ * the counter the handler was given: `workers` share one) and capped; the
+ * count drops when the association ends (also on interruption).
  */
 import type { Socket } from "node:net"
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram"
@@ -47,24 +48,40 @@ const bindUdp = (host: string): Effect.Effect<UdpSocket | Error> =>
     s.bind({ address: host, port: 0, exclusive: true }, () => resume(Effect.succeed(s)))
   })
 
+/** Counts associations per client IP against a limit (`Listener.Gate` fits: `workers` share one). */
+export interface UdpCounter {
+  tryEnter(ip: string): boolean
+  leave(ip: string): void
+}
+
+/** This process's own count (the module-level map), capped at `maxPerIp()`. */
+export const localCounter = (maxPerIp: () => number): UdpCounter => ({
+  tryEnter: (ip) => {
+    const n = perIp.get(ip) ?? 0
+    if (n >= maxPerIp()) return false
+    perIp.set(ip, n + 1)
+    return true
+  },
+  leave: (ip) => {
+    const n = (perIp.get(ip) ?? 1) - 1
+    if (n <= 0) perIp.delete(ip)
+    else perIp.set(ip, n)
+  },
+})
+
 export const serveUdpAssociate = (
   client: Socket,
   ctx: Inbound.SessionContext,
   clientPort: number,
-  maxPerIp: number,
+  counter: UdpCounter,
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
     const srcIp = normalizeIp(ctx.srcIp) ?? ctx.srcIp
-    if ((perIp.get(srcIp) ?? 0) >= maxPerIp) {
+    if (!counter.tryEnter(srcIp)) {
       ctx.note({ outcome: "rejected", error: "too many UDP associations" })
       return yield* Wire.closeWith(client, encodeReply(REP.general))
     }
-    perIp.set(srcIp, (perIp.get(srcIp) ?? 0) + 1)
-    const release = Effect.sync(() => {
-      const n = (perIp.get(srcIp) ?? 1) - 1
-      if (n <= 0) perIp.delete(srcIp)
-      else perIp.set(srcIp, n)
-    })
+    const release = Effect.sync(() => counter.leave(srcIp))
     yield* associate(client, ctx, srcIp, clientPort).pipe(Effect.ensuring(release))
   })
 
