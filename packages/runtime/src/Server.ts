@@ -80,6 +80,8 @@ export interface ServerOptions {
   readonly express?: boolean
   /** Set when this server is one of `workers N` (worker threads): shared limits, shared ports. */
   readonly worker?: WorkerOptions
+  /** Further refusals of a program, at start and at every reload (the caller's own limits, e.g. what workers cannot serve). */
+  readonly refuse?: (program: Ir.Program) => ReadonlyArray<string>
 }
 
 /** What a worker thread's server shares with the others (`Workers.ts`). */
@@ -194,6 +196,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const geoip = opts.geoip ?? providerOf(opts.plugins?.geoIp)
     const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> => {
       const out = (opts.outbounds ?? []).flatMap((p) => [...p.prepare(_p)])
+      if (opts.refuse !== undefined) out.push(...opts.refuse(_p))
       if (geoip !== undefined) out.push(...geoip.prepare(_p, opts.rulesFile))
       out.push(...ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
         .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`)))
@@ -400,6 +403,7 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     let watcher: PolicyStore.Watcher | undefined
     const reload = (): Effect.Effect<ReloadOutcome> => reloadOnce().pipe(Effect.ensuring(Effect.sync(() => armRefresh())))
     const reloadOnce = (): Effect.Effect<ReloadOutcome> => Semaphore.withPermit(lock, Effect.gen(function*() {
+      const before = store.current().program.options["workers"]
       const r = yield* store.reload()
       // A reloaded file's parse tree is garbage now, not in `PARSE_MEMO_MS`.
       Parser.forgetLastParse()
@@ -408,6 +412,8 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
         notify(observers, "reloaded", { ok: false, version: store.current().version })
         return { ok: false, version: store.current().version, message: r.message }
       }
+      const after = r.state.program.options["workers"]
+      if ((after ?? 1) !== (before ?? 1)) log.warn("option `workers` changed; the number of workers changes at the next start", { running: before ?? 1, in_file: after ?? 1 })
       // A reload that brought a large policy (the start-up one may have been small).
       if (process.memoryUsage().heapUsed >= COLLECT_ABOVE) growForLargeHeap()
       for (const p of outbounds) p.activate(r.state.program, { log, resolver })

@@ -5,8 +5,9 @@
  * `WorkerOptions`: its listeners bind with `SO_REUSEPORT`, its gates count in one shared
  * table (`SharedGate`), and a listener declared with port 0 binds the port worker 1 got
  * (`pins`). The supervisor starts worker 1, then the others; reloads them (SIGHUP, changes to
- * the files worker 1 reports, the set files' refresh period) worker 1 first, the rest only if
- * worker 1 accepted the file, and again (up to 3 rounds) if they disagree; shuts them down on
+ * the files worker 1 reports, the set files' refresh period) worker 1 first (the first serving
+ * one while worker 1 restarts), the rest only if it accepted the file, and again (up to 3
+ * rounds) if they disagree; a worker starting during a round is reloaded once it serves; shuts them down on
  * SIGTERM/SIGINT (each drains); restarts a worker that exits on its own (more than
  * `MAX_RESTARTS` within `RESTART_WINDOW_MS` stops everything, exit 1). The plugins'
  * `SharedState` (brute-force counters, bans) is one in-memory store here, reached by message.
@@ -64,6 +65,8 @@ type ToWorker =
 
 export const MAX_RESTARTS = 5
 export const RESTART_WINDOW_MS = 60_000
+/** How long a worker that reported `stopped` may take to end before it is terminated. */
+export const STOPPED_EXIT_MS = 2_000
 
 // ---------------------------------------------------------------------------------------------
 // Worker side
@@ -96,11 +99,20 @@ export const workerOptions = (init: Init): WorkerSide => {
 
 let stateCalls = 0
 const statePending = new Map<number, (v: unknown) => void>()
+/** Replies to SharedState calls; listened to only while calls are owed (a listener keeps the thread alive). */
+const onStateReply = (m: ToWorker): void => {
+  if (m.t !== "state-reply") return
+  const r = statePending.get(m.id)
+  statePending.delete(m.id)
+  if (statePending.size === 0) parentPort?.off("message", onStateReply)
+  r?.(m.value)
+}
 /** The plugins' SharedState in a worker: every call answered by the supervisor's store. */
 export const layerRemoteState: Layer.Layer<SharedState> = Layer.sync(SharedState, (): SharedStateShape => {
   const call = (op: "incr" | "get" | "set" | "del", args: ReadonlyArray<unknown>): Promise<unknown> =>
     new Promise((resolve) => {
       const id = ++stateCalls
+      if (statePending.size === 0) parentPort?.on("message", onStateReply)
       statePending.set(id, resolve)
       post({ t: "state", id, op, args })
     })
@@ -131,11 +143,7 @@ export const serveWorker = (handle: ServerHandle, options: WorkerSide): Effect.E
     const port = parentPort
     if (port === null) return resume(Effect.void)
     const onMessage = (m: ToWorker): void => {
-      if (m.t === "state-reply") {
-        const r = statePending.get(m.id)
-        statePending.delete(m.id)
-        r?.(m.value)
-      } else if (m.t === "reload") {
+      if (m.t === "reload") {
         options.setPins(m.pins)
         Effect.runFork(handle.reload().pipe(Effect.tap((outcome) => Effect.sync(() => post({ t: "reloaded", id: m.id, outcome, report: reportOf(handle) })))))
       } else if (m.t === "shutdown") {
@@ -144,6 +152,7 @@ export const serveWorker = (handle: ServerHandle, options: WorkerSide): Effect.E
           // SharedState replies still owed are answered by nobody now.
           for (const r of statePending.values()) r(undefined)
           statePending.clear()
+          port.off("message", onStateReply)
           resume(Effect.void)
         }))))
       }
@@ -186,6 +195,8 @@ export interface Supervisor {
   threads(): ReadonlyArray<number>
   /** Worker restarts so far. */
   restarts(): number
+  /** Workers serving now. */
+  ready(): number
 }
 
 interface Slot {
@@ -193,6 +204,8 @@ interface Slot {
   worker: Worker | undefined
   ready: boolean
   stopping: boolean
+  /** A reload round passed while it was starting (it may have read the files before they changed). */
+  behind: boolean
 }
 
 class StartFailure extends Error {}
@@ -208,7 +221,7 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
   const state = Shared.memory()
   const sweep = setInterval(() => state.sweep(), 60_000)
   sweep.unref()
-  const slots: Array<Slot> = Array.from({ length: opts.workers }, (_, i) => ({ index: i + 1, worker: undefined, ready: false, stopping: false }))
+  const slots: Array<Slot> = Array.from({ length: opts.workers }, (_, i) => ({ index: i + 1, worker: undefined, ready: false, stopping: false, behind: false }))
   let pins: Record<string, number> = {}
   let report: Report | undefined
   let shuttingDown = false
@@ -257,6 +270,10 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
           slot.ready = true
           settled = true
           resolve(m.report)
+          if (slot.behind) {
+            slot.behind = false
+            void ask(slot).then((r) => { if (!r.outcome.ok) log.error("a restarted worker refused the reloaded files", { worker: slot.index, error: r.outcome.message }) })
+          }
           return
         case "failed":
           settled = true
@@ -271,9 +288,14 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
         case "state":
           void answerState(slot, m)
           return
-        case "stopped":
+        case "stopped": {
           slot.stopping = true
+          // Its server has drained; a handle something left open must not keep the process up.
+          const t = setTimeout(() => { void w.terminate() }, STOPPED_EXIT_MS)
+          t.unref()
+          w.once("exit", () => clearTimeout(t))
           return
+        }
       }
     })
     w.on("error", (e) => {
@@ -359,11 +381,16 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
 
   const reloadRound = async (): Promise<ReloadOutcome> => {
     for (let round = 1; round <= 3; round++) {
-      const first = slots[0]!
+      // The first serving worker goes first (worker 1 unless it is being restarted).
+      const first = slots.find((sl) => sl.ready) ?? slots[0]!
       const r1 = await ask(first)
       if (!r1.outcome.ok) return r1.outcome
       pinFrom(r1.report)
-      const rest = await Promise.all(slots.slice(1).map(ask))
+      // A worker (re)starting now is asked once it serves (`behind`).
+      const rest = await Promise.all(slots.filter((sl) => sl !== first).filter((sl) => {
+        if (sl.worker !== undefined && !sl.ready) { sl.behind = true; return false }
+        return true
+      }).map(ask))
       const disagree = rest.filter((r) => !r.outcome.ok)
       if (disagree.length === 0) {
         track(r1.report)
@@ -402,6 +429,7 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
     shutdown,
     threads: () => slots.flatMap((s) => (s.worker === undefined ? [] : [s.worker.threadId])),
     restarts: () => restartCount,
+    ready: () => slots.filter((sl) => sl.ready).length,
   }
 
   // Signals: SIGHUP reloads; SIGTERM/SIGINT drain; a second one exits at once.
