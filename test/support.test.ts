@@ -21,11 +21,10 @@ const dir = mkdtempSync(join(tmpdir(), "proxyd-support-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 writeFileSync(join(dir, "allowed.txt"), "example.com\n")
 
-const file = (name: string, opts: { options?: string; set?: string; modifiers?: string; extra?: string }): string => {
+const file = (name: string, opts: { options?: string; set?: string; modifiers?: string }): string => {
   const path = join(dir, `${name}.rules`)
   writeFileSync(path, [
     "listen mixed 127.0.0.1:0",
-    ...(opts.extra === undefined ? [] : [opts.extra]),
     ...(opts.options === undefined ? [] : [`options { ${opts.options} }`]),
     `set allowed = domains file "allowed.txt"${opts.set ?? ""}`,
     "policy default {",
@@ -43,7 +42,6 @@ const cases: ReadonlyArray<{ readonly name: string; readonly opts: Parameters<ty
   { name: "limit-conns", opts: { modifiers: " limit 10 per user" }, message: /`limit` in rule `ok` of policy `default` \(.*limit-conns\.rules:\d+\): per-rule limits are not enforced/ },
   { name: "limit-rate", opts: { modifiers: " limit 20/s" }, message: /`limit` in rule `ok` .*\(.*limit-rate\.rules:\d+\)/ },
   { name: "bandwidth", opts: { modifiers: " bandwidth 1MiB/s" }, message: /`bandwidth` in rule `ok` .*\(.*bandwidth\.rules:\d+\): per-rule limits are not enforced/ },
-  { name: "workers-admin", opts: { options: "workers 4", extra: "admin { listen 127.0.0.1:1 }" }, message: /option `workers`: the `admin` API and its metrics are not served with more than one worker yet/ },
   { name: "on-error-empty", opts: { set: " on-error empty" }, message: /set `allowed` \(.*on-error-empty\.rules:\d+\): `on-error empty` is not enforced/ },
 ]
 

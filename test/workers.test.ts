@@ -200,6 +200,64 @@ describe("workers 2 (real binary)", () => {
     expect(p.lines.filter((l) => l.includes('"msg":"stopped"')).length).toBe(2)
   }, 90_000)
 
+  it("the admin API (worker 1's) answers for every worker: sessions, kill, rule hits, metrics, reload, readyz", async (ctx) => {
+    needTool(ctx, "curl")
+    const file = join(dir, "admin.rules")
+    writeFileSync(file, "options { workers 2 }\nlisten mixed 127.0.0.1:0\nadmin { listen 127.0.0.1:0 }\npolicy default {\n  default allow\n}\n")
+    const p = await startWorkers(file)
+    const held: Array<Client> = []
+    try {
+      expect(await waitFor(() => p.lines.some((l) => l.includes('"admin API listening"')))).toBe(true)
+      const adminLines = p.lines.filter((l) => l.includes('"admin API listening"'))
+      expect(adminLines).toHaveLength(1)
+      expect(adminLines[0]).toContain('"worker":1')
+      const admin = `http://127.0.0.1:${Number(/"port":(\d+)/.exec(adminLines[0]!)?.[1])}`
+      const api = async (path: string, method = "GET") => {
+        const r = await fetch(`${admin}${path}`, { method })
+        return { status: r.status, text: await r.text() }
+      }
+      for (let i = 0; i < 20; i++) {
+        expect(await curl(["--socks5-hostname", `127.0.0.1:${p.port}`, `http://127.0.0.1:${originPort}/m${i}`])).toMatchObject({ code: 0 })
+      }
+      expect(await waitFor(() => p.closes().length >= 20)).toBe(true)
+      // 12 held connections: all of them on one worker has a chance of 2 * 2^-12.
+      for (let i = 0; i < 12; i++) held.push(await relayed(p.port))
+      const sessions = JSON.parse((await api("/api/sessions")).text) as { sessions: Array<{ id: string }> }
+      expect(sessions.sessions).toHaveLength(12)
+
+      const metric = (text: string, name: string): number => text.split("\n")
+        .filter((l) => l.startsWith(name) && !l.startsWith("#"))
+        .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0)
+      const m1 = await api("/metrics")
+      expect(m1.status).toBe(200)
+      expect(metric(m1.text, 'proxyd_connections_closed_total{listener="mixed",protocol="socks5",action="allow",outcome="ok"}')).toBe(20)
+      expect(metric(m1.text, "proxyd_connections_active{")).toBe(12)
+      expect(metric(m1.text, "proxyd_policy_version ")).toBe(1)
+      expect(metric(m1.text, "proxyd_rule_hits_total{")).toBe(32)
+
+      const policy = JSON.parse((await api("/api/policy")).text) as { policies: Array<{ rules: Array<{ hits: number }> }> }
+      expect(policy.policies[0]!.rules.reduce((n, r) => n + r.hits, 0)).toBe(32)
+
+      // Every session can be closed through the API, whichever worker holds it.
+      for (const s of sessions.sessions) expect((await api(`/api/sessions/${s.id}`, "DELETE")).status).toBe(204)
+      expect(await waitFor(() => held.every((c) => c.closed()))).toBe(true)
+      expect((await api(`/api/sessions/${sessions.sessions[0]!.id}`, "DELETE")).status).toBe(404)
+      expect(await waitFor(() => p.closes().filter((c) => c["outcome"] === "killed").length === 12)).toBe(true)
+      expect(byWorker(p, (c) => c["outcome"] === "killed").size).toBe(2)
+
+      const reload = await api("/api/reload", "POST")
+      expect(reload).toEqual({ status: 200, text: expect.stringContaining('"version": 2') as unknown as string })
+      expect(await waitFor(() => p.lines.filter((l) => l.includes('"msg":"policy reloaded"')).length === 2)).toBe(true)
+      expect(metric((await api("/metrics")).text, "proxyd_policy_version ")).toBe(2)
+      const ready = await api("/readyz")
+      expect(ready.status).toBe(200)
+      expect(JSON.parse(ready.text)).toMatchObject({ ready: true, workers: { ready: 2, workers: 2 } })
+    } finally {
+      for (const c of held) c.socket.destroy()
+      expect(await stop(p)).toBe(0)
+    }
+  }, 90_000)
+
   it("refuses to start when a worker cannot bind (port in use): exit 1, the reason named", async () => {
     const blocker = net.createServer()
     await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r))

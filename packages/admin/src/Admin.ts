@@ -43,6 +43,22 @@ export interface AdminOptions {
   readonly upstreams?: () => ReadonlyArray<Metrics.UpstreamGroupStatus>
   /** `@proxyd/tor`'s outbound, when Tor is served. */
   readonly tor?: { newnym(name?: string): Promise<void>; status(): ReadonlyArray<unknown> }
+  /** Set under `workers N`: answers for every worker, not this one alone. */
+  readonly cluster?: Cluster
+}
+
+/**
+ * The other workers of `workers N` (`Workers.peers()` behind it): the API of worker 1 answers
+ * for the whole process — sessions and rule hits of every worker, metrics summed over them,
+ * reloads of all, ready when all serve.
+ */
+export interface Cluster {
+  metrics(): Promise<string>
+  sessions(): Promise<ReadonlyArray<Observe.SessionInfo>>
+  kill(id: string): Promise<boolean>
+  hits(): Promise<ReadonlyArray<{ readonly policy: string; readonly rule: string; readonly hits: number }>>
+  reload(): Promise<{ readonly ok: boolean; readonly version: number; readonly message?: string }>
+  status(): Promise<{ readonly ready: number; readonly workers: number }>
 }
 
 export interface RunningAdmin {
@@ -86,8 +102,9 @@ const readJson = (req: IncomingMessage): Promise<unknown> => new Promise((ok, fa
 const digest = (s: string): Buffer => createHash("sha256").update(s).digest()
 
 /** Summary of the policy state (GET /api/policy). */
-export const policySummary = (state: { readonly version: number; readonly files: ReadonlyArray<string>; readonly program: Ir.Program; readonly listeners: ReadonlyArray<{ readonly name: string; readonly kind: string; readonly host: string; readonly port: number; readonly policy: string }> }, hits: Metrics.MetricsShape["ruleHits"]) => {
-  const counts = new Map(hits().map((h) => [`${h.policy}\0${h.rule}`, h.hits]))
+export const policySummary = (state: { readonly version: number; readonly files: ReadonlyArray<string>; readonly program: Ir.Program; readonly listeners: ReadonlyArray<{ readonly name: string; readonly kind: string; readonly host: string; readonly port: number; readonly policy: string }> }, hits: ReturnType<Metrics.MetricsShape["ruleHits"]>) => {
+  const counts = new Map<string, number>()
+  for (const h of hits) counts.set(`${h.policy}\0${h.rule}`, (counts.get(`${h.policy}\0${h.rule}`) ?? 0) + h.hits)
   return {
     version: state.version,
     hash: Metrics.sourceHash(state.files),
@@ -109,7 +126,7 @@ export const policySummary = (state: { readonly version: number; readonly files:
 }
 
 export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
-  const { server: handle, metrics } = opts
+  const { server: handle, metrics, cluster } = opts
   const want = opts.token === undefined ? undefined : digest(opts.token)
   const authorized = (req: IncomingMessage): boolean => {
     if (want === undefined) return true
@@ -129,7 +146,9 @@ export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
       const state = handle.store.current()
       const bound = handle.addresses().map((a) => a.listener)
       const missing = state.listeners.filter((l) => !bound.includes(l.name)).map((l) => l.name)
-      return send(res, missing.length === 0 ? 200 : 503, { ready: missing.length === 0, version: state.version, listeners: bound, missing })
+      const workers = cluster === undefined ? undefined : await cluster.status()
+      const ready = missing.length === 0 && (workers === undefined || workers.ready === workers.workers)
+      return send(res, ready ? 200 : 503, { ready, version: state.version, listeners: bound, missing, ...(workers === undefined ? {} : { workers }) })
     }
     if (!authorized(req)) {
       res.setHeader("www-authenticate", 'Bearer realm="proxyd"')
@@ -137,7 +156,7 @@ export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
     }
     if (path === "/metrics") {
       only("GET")
-      const text = await metrics.scrape()
+      const text = await (cluster === undefined ? metrics.scrape() : cluster.metrics())
       res.writeHead(200, { "content-type": metrics.contentType, "cache-control": "no-store" })
       res.end(text)
       return
@@ -146,7 +165,7 @@ export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
       only("GET")
       const q = url.searchParams
       const user = q.get("user"), dst = q.get("dst"), rule = q.get("rule"), listener = q.get("listener")
-      const sessions = handle.sessions.list().filter((s) =>
+      const sessions = (cluster === undefined ? handle.sessions.list() : await cluster.sessions()).filter((s) =>
         (user === null || s.user === user) && (rule === null || s.rule === rule) && (listener === null || s.listener === listener)
         && (dst === null || (s.dst ?? "").includes(dst)))
       return send(res, 200, { sessions })
@@ -154,7 +173,8 @@ export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
     const sm = /^\/api\/sessions\/([^/]+)$/.exec(path)
     if (sm !== null) {
       only("DELETE")
-      if (!handle.sessions.kill(decodeURIComponent(sm[1]!))) throw new HttpError(404, `no open session \`${sm[1]}\``)
+      const id = decodeURIComponent(sm[1]!)
+      if (!(cluster === undefined ? handle.sessions.kill(id) : await cluster.kill(id))) throw new HttpError(404, `no open session \`${sm[1]}\``)
       opts.log?.info("admin: session closed", { session: sm[1] })
       res.writeHead(204)
       res.end()
@@ -162,11 +182,11 @@ export const startAdmin = (opts: AdminOptions): Promise<RunningAdmin> => {
     }
     if (path === "/api/policy") {
       only("GET")
-      return send(res, 200, policySummary(handle.store.current(), metrics.ruleHits))
+      return send(res, 200, policySummary(handle.store.current(), cluster === undefined ? metrics.ruleHits() : await cluster.hits()))
     }
     if (path === "/api/reload") {
       only("POST")
-      const r = await Effect.runPromise(handle.reload())
+      const r = cluster === undefined ? await Effect.runPromise(handle.reload()) : await cluster.reload()
       opts.log?.info("admin: reload", { ok: r.ok, version: r.version })
       return send(res, r.ok ? 200 : 422, r.ok ? { ok: true, version: r.version } : { ok: false, version: r.version, diagnostics: r.message ?? "" })
     }

@@ -14,9 +14,9 @@
  * runs with (`status()`, `newnym()`), when present.
  */
 import { Effect, Layer } from "effect"
-import { Log, Observe, Plugin } from "@proxyd/runtime"
+import { Log, Observe, Plugin, Workers } from "@proxyd/runtime"
 import { Metrics } from "@proxyd/metrics"
-import { startAdmin, type RunningAdmin } from "./Admin.ts"
+import { type Cluster, startAdmin, type RunningAdmin } from "./Admin.ts"
 import { adminConfig, adminVocabulary, type AdminConfig } from "./Config.ts"
 
 type Status = () => ReadonlyArray<Metrics.UpstreamGroupStatus>
@@ -24,8 +24,36 @@ type Tor = { newnym(name?: string): Promise<void>; status(): ReadonlyArray<unkno
 
 const isFn = (o: unknown, k: string): boolean => typeof o === "object" && o !== null && typeof (o as Record<string, unknown>)[k] === "function"
 
+type Hits = ReturnType<Metrics.MetricsShape["ruleHits"]>
+
+/**
+ * Under `workers N`: every worker answers for its own sessions, metrics and rule hits; the
+ * API (worker 1's alone) asks them all. Undefined outside workers.
+ */
+const clusterOf = (metrics: Metrics.MetricsShape, server: Observe.StartedServer): Cluster | undefined => {
+  const peers = Workers.peers()
+  if (peers === undefined) return undefined
+  peers.serve("admin:metrics", () => metrics.scrapeJson())
+  peers.serve("admin:sessions", () => server.sessions.list())
+  peers.serve("admin:kill", (id) => typeof id === "string" && server.sessions.kill(id))
+  peers.serve("admin:hits", () => metrics.ruleHits())
+  if (peers.index !== 1) return undefined
+  const values = async <T>(topic: string, arg?: unknown): Promise<Array<T>> => (await peers.all(topic, arg)).map((a) => a.value as T)
+  return {
+    metrics: async () => Metrics.aggregate(await values<ReadonlyArray<object>>("admin:metrics")),
+    sessions: async () => (await values<ReadonlyArray<Observe.SessionInfo>>("admin:sessions")).flat(),
+    kill: async (id) => (await values<boolean>("admin:kill", id)).includes(true),
+    hits: async () => (await values<Hits>("admin:hits")).flat(),
+    reload: () => peers.reload(),
+    status: () => peers.status(),
+  }
+}
+
 export const makeController = (metrics: Metrics.MetricsShape, log: Log.Log, initial: AdminConfig | undefined): Observe.Observer => {
   let running: Promise<RunningAdmin | undefined> = Promise.resolve(undefined)
+  let cluster: Cluster | undefined
+  /** Only one worker serves the API under `workers N` (worker 1); the others only answer it. */
+  let serves = true
   let config = initial
   let server: Observe.StartedServer | undefined
   let upstreams: Status | undefined
@@ -34,14 +62,16 @@ export const makeController = (metrics: Metrics.MetricsShape, log: Log.Log, init
     const s = server
     running = running.then(async (old) => {
       await old?.close()
-      if (c === undefined || s === undefined) return undefined
-      return startAdmin({ ...c, server: s, metrics, log, ...(upstreams === undefined ? {} : { upstreams }), ...(tor === undefined ? {} : { tor }) })
+      if (c === undefined || s === undefined || !serves) return undefined
+      return startAdmin({ ...c, server: s, metrics, log, ...(upstreams === undefined ? {} : { upstreams }), ...(tor === undefined ? {} : { tor }), ...(cluster === undefined ? {} : { cluster }) })
         .catch((e: unknown) => { log.error("admin API failed to listen", { host: c.host, port: c.port, error: e instanceof Error ? e.message : String(e) }); return undefined })
     })
   }
   return {
     started: (e) => {
       server = e.server
+      cluster = clusterOf(metrics, e.server)
+      serves = Workers.peers() === undefined || cluster !== undefined
       metrics.bindServer(e.server)
       if (isFn(e.geoip, "stats")) metrics.bindGeoIp(() => (e.geoip as { stats(): Metrics.GeoLookupCounts }).stats())
       for (const o of e.outbounds) {

@@ -14,7 +14,6 @@
  */
 import * as Effect from "effect/Effect"
 import { type Listener, Log, type Observe, Registry, Server, Workers } from "@proxyd/runtime"
-import { AdminConfig } from "@proxyd/admin"
 import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
 import { httpHandler } from "@proxyd/http"
 import { makeUpstreams } from "@proxyd/upstream"
@@ -86,9 +85,8 @@ export const serving = (udpCounter?: (limits: Limits) => Listener.Gate): Pick<Se
 }
 
 /** Why `workers` > 1 cannot serve this program here, or undefined. */
-export const workersRefusal = (program: NonNullable<FileReport["program"]>): string | undefined => {
+export const workersRefusal = (): string | undefined => {
   if (process.platform !== "linux") return `option \`workers\`: more than one worker needs SO_REUSEPORT load balancing, which proxyd uses on Linux only (this is ${process.platform})`
-  if (AdminConfig.adminConfig(program) !== undefined) return "option `workers`: the `admin` API and its metrics are not served with more than one worker yet (each worker has its own sessions and counters); use `workers 1` or remove the `admin` declaration"
   return undefined
 }
 
@@ -119,7 +117,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
   const pluginLog = Log.make({ level: logLevel !== undefined && Log.isLevel(logLevel) ? logLevel : "info", format: logFormat === "pretty" ? "pretty" : "json" })
   const workers = report.program.options["workers"]
   if (typeof workers === "number" && workers > 1) {
-    const refusal = workersRefusal(report.program)
+    const refusal = workersRefusal()
     if (refusal !== undefined) {
       io.err(`${file}: ${refusal}\nproxyd: not started\n`)
       return 1

@@ -10,7 +10,7 @@
 import * as Effect from "effect/Effect"
 import { Log, Registry, Server, Workers } from "@proxyd/runtime"
 import { builtins } from "./Plugins.ts"
-import { serving, workersRefusal } from "./RunCommand.ts"
+import { serving } from "./RunCommand.ts"
 
 export const runWorker = (init: Workers.Init): Effect.Effect<void> => {
   const level = init.logLevel !== undefined && Log.isLevel(init.logLevel) ? init.logLevel : "info"
@@ -25,7 +25,6 @@ export const runWorker = (init: Workers.Init): Effect.Effect<void> => {
       log,
       watch: false,
       worker: side,
-      refuse: (p) => { const r = workersRefusal(p); return r === undefined ? [] : [r] },
       ...(init.express === undefined ? {} : { express: init.express }),
       ...serving(side.gate.bind(undefined, "udp")),
     })

@@ -61,6 +61,22 @@ export interface MetricsShape extends Plugin.MetricsShape {
   recordProbe(group: string, member: string, ok: boolean, latencyMs: number): void
   /** Rule hits by policy and rule since start (the admin API's counts). */
   ruleHits(): ReadonlyArray<{ readonly policy: string; readonly rule: string; readonly hits: number }>
+  /** The metrics as prom-client JSON (`getMetricsAsJSON`), for `aggregate` over workers; empty for the no-op layer. */
+  scrapeJson(): Promise<ReadonlyArray<object>>
+}
+
+/**
+ * One exposition from several workers' `scrapeJson()` (`workers N`): counters and histograms
+ * are summed, gauges by their `aggregator` (policy version/info: max, upstream health: min,
+ * probe latency: average, the rest: sum). `process_*` metrics describe the one process every
+ * worker thread shares (CPU, memory, file descriptors), so they are taken once (max), not summed.
+ */
+export const aggregate = async (workers: ReadonlyArray<ReadonlyArray<object>>): Promise<string> => {
+  const arr = workers.map((ms) => ms.map((m) => {
+    const name = (m as { name?: unknown }).name
+    return typeof name === "string" && name.startsWith("process_") ? { ...m, aggregator: "max" } : m
+  }))
+  return Prom.AggregatorRegistry.aggregate(arr).metrics()
 }
 
 /** sha256 over the policy's files (paths and contents, in load order), hex. */
@@ -150,11 +166,11 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   const probeLatency = new Prom.Histogram({ name: "proxyd_upstream_probe_duration_seconds", help: "Health probe latency of upstream group members.", labelNames: ["group", "member"], buckets: DURATION, registers })
   for (const r of ["success", "failure"]) reloads.inc({ result: r }, 0)
   new Prom.Gauge({
-    name: "proxyd_policy_version", help: "Version of the policy serving now (1 at start, +1 per accepted reload).", registers,
+    name: "proxyd_policy_version", help: "Version of the policy serving now (1 at start, +1 per accepted reload).", registers, aggregator: "max",
     collect() { if (server !== undefined) this.set(server.store.current().version) },
   })
   new Prom.Gauge({
-    name: "proxyd_policy_info", help: "Always 1; `hash` is the sha256 of the rules files serving now.", labelNames: ["hash"], registers,
+    name: "proxyd_policy_info", help: "Always 1; `hash` is the sha256 of the rules files serving now.", labelNames: ["hash"], registers, aggregator: "max",
     collect() {
       if (server === undefined) return
       const s = server.store.current()
@@ -182,7 +198,7 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
     },
   })
   new Prom.Gauge({
-    name: "proxyd_upstream_up", help: "1 when an upstream group member is healthy, else 0.", labelNames: ["group", "member"], registers,
+    name: "proxyd_upstream_up", help: "1 when an upstream group member is healthy, else 0.", labelNames: ["group", "member"], registers, aggregator: "min",
     collect() {
       if (upstreams === undefined) return
       this.reset()
@@ -190,7 +206,7 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
     },
   })
   new Prom.Gauge({
-    name: "proxyd_upstream_latency_seconds", help: "Smoothed probe latency of upstream group members.", labelNames: ["group", "member"], registers,
+    name: "proxyd_upstream_latency_seconds", help: "Smoothed probe latency of upstream group members.", labelNames: ["group", "member"], registers, aggregator: "average",
     collect() {
       if (upstreams === undefined) return
       this.reset()
@@ -245,6 +261,7 @@ export const makeProm = (opts: { readonly processMetrics?: boolean } = {}): Metr
   return {
     observer,
     scrape: () => reg.metrics(),
+    scrapeJson: () => reg.getMetricsAsJSON(),
     contentType: reg.contentType,
     bindServer: (s) => { server = s },
     bindGeoIp: (f) => { geo = f },
@@ -274,6 +291,7 @@ export const makeNoop = (): MetricsShape => {
       },
     },
     scrape: () => Promise.resolve(""),
+    scrapeJson: () => Promise.resolve([]),
     contentType: "text/plain; version=0.0.4; charset=utf-8",
     bindServer: () => {},
     bindGeoIp: () => {},

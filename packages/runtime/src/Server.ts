@@ -80,8 +80,6 @@ export interface ServerOptions {
   readonly express?: boolean
   /** Set when this server is one of `workers N` (worker threads): shared limits, shared ports. */
   readonly worker?: WorkerOptions
-  /** Further refusals of a program, at start and at every reload (the caller's own limits, e.g. what workers cannot serve). */
-  readonly refuse?: (program: Ir.Program) => ReadonlyArray<string>
 }
 
 /** What a worker thread's server shares with the others (`Workers.ts`). */
@@ -196,7 +194,6 @@ export const startServer = (opts: ServerOptions): Effect.Effect<ServerHandle, St
     const geoip = opts.geoip ?? providerOf(opts.plugins?.geoIp)
     const extraCheck = (_p: Ir.Program, ls: ReadonlyArray<ListenerSpec>): Array<string> => {
       const out = (opts.outbounds ?? []).flatMap((p) => [...p.prepare(_p)])
-      if (opts.refuse !== undefined) out.push(...opts.refuse(_p))
       if (geoip !== undefined) out.push(...geoip.prepare(_p, opts.rulesFile))
       out.push(...ls.flatMap((l) => NEEDS[l.kind].filter((p) => opts.handlers[p] === undefined)
         .map((p) => `listener \`${l.name}\` (${l.kind}): no ${p} protocol handler is available`)))

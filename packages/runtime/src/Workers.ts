@@ -53,6 +53,8 @@ export interface Report {
 
 type FromWorker =
   | { readonly t: "ready"; readonly report: Report }
+  | { readonly t: "ask"; readonly id: number; readonly topic: string; readonly arg: unknown }
+  | { readonly t: "answer"; readonly id: number; readonly value: unknown }
   | { readonly t: "failed"; readonly message: string }
   | { readonly t: "reloaded"; readonly id: number; readonly outcome: ReloadOutcome; readonly report: Report }
   | { readonly t: "state"; readonly id: number; readonly op: "incr" | "get" | "set" | "del"; readonly args: ReadonlyArray<unknown> }
@@ -60,10 +62,17 @@ type FromWorker =
 
 type ToWorker =
   | { readonly t: "reload"; readonly id: number; readonly pins: Readonly<Record<string, number>> }
+  | { readonly t: "asked"; readonly id: number; readonly topic: string; readonly arg: unknown }
+  | { readonly t: "answers"; readonly id: number; readonly values: ReadonlyArray<Answer> }
   | { readonly t: "shutdown" }
   | { readonly t: "state-reply"; readonly id: number; readonly value: unknown }
 
+/** One worker's answer to a question every worker was asked (`Peers.all`). */
+export interface Answer { readonly worker: number; readonly value: unknown }
+
 export const MAX_RESTARTS = 5
+/** How long the supervisor waits for each worker's answer to `Peers.all`. */
+export const ANSWER_MS = 5_000
 export const RESTART_WINDOW_MS = 60_000
 /** How long a worker that reported `stopped` may take to end before it is terminated. */
 export const STOPPED_EXIT_MS = 2_000
@@ -124,6 +133,59 @@ export const layerRemoteState: Layer.Layer<SharedState> = Layer.sync(SharedState
   }
 })
 
+/**
+ * The other workers, from inside one (plugins use it: the admin API of worker 1 lists every
+ * worker's sessions, sums their metrics, reloads them all). Questions are answered by the
+ * `serve`d handler of every serving worker (this one included), through the supervisor.
+ */
+export interface Peers {
+  readonly index: number
+  readonly workers: number
+  /** Answers `topic` for the others (replaces an earlier handler). */
+  serve(topic: string, answer: (arg: unknown) => unknown): void
+  /** Every serving worker's answer (a worker that does not answer within `ANSWER_MS` is left out). */
+  all(topic: string, arg?: unknown): Promise<ReadonlyArray<Answer>>
+  /** One reload round of every worker (what SIGHUP does). */
+  reload(): Promise<ReloadOutcome>
+  /** How many workers serve now, of how many. */
+  status(): Promise<{ readonly ready: number; readonly workers: number }>
+}
+
+const answerers = new Map<string, (arg: unknown) => unknown>()
+let asks = 0
+const askPending = new Map<number, (values: ReadonlyArray<Answer>) => void>()
+
+const ask = (topic: string, arg: unknown): Promise<ReadonlyArray<Answer>> => new Promise((resolve) => {
+  const id = ++asks
+  askPending.set(id, resolve)
+  post({ t: "ask", id, topic, arg })
+})
+
+/** This worker's view of the others, or undefined outside `workers N`. */
+export const peers = (): Peers | undefined => {
+  const init = workerInit()
+  if (init === undefined) return undefined
+  return {
+    index: init.index,
+    workers: init.workers,
+    serve: (topic, answer) => { answerers.set(topic, answer) },
+    all: (topic, arg) => ask(topic, arg),
+    reload: async () => ((await ask(RELOAD, undefined))[0]?.value as ReloadOutcome | undefined) ?? { ok: false, version: 0, message: "no answer from the supervisor" },
+    status: async () => ((await ask(STATUS, undefined))[0]?.value as { ready: number; workers: number } | undefined) ?? { ready: 0, workers: init.workers },
+  }
+}
+
+/** Topics the supervisor answers itself. */
+const RELOAD = "proxyd:reload"
+const STATUS = "proxyd:status"
+
+const answer = (m: Extract<ToWorker, { t: "asked" }>): void => {
+  const f = answerers.get(m.topic)
+  Promise.resolve()
+    .then(() => (f === undefined ? undefined : f(m.arg)))
+    .then((value) => post({ t: "answer", id: m.id, value }), () => post({ t: "answer", id: m.id, value: undefined }))
+}
+
 const reportOf = (h: ServerHandle): Report => ({
   version: h.store.current().version,
   addresses: h.addresses(),
@@ -143,7 +205,12 @@ export const serveWorker = (handle: ServerHandle, options: WorkerSide): Effect.E
     const port = parentPort
     if (port === null) return resume(Effect.void)
     const onMessage = (m: ToWorker): void => {
-      if (m.t === "reload") {
+      if (m.t === "asked") answer(m)
+      else if (m.t === "answers") {
+        const r = askPending.get(m.id)
+        askPending.delete(m.id)
+        r?.(m.values)
+      } else if (m.t === "reload") {
         options.setPins(m.pins)
         Effect.runFork(handle.reload().pipe(Effect.tap((outcome) => Effect.sync(() => post({ t: "reloaded", id: m.id, outcome, report: reportOf(handle) })))))
       } else if (m.t === "shutdown") {
@@ -153,6 +220,8 @@ export const serveWorker = (handle: ServerHandle, options: WorkerSide): Effect.E
           for (const r of statePending.values()) r(undefined)
           statePending.clear()
           port.off("message", onStateReply)
+          for (const r of askPending.values()) r([])
+          askPending.clear()
           resume(Effect.void)
         }))))
       }
@@ -235,6 +304,21 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
 
   const send = (s: Slot, m: ToWorker): void => s.worker?.postMessage(m)
 
+  let answerIds = 0
+  const answering = new Map<number, (v: unknown) => void>()
+  /** A question for every serving worker (or the supervisor's own topics), answers by worker. */
+  const fanOut = async (topic: string, arg: unknown): Promise<ReadonlyArray<Answer>> => {
+    if (topic === RELOAD) return [{ worker: 0, value: await reload() }]
+    if (topic === STATUS) return [{ worker: 0, value: { ready: slots.filter((sl) => sl.ready).length, workers: slots.length } }]
+    const asked = slots.filter((sl) => sl.ready && sl.worker !== undefined).map((sl) => new Promise<Answer | undefined>((resolve) => {
+      const id = ++answerIds
+      const t = setTimeout(() => { answering.delete(id); resolve(undefined) }, ANSWER_MS)
+      answering.set(id, (value) => { clearTimeout(t); resolve({ worker: sl.index, value }) })
+      send(sl, { t: "asked", id, topic, arg })
+    }))
+    return (await Promise.all(asked)).filter((a): a is Answer => a !== undefined)
+  }
+
   const answerState = async (s: Slot, m: Extract<FromWorker, { t: "state" }>): Promise<void> => {
     const a = m.args
     let value: unknown
@@ -288,6 +372,14 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
         case "state":
           void answerState(slot, m)
           return
+        case "ask":
+          void fanOut(m.topic, m.arg).then((values) => send(slot, { t: "answers", id: m.id, values }))
+          return
+        case "answer": {
+          const p = answering.get(m.id)
+          if (p !== undefined) { answering.delete(m.id); p(m.value) }
+          return
+        }
         case "stopped": {
           slot.stopping = true
           // Its server has drained; a handle something left open must not keep the process up.
