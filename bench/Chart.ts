@@ -16,7 +16,7 @@ const fmt = (x: number): string =>
   x >= 100 ? Math.round(x).toLocaleString("en-US") : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toPrecision(2)
 
 const COLOURS: Record<string, string> = {
-  direct: "#9e9e9e", proxyd: "#d62728", "proxyd-100k": "#ff7f7f", "proxyd-http": "#8c564b", microsocks: "#1f77b4", dante: "#2ca02c", tinyproxy: "#9467bd", "proxy-chain": "#ff7f0e",
+  direct: "#9e9e9e", proxyd: "#d62728", "proxyd-workers": "#e377c2", "proxyd-100k": "#ff7f7f", "proxyd-http": "#8c564b", microsocks: "#1f77b4", dante: "#2ca02c", tinyproxy: "#9467bd", "proxy-chain": "#ff7f0e",
 }
 const colour = (t: string) => COLOURS[t] ?? "#17becf"
 

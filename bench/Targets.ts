@@ -89,7 +89,7 @@ const KEEP = 4096
  * resolves once its `listening` log line gives the port; `timeoutMs` bounds the start-up
  * (a 100k-rule file takes tens of seconds to check).
  */
-export const proxydWith = (name: string, rules: string | (() => string | Promise<string>), timeoutMs = 30_000, kind: "socks5" | "http" = "socks5"): Start => async () => {
+export const proxydWith = (name: string, rules: string | (() => string | Promise<string>), timeoutMs = 30_000, kind: "socks5" | "http" = "socks5", ready = "listening"): Start => async () => {
   const text = typeof rules === "string" ? rules : await rules()
   const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
   const file = join(dir, "bench.rules")
@@ -100,6 +100,7 @@ export const proxydWith = (name: string, rules: string | (() => string | Promise
     let tail = "" // output kept for the error message
     let partial = { stdout: "", stderr: "" } // an unfinished line per stream
     let started = false
+    let port = 0 // the first `listening` line's (with workers, each worker logs one for the same port)
     const timer = setTimeout(() => { void stop(); reject(new Error(`${name} did not start within ${timeoutMs / 1000} s: ${tail}`)) }, timeoutMs)
     const onData = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
       if (started) return // keep draining so the pipe never blocks proxyd
@@ -108,12 +109,12 @@ export const proxydWith = (name: string, rules: string | (() => string | Promise
       const lines = (partial[stream] + s).split("\n")
       partial = { ...partial, [stream]: lines.pop() ?? "" }
       for (const line of lines) {
-        if (!line.includes('"listening"')) continue
-        const o = JSON.parse(line) as { port?: number; annotations?: { port?: number } }
+        if (line.includes('"listening"') && port === 0) port = Number((JSON.parse(line) as { port?: number }).port)
+        if (!line.includes(`"${ready}"`)) continue
         started = true
         partial = { stdout: "", stderr: "" }
         clearTimeout(timer)
-        resolve({ name, kind, port: Number(o.port ?? o.annotations?.port), pid: child.pid, stop })
+        resolve({ name, kind, port, pid: child.pid, stop })
         return
       }
     }
@@ -125,6 +126,12 @@ export const proxydWith = (name: string, rules: string | (() => string | Promise
 
 /** proxyd with an allow-all policy. */
 export const proxyd: Start = proxydWith("proxyd", "policy main {\n  default allow\n}\n")
+
+/**
+ * proxyd with `workers 2` (two worker threads, one port; the kernel spreads connections): what a
+ * second core buys. Its CPU is the whole process's (every thread), from /proc like the others.
+ */
+export const proxydWorkers: Start = proxydWith("proxyd-workers", "options {\n  workers 2\n}\npolicy main {\n  default allow\n}\n", 30_000, "socks5", "workers started")
 
 /** The same proxyd driven with HTTP CONNECT on its mixed port (the protocol tinyproxy and proxy-chain are measured with). */
 export const proxydHttp: Start = proxydWith("proxyd-http", "policy main {\n  default allow\n}\n", 30_000, "http")

@@ -2,7 +2,7 @@
  * Network benchmark: proxyd against direct and the peers on loopback (`npm run bench:net`).
  *
  * Details: targets are direct (no proxy: the limit), proxyd (the real binary, allow-all
- * policy), microsocks, Dante, tinyproxy and proxy-chain (Targets.ts; skipped, and said so,
+ * policy), proxyd-workers (the same with `workers 2`: both cores), microsocks, Dante, tinyproxy and proxy-chain (Targets.ts; skipped, and said so,
  * when not installed), plus, in the connection-rate rows only, proxyd with a 100k-rule policy
  * and proxyd driven over HTTP CONNECT (`proxyd-http`, the protocol of tinyproxy and proxy-chain).
  * Each measurement runs across all targets in turn (A B C A B C …) for `rounds` rounds,
@@ -137,6 +137,8 @@ const entries = (): { entries: Array<Entry>; skipped: Array<string> } => {
   const out: Array<Entry> = [
     { name: "direct", start: Targets.direct, rateOnly: false },
     { name: "proxyd", start: Targets.proxyd, rateOnly: false },
+    // `workers 2`: the same relay on both cores (one process, two worker threads)
+    { name: "proxyd-workers", start: Targets.proxydWorkers, rateOnly: false },
     // the same proxyd over HTTP CONNECT, in the connection-rate rows (against tinyproxy and proxy-chain, HTTP proxies)
     { name: "proxyd-http", start: Targets.proxydHttp, rateOnly: true },
   ]

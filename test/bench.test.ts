@@ -17,7 +17,7 @@ import { describe, expect, it } from "vitest"
 import { ROOT } from "./proxyd.ts"
 import { cleanEnv } from "./spawn.ts"
 
-const EXPECTED = ["direct", "proxyd", "microsocks", "dante", "tinyproxy", "proxy-chain"]
+const EXPECTED = ["direct", "proxyd", "proxyd-workers", "microsocks", "dante", "tinyproxy", "proxy-chain"]
 const TIMEOUT_MS = 240_000
 
 interface Outcome { readonly code: number | null; readonly stdout: string; readonly stderr: string }
@@ -56,7 +56,7 @@ const problems = (report: Record<string, unknown>, ci: boolean): Array<string> =
     const why = skippedText.find((s) => s === name || s.startsWith(`${name} `) || s.startsWith(`${name}:`))
     if (why === undefined) out.push(`${name} is neither measured nor listed as skipped`)
     else if (why.slice(name.length).replace(/[\s():]/g, "").length === 0) out.push(`${name} is skipped without a reason`)
-    else if (name === "direct" || name === "proxyd") out.push(`${name} must always be measured: ${why}`)
+    else if (name === "direct" || name === "proxyd" || name === "proxyd-workers") out.push(`${name} must always be measured: ${why}`)
     else if (ci) out.push(`${name} was skipped under CI=true (.ci/run and npm ci must install it): ${why}`)
   }
 

@@ -38,6 +38,7 @@ beforeAll(() => {
   npm(["install", tarball, "--offline", "--no-audit", "--no-fund"], app)
   copyFileSync(join(ROOT, "rulesets", "default.rules"), join(app, "default.rules"))
   writeFileSync(join(app, "geo.rules"), "listen socks5 127.0.0.1:1080\npolicy p {\n  guard no-us when dst.country == US -> block\n  default allow\n}\n")
+  writeFileSync(join(app, "workers.rules"), "options { workers 2 }\nlisten socks5 127.0.0.1:1080\npolicy p {\n  default allow\n}\n")
   writeFileSync(join(app, "bad.rules"), "listen socks5 127.0.0.1:1080\npolicy p {\n  rule r when dst.port == 443 -> via nowhere\n  default allow\n}\n")
 }, 180_000)
 
@@ -68,6 +69,19 @@ describe("the packed proxyd package", () => {
     child.kill("SIGTERM")
     expect(await exited).toBe(0)
   }, 30_000)
+
+  it("serves `workers 2` from the bundle (each worker thread runs the installed bundle), and stops on SIGTERM with exit 0", async () => {
+    const child = spawn(join(app, "node_modules", ".bin", "proxyd"), ["--rules", "workers.rules", "--listen", "127.0.0.1:0"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
+    let out = ""
+    child.stdout.on("data", (d: Buffer) => { out += d.toString() })
+    child.stderr.on("data", (d: Buffer) => { out += d.toString() })
+    const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)))
+    for (let i = 0; i < 400 && !(out.includes('"msg":"workers started"') && out.match(/"msg":"listening"/g)?.length === 2) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(out).toContain('"msg":"workers started"')
+    expect(out).toContain('"msg":"listening","worker":2')
+    child.kill("SIGTERM")
+    expect(await exited).toBe(0)
+  }, 40_000)
 
   it("runs `npx proxyd check` on a good file: exit 0 and the summary", () => {
     const r = npx(["proxyd", "check", "default.rules"])

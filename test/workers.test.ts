@@ -258,6 +258,17 @@ describe("workers 2 (real binary)", () => {
     }
   }, 90_000)
 
+  it("SIGTERM while worker 2 is still starting: the start completes, then every worker drains, exit 0", async () => {
+    // Resolves at worker 1's `listening` line, before the supervisor has started worker 2.
+    const p = await start(rulesFile("early", ""))
+    p.child.kill("SIGTERM")
+    const code = await Promise.race([p.exited, new Promise<string>((r) => setTimeout(() => r("timeout"), 20_000))])
+    expect(code).toBe(0)
+    expect(p.lines.some((l) => l.includes('"workers started"'))).toBe(true)
+    expect(p.lines.filter((l) => l.includes('"msg":"stopped"')).length).toBe(2)
+    expect(p.lines.join("\n")).not.toContain("not started")
+  }, 60_000)
+
   it("refuses to start when a worker cannot bind (port in use): exit 1, the reason named", async () => {
     const blocker = net.createServer()
     await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r))

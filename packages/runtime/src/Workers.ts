@@ -524,12 +524,18 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
     ready: () => slots.filter((sl) => sl.ready).length,
   }
 
-  // Signals: SIGHUP reloads; SIGTERM/SIGINT drain; a second one exits at once.
+  // Signals: SIGHUP reloads; SIGTERM/SIGINT drain; a second one exits at once. During start-up
+  // they wait until every worker serves (a worker stopped half-started would read as a failed start).
   let signalled = 0
-  const onHup = () => { void reload() }
+  let started = false
+  let hupDuringStart = false
+  const onHup = () => {
+    if (started) void reload()
+    else hupDuringStart = true
+  }
   const onStop = (sig: NodeJS.Signals) => {
     signalled++
-    if (signalled === 1) void shutdown()
+    if (signalled === 1) { if (started) void shutdown() }
     else process.exit(128 + (sig === "SIGINT" ? 2 : 15))
   }
   if (opts.signals !== false) {
@@ -550,9 +556,11 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
       report = r1
       await Promise.all(slots.slice(1).map(startWorker))
       track(r1)
+      started = true
       log.info("workers started", { workers: slots.length })
       opts.onStarted?.(supervisor)
       if (signalled > 0) void shutdown()
+      else if (hupDuringStart) void reload()
     } catch (e) {
       exitCode = 1
       process.stderr.write(`${e instanceof Error ? e.message.replace(/\n?$/, "\n") : String(e)}proxyd: not started\n`)
