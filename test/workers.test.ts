@@ -8,6 +8,7 @@
  * enough connections that both workers must have served some (each log line names its worker):
  * the chance that 20 connections all land on one of two workers is 2 * 2^-20.
  */
+import { randomBytes, scryptSync } from "node:crypto"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import * as net from "node:net"
@@ -174,6 +175,10 @@ describe("workers 2 (real binary)", () => {
         expect(await curl(["--socks5-hostname", `127.0.0.1:${p.port}`, `http://127.0.0.1:${originPort}/k${i}`])).toMatchObject({ code: 0, stdout: `hello /k${i}` })
       }
       expect(await waitFor(() => byWorker(p, (c) => c["outcome"] === "ok").size === 2)).toBe(true)
+      // A new worker count is accepted (the rest of the file applies) and takes effect at the next start.
+      writeFileSync(file, "options { workers 3 }\nlisten mixed 127.0.0.1:0\npolicy default {\n  default allow\n}\n")
+      expect(await waitFor(() => p.lines.filter((l) => l.includes("option `workers` changed")).length === 2, 10_000)).toBe(true)
+      expect(p.lines.find((l) => l.includes("option `workers` changed"))).toMatch(/"running":2,"in_file":3/)
     } finally {
       expect(await stop(p)).toBe(0)
     }
@@ -254,6 +259,48 @@ describe("workers 2 (real binary)", () => {
       expect(JSON.parse(ready.text)).toMatchObject({ ready: true, workers: { ready: 2, workers: 2 } })
     } finally {
       for (const c of held) c.socket.destroy()
+      expect(await stop(p)).toBe(0)
+    }
+  }, 90_000)
+
+  it("brute-force counters and bans are one store: 10 failures spread over both workers ban the source in both", async (ctx) => {
+    needTool(ctx, "curl")
+    const salt = randomBytes(16)
+    const ab64 = (b: Buffer) => b.toString("base64").replace(/=+$/, "").replace(/\+/g, ".")
+    const hash = `$scrypt$ln=4,r=8,p=1$${ab64(salt)}$${ab64(scryptSync("right", salt, 32, { N: 1 << 4, r: 8, p: 1 }))}`
+    const file = join(dir, "guard.rules")
+    writeFileSync(file, [
+      "options { workers 2 }",
+      `auth users = static {\n  alice "${hash}"\n}`,
+      "auth-guard delay 10ms max-delay 50ms ban-after 10 ban 10m",
+      "admin listen 127.0.0.1:0",
+      "listen mixed 127.0.0.1:0 auth users",
+      "policy p {",
+      "  default allow",
+      "}",
+      "",
+    ].join("\n"))
+    const p = await startWorkers(file)
+    const socks = (cred: string) => curl(["--socks5-hostname", `127.0.0.1:${p.port}`, "--proxy-user", cred, `http://127.0.0.1:${originPort}/g`])
+    try {
+      expect((await socks("alice:right")).stdout).toBe("hello /g")
+      for (let i = 0; i < 10; i++) expect((await socks(`alice:wrong${i}`)).code).not.toBe(0)
+      // Counted per worker, ten failures spread over two would ban nobody (all ten on one: 2^-9).
+      for (let i = 0; i < 6; i++) expect((await socks("alice:right")).code).not.toBe(0)
+      expect(await waitFor(() => p.lines.filter((l) => l.includes('"msg":"auth failure"')).length === 16)).toBe(true)
+      const failures = p.lines.filter((l) => l.includes('"msg":"auth failure"')).map((l) => (JSON.parse(l) as Record<string, unknown>)["worker"])
+      expect(new Set(failures)).toEqual(new Set([1, 2]))
+      expect(p.lines.filter((l) => l.includes('"msg":"auth ban"'))).toHaveLength(1)
+      expect(await waitFor(() => p.lines.some((l) => l.includes('"admin API listening"')))).toBe(true)
+      const admin = Number(/"port":(\d+)/.exec(p.lines.find((l) => l.includes('"admin API listening"'))!)?.[1])
+      const scraped = (await fetch(`http://127.0.0.1:${admin}/metrics`).then((r) => r.text())).split("\n")
+      expect(scraped.filter((l) => l.startsWith("proxyd_bans_total"))).toEqual(['proxyd_bans_total{scope="ip"} 1'])
+      expect(scraped.filter((l) => l.startsWith("proxyd_auth_guard_total")).sort()).toEqual([
+        'proxyd_auth_guard_total{auth="users",outcome="banned"} 6',
+        'proxyd_auth_guard_total{auth="users",outcome="failure"} 10',
+        'proxyd_auth_guard_total{auth="users",outcome="success"} 1',
+      ])
+    } finally {
       expect(await stop(p)).toBe(0)
     }
   }, 90_000)

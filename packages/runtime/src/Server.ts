@@ -28,6 +28,12 @@
  * may refuse it); `observers` hear every connection's steps and each reload;
  * `handle.sessions` lists open connections and closes one on demand.
  *
+ * Under `workers N` (`worker`, set by `Workers.ts` in each worker thread): the gates count in
+ * the workers' shared table, listeners bind with `SO_REUSEPORT`, a listener declared with
+ * port 0 binds the port worker 1 got, and reloads come from the supervisor (the caller passes
+ * `watch: false`; no refresh timer here). A reload that changes `workers` itself is applied and
+ * logs that the number of workers changes at the next start.
+ *
  * Gotchas: the runtime never imports protocol packages; the CLI passes the
  * handlers, and outbound providers (`outbounds`: upstreams for `via`) the same
  * way; a provider's `prepare` refuses a program like any other check. A listener kind without its handler refuses to start (mixed needs

@@ -7,15 +7,18 @@
  * (`pins`). The supervisor starts worker 1, then the others; reloads them (SIGHUP, changes to
  * the files worker 1 reports, the set files' refresh period) worker 1 first (the first serving
  * one while worker 1 restarts), the rest only if it accepted the file, and again (up to 3
- * rounds) if they disagree; a worker starting during a round is reloaded once it serves; shuts them down on
- * SIGTERM/SIGINT (each drains); restarts a worker that exits on its own (more than
- * `MAX_RESTARTS` within `RESTART_WINDOW_MS` stops everything, exit 1). The plugins'
+ * rounds) if they disagree; a worker starting during a round is reloaded once it serves;
+ * shuts them down on SIGTERM/SIGINT (each drains); restarts a worker that exits on its own
+ * (more than `MAX_RESTARTS` within `RESTART_WINDOW_MS` stops everything, exit 1). The plugins'
  * `SharedState` (brute-force counters, bans) is one in-memory store here, reached by message.
+ * `peers()` lets a worker ask every serving worker (the admin API of worker 1 does).
  *
  * Messages (structured clone over the worker's port):
  *   worker → supervisor: ready { report }, failed { message }, reloaded { id, outcome, report },
- *                        state { id, op, args } (SharedState calls), stopped
- *   supervisor → worker: reload { id, pins }, shutdown, state-reply { id, value }
+ *                        state { id, op, args } (SharedState calls), ask { id, topic, arg },
+ *                        answer { id, value }, stopped
+ *   supervisor → worker: reload { id, pins }, shutdown, state-reply { id, value },
+ *                        asked { id, topic, arg }, answers { id, values }
  *
  * Gotchas: the worker entry is a module URL the CLI gives (the runtime knows no protocol
  * handler); it must call `workerInit()` to tell whether it runs as a worker.
@@ -70,10 +73,11 @@ type ToWorker =
 /** One worker's answer to a question every worker was asked (`Peers.all`). */
 export interface Answer { readonly worker: number; readonly value: unknown }
 
+/** More restarts than this within `RESTART_WINDOW_MS` stop the server. */
 export const MAX_RESTARTS = 5
+export const RESTART_WINDOW_MS = 60_000
 /** How long the supervisor waits for each worker's answer to `Peers.all`. */
 export const ANSWER_MS = 5_000
-export const RESTART_WINDOW_MS = 60_000
 /** How long a worker that reported `stopped` may take to end before it is terminated. */
 export const STOPPED_EXIT_MS = 2_000
 
