@@ -151,10 +151,11 @@ describe("HTTP express path = effect path", () => {
       const out: Array<{ bytes: string; line: Record<string, unknown> }> = []
       const before = { ...counts.express }
       for (const p of [express, effect]) {
+        const since = p.connections().length
         const c = await rawClient(p.port(conv.listener))
         const port = c.socket.localPort
         const bytes = (await conv.run(c)).toString("latin1")
-        out.push({ bytes, line: await closeLineOf(p, port) })
+        out.push({ bytes, line: await closeLineOf(p, port, since) })
       }
       const [a, b] = out
       expect(counts.express.calls - before.calls).toBe(1)

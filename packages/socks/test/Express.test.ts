@@ -228,10 +228,11 @@ describe("express path = effect path", () => {
       const out: Array<{ bytes: string; line: Record<string, unknown> }> = []
       const before = counts.express.fallbacks
       for (const p of [express, effect]) {
+        const since = p.connections().length
         const c = await rawClient(p.port(conv.listener))
         const port = c.socket.localPort
         const bytes = (await conv.run(c)).toString("hex")
-        out.push({ bytes, line: await closeLineOf(p, port) })
+        out.push({ bytes, line: await closeLineOf(p, port, since) })
       }
       const [a, b] = out
       expect(counts.express.fallbacks - before).toBe(conv.express === true || conv.listener === "mx" && conv.name.startsWith("HTTP") ? 0 : 1)
@@ -255,6 +256,7 @@ describe("express path = effect path", () => {
 
 describe("express path on its own", () => {
   it("kill while the connection waits for its request: outcome killed, socket closed", async () => {
+    const since = express.connections().length
     const c = await rawClient(express.port("s5"))
     const port = c.socket.localPort
     c.send(GREET)
@@ -263,16 +265,17 @@ describe("express path on its own", () => {
     expect(await until(() => open() !== undefined)).toBe(true)
     expect(express.handle.sessions.kill(open()!.id)).toBe(true)
     expect((await c.readToEnd()).length).toBe(0)
-    expect(await closeLineOf(express, port)).toMatchObject({ outcome: "killed", listener: "s5" })
+    expect(await closeLineOf(express, port, since)).toMatchObject({ outcome: "killed", listener: "s5" })
   })
 
   it("the handshake deadline while waiting for the first byte on the mixed port", async () => {
+    const since = express.connections().length
     const c = await rawClient(express.port("mx"))
     const port = c.socket.localPort
     const t0 = Date.now()
     expect((await c.readToEnd()).length).toBe(0)
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300)
-    expect(await closeLineOf(express, port)).toMatchObject({ outcome: "handshake-timeout", listener: "mx" })
+    expect(await closeLineOf(express, port, since)).toMatchObject({ outcome: "handshake-timeout", listener: "mx" })
   })
 
   it("shutdown ends connections waiting in the handshake and relayed ones (outcome shutdown), and the server stops", async () => {
@@ -287,7 +290,7 @@ describe("express path on its own", () => {
     await own.stop()
     expect((await waiting.readToEnd()).length).toBe(0)
     expect((await relayed.readToEnd()).length).toBe(0)
-    for (const p of ports) expect(await closeLineOf(own, p)).toMatchObject({ outcome: "shutdown" })
+    for (const p of ports) expect(await closeLineOf(own, p, 0)).toMatchObject({ outcome: "shutdown" })
     expect(own.handle.sessions.size()).toBe(0)
   })
 })

@@ -35,10 +35,15 @@ export const expressSpy = (h: Inbound.InboundHandler, counts: ExpressCounts): In
   }
 }
 
-/** The close line of the connection from this local port without id, time, src and duration (`{ missing: true }` when none came). */
-export const closeLineOf = async (p: Proxyd, localPort: number | undefined): Promise<Record<string, unknown>> => {
+/**
+ * The close line of the connection from this local port without id, time, src and duration
+ * (`{ missing: true }` when none came), among the lines written after the first `since` (take
+ * `p.connections().length` before connecting: an earlier connection may have had the same
+ * ephemeral port, and its line would match too).
+ */
+export const closeLineOf = async (p: Proxyd, localPort: number | undefined, since: number): Promise<Record<string, unknown>> => {
   const src = `127.0.0.1:${localPort}`
-  const find = () => p.connections().find((l) => l["src"] === src)
+  const find = () => p.connections().slice(since).find((l) => l["src"] === src)
   await until(() => find() !== undefined)
   const { id: _id, time: _t, src: _s, duration_ms: _d, ...rest } = find() ?? { missing: true }
   return rest
