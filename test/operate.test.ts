@@ -163,7 +163,7 @@ const freePort = async (): Promise<number> => {
 }
 
 describe("command line (real binary)", () => {
-  it("the server re-executes itself (same PID) with a bounded V8 young generation and no memory reducer; PROXYD_YOUNG_MB=0, PROXYD_MEMORY_REDUCER=on or a flag of the user's own leaves Node's flags alone", async () => {
+  it("the server re-executes itself (same PID) with a bounded V8 young generation, no memory reducer and no allocation-site pretenuring; PROXYD_YOUNG_MB=0, PROXYD_MEMORY_REDUCER=on, PROXYD_PRETENURING=on or a flag of the user's own leaves Node's flags alone", async () => {
     const argsOf = (pid: number | undefined): Array<string> => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
     const rules = join(ROOT, "rulesets/local-dev.rules")
     const cases: Array<[NodeJS.ProcessEnv, (args: Array<string>) => void]> = [
@@ -173,8 +173,10 @@ describe("command line (real binary)", () => {
       [{ NODE_OPTIONS: "--max-semi-space-size=16" }, (a) => expect(a.some((x) => x.startsWith("--max-semi-space-size"))).toBe(false)],
       [{}, (a) => expect(a.filter((x) => x.includes("memory-reducer"))).toEqual(["--no-memory-reducer"])],
       [{ PROXYD_MEMORY_REDUCER: "on" }, (a) => expect(a.some((x) => x.includes("memory-reducer"))).toBe(false)],
-      // Neither flag wanted: no re-execution at all.
-      [{ PROXYD_MEMORY_REDUCER: "on", PROXYD_YOUNG_MB: "0" }, (a) => expect(a.slice(1, a.indexOf(BIN))).toEqual([])],
+      [{}, (a) => expect(a.filter((x) => x.includes("pretenuring"))).toEqual(["--no-allocation-site-pretenuring"])],
+      [{ PROXYD_PRETENURING: "on" }, (a) => expect(a.some((x) => x.includes("pretenuring"))).toBe(false)],
+      // No flag wanted: no re-execution at all.
+      [{ PROXYD_MEMORY_REDUCER: "on", PROXYD_YOUNG_MB: "0", PROXYD_PRETENURING: "on" }, (a) => expect(a.slice(1, a.indexOf(BIN))).toEqual([])],
     ]
     for (const [env, check] of cases) {
       const p = await start(rules, { env })

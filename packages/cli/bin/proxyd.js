@@ -20,6 +20,13 @@ import { isMainThread } from "node:worker_threads"
 // full collections; with a 100k-rule policy (~190 MB live) each pair cost 0.4-0.9 s of CPU and
 // 100-390 ms pauses (docs/benchmarks.md, "Full collections and the 100k policy"). V8's ordinary
 // collections still return memory; start-up returns its own garbage before serving.
+// And it turns V8's allocation-site pretenuring off (`--no-allocation-site-pretenuring`;
+// `PROXYD_PRETENURING=on` keeps it): under connection load V8 decided to allocate sockets'
+// objects directly in the old generation, and everything a connection hung on them afterwards
+// (relay state, session, closures, the other socket) was then kept by those dead old objects
+// through every young-generation collection until the next full one: ~3.5 KB promoted per
+// connection, the cause of proxyd's full collections under load (with the flag: ~0.2 KB;
+// docs/benchmarks.md, "What every connection promoted").
 const first = process.argv[2]
 const serving = first === "run" || first === "--rules" || (first !== undefined && first.startsWith("--rules="))
 const young = process.env.PROXYD_YOUNG_MB ?? "8"
@@ -27,6 +34,7 @@ const nodeFlags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").spli
 const flags = []
 if (/^[1-9][0-9]*$/.test(young) && !nodeFlags.some((f) => f.startsWith("--max-semi-space-size"))) flags.push(`--max-semi-space-size=${young}`)
 if (process.env.PROXYD_MEMORY_REDUCER !== "on" && !nodeFlags.some((f) => /^--(no-)?memory[-_]reducer/.test(f))) flags.push("--no-memory-reducer")
+if (process.env.PROXYD_PRETENURING !== "on" && !nodeFlags.some((f) => /^--(no-)?allocation[-_]site[-_]pretenuring/.test(f))) flags.push("--no-allocation-site-pretenuring")
 if (serving && isMainThread && flags.length > 0 && typeof process.execve === "function") {
   try {
     process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], process.env)
