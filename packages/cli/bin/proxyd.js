@@ -25,8 +25,8 @@ import { isMainThread } from "node:worker_threads"
 // objects directly in the old generation, and everything a connection hung on them afterwards
 // (relay state, session, closures, the other socket) was then kept by those dead old objects
 // through every young-generation collection until the next full one: ~3.5 KB promoted per
-// connection, the cause of proxyd's full collections under load (with the flag: ~0.2 KB;
-// docs/benchmarks.md, "What every connection promoted").
+// connection, the cause of proxyd's full collections under load (with the flag: 0.2-1.8 KB, the
+// rest from Maglev; docs/benchmarks.md, "What every connection promoted").
 const first = process.argv[2]
 const serving = first === "run" || first === "--rules" || (first !== undefined && first.startsWith("--rules="))
 const young = process.env.PROXYD_YOUNG_MB ?? "8"
