@@ -13,6 +13,7 @@
  * refuses to start with a message naming it (exit 1).
  */
 import * as Effect from "effect/Effect"
+import { Check } from "@proxyd/rules"
 import { type Listener, Log, type Observe, Registry, Server, Workers } from "@proxyd/runtime"
 import { makeSocks4Handler, makeSocks5Handler } from "@proxyd/socks"
 import { httpHandler } from "@proxyd/http"
@@ -20,7 +21,7 @@ import { makeUpstreams } from "@proxyd/upstream"
 import { makeTor } from "@proxyd/tor"
 import { bool, type FlagSpec, helpText, type Parsed, str, strs, UsageError } from "./Args.ts"
 import { checkEntry, exitCode, type FileReport, pluginOptions, renderDiagnostics, ruleCount, summaryLine } from "./CheckCommand.ts"
-import { Io } from "./Io.ts"
+import { Io, type IoShape } from "./Io.ts"
 import { builtins } from "./Plugins.ts"
 
 export const runFlags = {
@@ -98,31 +99,45 @@ const workerEntry = (): URL => {
   return entry
 }
 
+/**
+ * Checks the file as `proxyd check` does and prints its diagnostics (refusal) or warnings
+ * (start): the exit status of a refusal, or what serving needs of the program (nothing of the
+ * checked program itself: the one-loop server gets it again from `Check`'s memo of the last
+ * result, which the `workers` supervisor drops).
+ */
+const checkForRun = (io: IoShape, file: string, plugins: Exclude<NonNullable<Parameters<typeof checkEntry>[2]>["plugins"], undefined>, color: boolean): { readonly code: number } | { readonly workers: number; readonly maxConnections: number } => {
+  const report = checkEntry(io, file, { plugins, analyze: { maxRules: ANALYZE_AT_START_MAX_RULES } })
+  const code = exitCode([report])
+  if (code !== 0 || report.program === undefined) {
+    io.err(renderDiagnostics(report, color))
+    io.err(`${summaryLine(report)}\n`)
+    return { code: code === 0 ? 1 : code }
+  }
+  io.err(startWarnings(report, color))
+  const workers = report.program.options["workers"]
+  const max = report.program.options["max-connections"]
+  return { workers: typeof workers === "number" ? workers : 1, maxConnections: typeof max === "number" ? max : 10_000 }
+}
+
 export const runRun = (args: Parsed) => Effect.gen(function*() {
   const io = yield* Io
   const file = str(args, "rules")
   if (file === undefined) return yield* new UsageError({ message: "run needs --rules FILE", command: "run" })
   if (args.positionals.length > 0) return yield* new UsageError({ message: `unexpected argument \`${args.positionals[0]}\``, command: "run" })
-  const report = checkEntry(io, file, { plugins: yield* pluginOptions(file), analyze: { maxRules: ANALYZE_AT_START_MAX_RULES } })
-  const code = exitCode([report])
-  const color = io.color && !bool(args, "no-color")
-  if (code !== 0 || report.program === undefined) {
-    io.err(renderDiagnostics(report, color))
-    io.err(`${summaryLine(report)}\n`)
-    return code === 0 ? 1 : code
-  }
-  io.err(startWarnings(report, color))
+  const checked = checkForRun(io, file, yield* pluginOptions(file), io.color && !bool(args, "no-color"))
+  if ("code" in checked) return checked.code
   const logFormat = str(args, "log-format")
   const logLevel = str(args, "log-level")
   const pluginLog = Log.make({ level: logLevel !== undefined && Log.isLevel(logLevel) ? logLevel : "info", format: logFormat === "pretty" ? "pretty" : "json" })
-  const workers = report.program.options["workers"]
-  if (typeof workers === "number" && workers > 1) {
+  const workers = checked.workers
+  if (workers > 1) {
     const refusal = workersRefusal()
     if (refusal !== undefined) {
       io.err(`${file}: ${refusal}\nproxyd: not started\n`)
       return 1
     }
-    const max = report.program.options["max-connections"]
+    // The workers load the file themselves; the supervisor keeps none of the check.
+    Check.forgetLastCheck()
     return yield* Effect.promise(() => Workers.supervise({
       workers,
       entry: workerEntry(),
@@ -130,7 +145,7 @@ export const runRun = (args: Parsed) => Effect.gen(function*() {
       listen: strs(args, "listen"),
       ...(logLevel === undefined ? {} : { logLevel }),
       ...(logFormat === "pretty" || logFormat === "json" ? { logFormat } : {}),
-      maxConnections: typeof max === "number" ? max : 10_000,
+      maxConnections: checked.maxConnections,
       log: pluginLog,
     }))
   }

@@ -61,6 +61,12 @@ const checkOne = (entry: string, reader: SourceReader, options: CheckOptions): C
  */
 let last: { readonly entry: string; readonly options: CheckOptions; readonly result: CheckResult } | undefined
 
+/**
+ * Drops the remembered result, for a process that checked a file it will not load itself (the
+ * `workers` supervisor: at 100k rules the result is ~115 MB of its heap).
+ */
+export const forgetLastCheck = (): void => { last = undefined }
+
 const sameVocabulary = (a: object, b: object): boolean => {
   if (a === b) return true
   const ka = Object.keys(a)
