@@ -108,9 +108,8 @@ export interface Accepted {
 }
 
 let counter = 0
-/** Worker threads (`workers N`) count on their own: their thread id keeps the ids apart. */
-const thread = threadId === 0 ? "" : `${threadId.toString(36)}.`
-const nextId = (): string => `${Date.now().toString(36)}-${thread}${(++counter).toString(36)}`
+/** `workers N`: each worker thread counts on its own, its thread id keeps the ids apart. */
+const nextId = (): string => `${Date.now().toString(36)}-${threadId === 0 ? "" : `${threadId.toString(36)}.`}${(++counter).toString(36)}`
 
 const hostPort = (h: string, p: number): string => (h.includes(":") ? `[${h}]:${p}` : `${h}:${p}`)
 
