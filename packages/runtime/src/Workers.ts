@@ -264,7 +264,7 @@ export interface Supervisor {
   reload(): Promise<ReloadOutcome>
   /** Graceful shutdown of every worker; resolves when all have ended. */
   shutdown(): Promise<void>
-  /** Thread ids of the running workers, by index (tests). */
+  /** Thread ids of the running workers, in worker order (tests). */
   threads(): ReadonlyArray<number>
   /** Worker restarts so far. */
   restarts(): number
@@ -307,6 +307,8 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
   let exitCode = 0
 
   const send = (s: Slot, m: ToWorker): void => s.worker?.postMessage(m)
+  /** Worker 1's last report, or an empty one before the first (what a failed reload answers with). */
+  const lastReport = (): Report => report ?? { version: 0, addresses: [], files: [], refreshMs: undefined }
 
   let answerIds = 0
   const answering = new Map<number, (v: unknown) => void>()
@@ -403,7 +405,7 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
       slot.worker = undefined
       slot.ready = false
       // Reloads this worker owed an answer: it has none now.
-      for (const [id, p] of waiting) if (p.slot === slot) { waiting.delete(id); p.resolve({ outcome: { ok: false, version: 0, message: `worker ${slot.index} exited` }, report: report ?? { version: 0, addresses: [], files: [], refreshMs: undefined } }) }
+      for (const [id, p] of waiting) if (p.slot === slot) { waiting.delete(id); p.resolve({ outcome: { ok: false, version: 0, message: `worker ${slot.index} exited` }, report: lastReport() }) }
       if (!settled) { settled = true; reject(new StartFailure(lastError ?? `worker ${slot.index} exited (code ${code}) before serving`)) }
       if (slot.stopping || shuttingDown) { maybeDone(); return }
       if (!wasReady) return
@@ -441,7 +443,7 @@ export const supervise = (opts: SuperviseOptions): Promise<number> => {
 
   const ask = (slot: Slot): Promise<{ outcome: ReloadOutcome; report: Report }> => new Promise((resolve) => {
     if (slot.worker === undefined || !slot.ready) {
-      resolve({ outcome: { ok: false, version: 0, message: `worker ${slot.index} is not running` }, report: report ?? { version: 0, addresses: [], files: [], refreshMs: undefined } })
+      resolve({ outcome: { ok: false, version: 0, message: `worker ${slot.index} is not running` }, report: lastReport() })
       return
     }
     const id = ++reloadIds
