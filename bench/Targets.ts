@@ -81,6 +81,29 @@ const runPeer = async (name: string, kind: Kind, bin: string, args: ReadonlyArra
 
 export const direct: Start = async () => ({ name: "direct", kind: "direct", port: 0, pid: undefined, stop: async () => {} })
 
+/**
+ * What proxyd targets run: `bundle` (default), the one-file bundle the installed package runs
+ * (`packages/cli/build.ts`, built once per benchmark run into a temporary directory and run
+ * through `bin/proxyd.js` with `PROXYD_BUNDLE`, so the start-up flags are the same), or
+ * `sources`, the workspace's TypeScript as `npm start` runs it. The sources load all of Effect's
+ * modules and keep their text (heap after start ~31 MB against ~11 MB) and cost ~8 % more CPU
+ * per connection (docs/benchmarks.md, "Sources or the bundle").
+ */
+export type ProxydFrom = "bundle" | "sources"
+let from: ProxydFrom = "bundle"
+export const proxydFrom = (f?: ProxydFrom): ProxydFrom => { if (f !== undefined) from = f; return from }
+let built: Promise<string> | undefined
+/** Builds the bundle once (later calls share it); the directory goes when the process exits. */
+const bundle = (): Promise<string> => built ??= new Promise<string>((resolve, reject) => {
+  const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-bundle-"))
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }))
+  const child = spawn(process.execPath, [join(ROOT, "packages/cli/build.ts"), "--outdir", dir], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] })
+  let err = ""
+  child.stderr.on("data", (c: Buffer) => { if (err.length < KEEP) err += c.toString() })
+  child.once("error", reject)
+  child.once("exit", (code) => code === 0 ? resolve(join(dir, "proxyd.mjs")) : reject(new Error(`building the proxyd bundle failed (exit ${code}): ${err}`)))
+})
+
 /** Where a proxyd target keeps the tail of its output for error messages (bytes). */
 const KEEP = 4096
 
@@ -91,11 +114,12 @@ const KEEP = 4096
  */
 export const proxydWith = (name: string, rules: string | (() => string | Promise<string>), timeoutMs = 30_000, kind: "socks5" | "http" = "socks5", ready = "listening"): Start => async () => {
   const text = typeof rules === "string" ? rules : await rules()
+  const env = from === "bundle" ? { ...process.env, PROXYD_BUNDLE: await bundle() } : { ...process.env, PROXYD_BUNDLE: "" }
   const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
   const file = join(dir, "bench.rules")
   writeFileSync(file, text)
   return new Promise<Target>((resolve, reject) => {
-    const child = spawn(process.execPath, [PROXYD, "--rules", file, "--listen", "mixed://127.0.0.1:0", "--log-format", "json"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(process.execPath, [PROXYD, "--rules", file, "--listen", "mixed://127.0.0.1:0", "--log-format", "json"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] })
     const stop = stopChild(child, dir)
     let tail = "" // output kept for the error message
     let partial = { stdout: "", stderr: "" } // an unfinished line per stream

@@ -26,7 +26,8 @@
  * none with --quick, --only or --targets), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair`,
  * `--targets a,b` (`--only pair` alone starts only proxyd and proxyd-100k: the policy cost
  * alone, about 3 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
- * (connections held), `--pairs N`.
+ * (connections held), `--pairs N`, `--sources` (proxyd targets run the workspace's TypeScript instead of
+ * the bundle the installed package runs; Targets.ts).
  * Gotchas: the client, the endpoints and the proxy share the machine's CPUs; at concurrency 50
  * the rate is bounded by the CPUs of everything together (the tables print the split), so the
  * proxy's CPU per connection is the figure to compare. The harness leaves no TIME_WAIT of its
@@ -52,10 +53,10 @@ import { type Endpoints, type Queue, type SinkResult, type SourceResult, startEn
 // ---------------------------------------------------------------------------------------------
 // flags
 
-const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair] [--targets a,b] [--threads N] [--hold A,B] [--pairs N]"
+const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair] [--targets a,b] [--threads N] [--hold A,B] [--pairs N] [--sources]"
 const argv = process.argv.slice(2)
 const VALUED = new Set(["--chart", "--rounds", "--only", "--targets", "--threads", "--hold", "--pairs"])
-const BARE = new Set(["--quick", "--json", "--no-chart", "--help"])
+const BARE = new Set(["--quick", "--json", "--no-chart", "--help", "--sources"])
 for (let i = 0; i < argv.length; i++) {
   if (VALUED.has(argv[i]!)) { if (argv[i + 1] === undefined) { process.stderr.write(`${argv[i]} needs a value\n${USAGE}\n`); process.exit(2) } i++ }
   else if (!BARE.has(argv[i]!)) { process.stderr.write(`unknown argument ${argv[i]}\n${USAGE}\n`); process.exit(2) }
@@ -66,6 +67,8 @@ const list = (name: string): Array<string> | undefined => value(name)?.split(","
 
 const quick = argv.includes("--quick")
 const json = argv.includes("--json")
+// proxyd targets run the bundle the installed package runs, or with --sources the workspace's TypeScript
+Targets.proxydFrom(argv.includes("--sources") ? "sources" : "bundle")
 const ROUNDS = Number(value("--rounds") ?? (quick ? 1 : 3))
 const BULK_S = quick ? 1 : 3
 const RATE_S = quick ? 1 : 3
@@ -529,7 +532,7 @@ if (stopping) process.exit(130)
 const names = outcome.targets.map((t) => t.name)
 const rep = report(names, new Set(outcome.targets.filter((t) => t.rateOnly).map((t) => t.name)))
 const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? "?", node: process.version, platform: process.platform, loadAverageBefore: load0, loadAverageAfter: loadavg()[0]!, openFiles: fileLimits() }
-const config = { quick, rounds: ROUNDS, pairs: PAIRS, pairSeconds: PAIR_S, pairLeadInSeconds: PAIR_LEAD_S, pairSettleSeconds: PAIR_SETTLE_S, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY }
+const config = { quick, rounds: ROUNDS, pairs: PAIRS, pairSeconds: PAIR_S, pairLeadInSeconds: PAIR_LEAD_S, pairSettleSeconds: PAIR_SETTLE_S, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY, proxydFrom: Targets.proxydFrom() }
 const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load).concat(pairRuns.flatMap((p) => [p.proxyd.load, p.proxyd100k.load]))
 const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
 const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
@@ -557,7 +560,7 @@ if (json) {
 } else {
   process.stdout.write(text(rep, [
     `machine: ${machine.cpus} × ${machine.cpu}, node ${machine.node}, load average ${f(load0, 2)} before, ${f(machine.loadAverageAfter, 2)} after; open files ${machine.openFiles.soft}`,
-    `${quick ? "QUICK" : only.size === MEASURES.length ? "full" : `partial (--only ${[...only].join(",")})`} run, ${ROUNDS} round(s): bulk ${BULK_S} s, rate ${RATE_S} s, TTFB ${TTFB_S} s, memory ${HOLD.join("/")} held; figures are median (min–max) over rounds`,
+    `${quick ? "QUICK" : only.size === MEASURES.length ? "full" : `partial (--only ${[...only].join(",")})`} run, ${ROUNDS} round(s): bulk ${BULK_S} s, rate ${RATE_S} s, TTFB ${TTFB_S} s, memory ${HOLD.join("/")} held; figures are median (min–max) over rounds; proxyd runs ${Targets.proxydFrom() === "bundle" ? "the bundle (as installed)" : "the workspace sources (--sources)"}`,
   ]) + [...outcome.skipped.map((s) => `skipped: ${s}`), ...failures.map((s) => `failed: ${s}`), ...notes.map((s) => `note: ${s}`)].join("\n") + "\n")
 }
 if (failures.length > 0) process.exitCode = 1

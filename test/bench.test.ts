@@ -96,6 +96,8 @@ describe("npm run bench:net -- --quick --json", () => {
     expect(line, `no JSON line on stdout (exit ${r.code}); stderr tail:\n${r.stderr.slice(-2000)}`).toBeDefined()
     const report = JSON.parse(line!) as Record<string, unknown>
     expect(problems(report, process.env["CI"] === "true")).toEqual([])
+    // proxyd targets ran the bundle the installed package runs (built by the harness)
+    expect((report["config"] as { proxydFrom?: unknown } | undefined)?.proxydFrom).toBe("bundle")
     expect(r.code, `exit status; stderr tail:\n${r.stderr.slice(-2000)}`).toBe(0)
   }, TIMEOUT_MS + 30_000)
 })

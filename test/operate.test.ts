@@ -17,7 +17,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { curl } from "@proxyd/testkit"
-import { BIN, ROOT } from "./proxyd.ts"
+import { BIN, proxyd, ROOT } from "./proxyd.ts"
 import { cleanEnv, needTool, start, stop, waitFor } from "./spawn.ts"
 
 let dir = ""
@@ -188,6 +188,28 @@ describe("command line (real binary)", () => {
       } finally {
         expect(await stop(p)).toBe(0)
       }
+    }
+  }, 60_000)
+
+  it("PROXYD_BUNDLE=FILE runs that file instead of the workspace sources, after the same re-execution; a missing file exits 2 naming it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "proxyd-bundle-"))
+    try {
+      // A stand-in bundle that says it ran and with which Node flags.
+      const file = join(dir, "proxyd.mjs")
+      writeFileSync(file, "process.stdout.write(JSON.stringify({ ran: 'stand-in', argv: process.argv.slice(2), execArgv: process.execArgv }) + '\\n')\n")
+      const ran = proxyd(["--rules", "x.rules"], { env: { PROXYD_BUNDLE: file } })
+      expect(ran.err).toBe("")
+      const said = JSON.parse(ran.out) as { ran: string; argv: Array<string>; execArgv: Array<string> }
+      expect(said.ran).toBe("stand-in")
+      expect(said.argv).toEqual(["--rules", "x.rules"])
+      expect(said.execArgv).toContain("--no-allocation-site-pretenuring")
+      const missing = proxyd(["--version"], { env: { PROXYD_BUNDLE: join(dir, "nope.mjs") } })
+      expect(missing.code).toBe(2)
+      expect(missing.err).toContain(`PROXYD_BUNDLE=${join(dir, "nope.mjs")}: no such file`)
+      // Empty means unset: the sources run.
+      expect(proxyd(["--version"], { env: { PROXYD_BUNDLE: "" } }).out).toMatch(/^proxyd \d/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
     }
   }, 60_000)
 

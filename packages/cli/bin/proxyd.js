@@ -4,6 +4,8 @@
 // and a stale bundle is never run. The published package has no sources: it
 // runs the self-contained bundle dist/proxyd.mjs, built by build.ts at pack time.
 import { existsSync } from "node:fs"
+import { resolve } from "node:path"
+import { pathToFileURL } from "node:url"
 import { isMainThread } from "node:worker_threads"
 
 // The server (`proxyd --rules …`, `proxyd run …`) runs with a bounded V8 young generation
@@ -46,8 +48,18 @@ if (serving && isMainThread && flags.length > 0 && typeof process.execve === "fu
 const sources = new URL("../src/main.ts", import.meta.url)
 const bundle = new URL("../dist/proxyd.mjs", import.meta.url)
 const canStrip = Boolean(process.features && process.features.typescript)
+// PROXYD_BUNDLE=FILE runs that bundle (built by `node build.ts --outdir DIR`) even in the
+// workspace: what the benchmark measures, since the installed package runs the bundle
+// (in a same-run A/B it cost ~8 % less CPU per connection than the sources; docs/benchmarks.md).
+const chosen = process.env.PROXYD_BUNDLE
 
-if (existsSync(sources) && canStrip) await import(sources.href)
+if (chosen !== undefined && chosen !== "") {
+  if (existsSync(chosen)) await import(pathToFileURL(resolve(chosen)).href)
+  else {
+    process.stderr.write(`proxyd: PROXYD_BUNDLE=${chosen}: no such file (build one with \`node packages/cli/build.ts --outdir DIR\`)\n`)
+    process.exitCode = 2
+  }
+} else if (existsSync(sources) && canStrip) await import(sources.href)
 else if (existsSync(bundle)) await import(bundle.href)
 else {
   process.stderr.write(`proxyd: the workspace sources need Node >= 24 (this is ${process.version}); run \`npx proxyd\` or \`npm run proxyd --\` (they use the workspace's Node 24), or build the bundle with \`npm run build\`\n`)
