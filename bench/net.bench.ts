@@ -21,9 +21,14 @@
  * interquartile range and a bootstrap 90 % interval, and whether "< 5 % cost" is resolved
  * (interval above 0.95). Round-to-round spread on a shared VM (10–40 %) hides a 5 % question;
  * pairs a second apart see the same steal and the same TIME_WAIT state (recorded per run).
+ * The targets against peers are decided the same way ("peers"): proxyd paired with the two peers
+ * that cost least CPU per connection at concurrency 50 in the rounds, and with the fastest at
+ * concurrency 1 if it is another (quick: one peer, 2 pairs, no verdict), giving peer / proxyd
+ * ratios and verdicts on "proxyd's CPU per connection below the peer's" and "rate at
+ * concurrency 1 at least 1.2x the peer's".
  * Flags: `--quick` (short smoke run, about a minute; no proxyd-100k, so no pair), `--json`
  * (one JSON object on stdout), `--chart FILE` (SVG; default docs/benchmarks.svg in a full run,
- * none with --quick, --only or --targets), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair`,
+ * none with --quick, --only or --targets), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair,peers`,
  * `--targets a,b` (`--only pair` alone starts only proxyd and proxyd-100k: the policy cost
  * alone, about 3 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
  * (connections held), `--pairs N`, `--sources` (proxyd targets run the workspace's TypeScript instead of
@@ -53,7 +58,7 @@ import { type Endpoints, type Queue, type SinkResult, type SourceResult, startEn
 // ---------------------------------------------------------------------------------------------
 // flags
 
-const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair] [--targets a,b] [--threads N] [--hold A,B] [--pairs N] [--sources]"
+const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair,peers] [--targets a,b] [--threads N] [--hold A,B] [--pairs N] [--sources]"
 const argv = process.argv.slice(2)
 const VALUED = new Set(["--chart", "--rounds", "--only", "--targets", "--threads", "--hold", "--pairs"])
 const BARE = new Set(["--quick", "--json", "--no-chart", "--help", "--sources"])
@@ -83,16 +88,18 @@ const TTFB_S = quick ? 0.5 : 1
 const WARM_S = quick ? 0.3 : 3
 const THREADS = Number(value("--threads") ?? 2)
 const SETTLE_MS = quick ? 1000 : 1500
-const MEASURES = ["bulk", "rate", "ttfb", "memory", "pair"] as const
+const MEASURES = ["bulk", "rate", "ttfb", "memory", "pair", "peers"] as const
 /** the paired proxyd-100k vs proxyd measurement: this many alternating pairs (AB BA AB …) of PAIR_S seconds each, per concurrency */
-const PAIRS = Number(value("--pairs") ?? 24)
+const PAIRS = Number(value("--pairs") ?? (quick ? 2 : 24))
 const PAIR_S = 1
 /** before each measured paired run, an unmeasured run of the same target at the same concurrency, so both sides start from load, not idle */
 const PAIR_LEAD_S = 0.3
 /** before the pairs of each concurrency, an unmeasured run of each target at that concurrency */
-const PAIR_SETTLE_S = 3
+const PAIR_SETTLE_S = quick ? 0.5 : 3
 /** the paired measurement of one concurrency stops after this long, whatever the count reached */
 const PAIR_BUDGET_MS = 180_000
+/** "peers": proxyd is paired with this many of the peers that cost least CPU per connection at concurrency 50 */
+const DUEL_PEERS = quick ? 1 : 2
 const only = new Set(list("--only") ?? MEASURES)
 for (const m of only) if (!(MEASURES as ReadonlyArray<string>).includes(m)) { process.stderr.write(`--only: unknown measurement ${m}\n${USAGE}\n`); process.exit(2) }
 // the docs' chart is only replaced by a full run (all measurements, all targets), never by a partial one
@@ -193,9 +200,29 @@ interface Results {
 }
 const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: new Map(), c50x1: new Map(), ttfb: new Map(), memory: new Map() }
 const failures: Array<string> = []
-/** the paired proxyd-100k vs proxyd runs */
-interface PairRun { readonly concurrency: 1 | 50; readonly pair: number; readonly first: string; readonly proxyd: Rate; readonly proxyd100k: Rate; readonly timeWaitPorts: { proxyd: number; proxyd100k: number } }
+/** one side of a paired run: the target, its run, the ports in TIME_WAIT when it started */
+interface Side { readonly target: string; readonly rate: Rate; readonly timeWaitPorts: number }
+/** the paired runs: proxyd (`a`) against proxyd-100k ("pair") or against a peer ("peers") (`b`) */
+interface PairRun { readonly concurrency: 1 | 50; readonly pair: number; readonly first: string; readonly a: Side; readonly b: Side }
 const pairRuns: Array<PairRun> = []
+/** the peers (C and Node proxies, not proxyd's own rows nor node-floor) */
+const isPeer = (name: string): boolean => !name.startsWith("proxyd") && name !== "direct" && name !== "node-floor"
+/**
+ * The peers proxyd is paired with ("peers"): the DUEL_PEERS with the lowest median CPU per
+ * connection at concurrency 50 in this run's rounds (the CPU target's "every peer" is decided
+ * by the cheapest), and the one with the highest rate at concurrency 1 if it is not among them;
+ * without rate rounds, every peer started.
+ */
+const duelPeers = (targets: ReadonlyArray<Target>): Array<Target> => {
+  const peers = targets.filter((t) => isPeer(t.name))
+  const medOf = (k: "c1" | "c50", t: Target, f: (r: Rate) => number | null) => med((results[k].get(t.name) ?? []).flatMap((r) => { const v = f(r); return v === null ? [] : [v] }))
+  const cpu = peers.map((t) => ({ t, v: medOf("c50", t, (r) => r.cpuPerConn) })).filter((x) => x.v !== null).sort((x, y) => x.v! - y.v!)
+  if (cpu.length === 0) return peers
+  const out = cpu.slice(0, DUEL_PEERS).map((x) => x.t)
+  const fastest = peers.map((t) => ({ t, v: medOf("c1", t, (r) => r.cps) })).filter((x) => x.v !== null).sort((x, y) => y.v! - x.v!)[0]
+  if (fastest !== undefined && !out.includes(fastest.t) && !quick) out.push(fastest.t)
+  return out
+}
 /** runs taken again because other processes were busy */
 const rerun: Array<string> = []
 /** ephemeral ports held by TIME_WAIT sockets when each run started */
@@ -330,43 +357,52 @@ const main = async () => {
       if (d !== undefined && THREADS !== 1 && (round === 0 || quick)) await attempt("c50x1", round, d, RATE_S * 1000 + 60_000, () => rate(d, ends.echo, 50, RATE_S, 1, ends.pid), rateShow)
     }
   }
-  // proxyd-100k against proxyd, paired: both started and warmed, then PAIRS short runs of each
-  // back to back, the order alternating (AB BA AB …) so drift and the order's own effect cancel;
-  // a ratio per pair, so the host's slow minutes (steal) hit both sides of a pair alike
-  const pa = targets.find((t) => t.name === "proxyd")
-  const pb = targets.find((t) => t.name === "proxyd-100k")
-  if (only.has("pair") && pa !== undefined && pb !== undefined) {
+  // proxyd-100k against proxyd, and proxyd against the peers that cost least per connection,
+  // paired: both started and warmed, then PAIRS short runs of each back to back, the order
+  // alternating (AB BA AB …) so drift and the order's own effect cancel; a ratio per pair, so
+  // the host's slow minutes (steal) hit both sides of a pair alike
+  const paired = async (pa: Target, pb: Target, what: string): Promise<void> => {
     for (const c of [1, 50] as const) {
       const threads = c === 1 ? 1 : THREADS
-      progress(`paired proxyd / proxyd-100k at concurrency ${c}: ${PAIRS} pairs of ${PAIR_S} s`)
+      progress(`paired ${pa.name} / ${pb.name} at concurrency ${c}: ${PAIRS} pairs of ${PAIR_S} s`)
       // settle both at this load first (unmeasured): at the switch from concurrency 1 to 50
       // proxyd-100k measured up to 2.5x its CPU per connection for the first few seconds
       // (its heap growing to the new load with 100k rules to mark), proxyd hardly any
       for (const t of [pa, pb]) {
-        try { await within(rate(t, ends.echo, c, PAIR_SETTLE_S, threads, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `pair ${t.name} c${c} settle`) } catch (err) { progress(`  pair settle ${t.name}: ${(err as Error).message}`) }
+        try { await within(rate(t, ends.echo, c, PAIR_SETTLE_S, threads, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `${what} ${t.name} c${c} settle`) } catch (err) { progress(`  ${what} settle ${t.name}: ${(err as Error).message}`) }
       }
       const t0 = performance.now()
       for (let i = 0; i < PAIRS && !stopping; i++) {
-        if (performance.now() - t0 > PAIR_BUDGET_MS) { notes.push(`pair: concurrency ${c} stopped after ${i} pairs (time budget ${PAIR_BUDGET_MS / 1000} s)`); break }
-        if (!alive(pa.pid) || !alive(pb.pid)) { failures.push(`pair: a proxyd process exited (concurrency ${c}, pair ${i + 1})`); break }
+        if (performance.now() - t0 > PAIR_BUDGET_MS) { notes.push(`${what}: ${pb.name} at concurrency ${c} stopped after ${i} pairs (time budget ${PAIR_BUDGET_MS / 1000} s)`); break }
+        if (!alive(pa.pid) || !alive(pb.pid)) { failures.push(`${what}: ${pa.name} or ${pb.name} exited (concurrency ${c}, pair ${i + 1})`); break }
         const order = i % 2 === 0 ? [pa, pb] : [pb, pa]
-        const got = new Map<string, { r: Rate; tw: number }>()
+        const got = new Map<string, Side>()
         try {
           for (const t of order) {
             // an unmeasured lead-in at the same load first: without it the run of each pair's
             // second side starts from two idle slots (ABBA) and the first from none, and a proxy
             // coming from idle measured up to 2x the CPU per connection in its first second
             // (either target) -- noise that swamped a 5 % question
-            await within(rate(t, ends.echo, c, PAIR_LEAD_S, threads, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `pair ${t.name} c${c} lead-in`)
+            await within(rate(t, ends.echo, c, PAIR_LEAD_S, threads, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `${what} ${t.name} c${c} lead-in`)
             const tw = timeWaitPorts().ports
-            const r = await within(rate(t, ends.echo, c, PAIR_S, threads, ends.pid), PAIR_S * 1000 + 60_000, `pair ${t.name} c${c}`)
-            got.set(t.name, { r, tw })
+            const r = await within(rate(t, ends.echo, c, PAIR_S, threads, ends.pid), PAIR_S * 1000 + 60_000, `${what} ${t.name} c${c}`)
+            got.set(t.name, { target: t.name, rate: r, timeWaitPorts: tw })
           }
-        } catch (err) { failures.push(`pair c${c} pair ${i + 1}: ${(err as Error).message}`); continue }
-        const a = got.get("proxyd")!, b = got.get("proxyd-100k")!
-        pairRuns.push({ concurrency: c, pair: i + 1, first: order[0]!.name, proxyd: a.r, proxyd100k: b.r, timeWaitPorts: { proxyd: a.tw, proxyd100k: b.tw } })
-        progress(`  pair ${String(i + 1).padStart(2)} c${c} ${order[0]!.name === "proxyd" ? "AB" : "BA"}: ${a.r.cps.toFixed(0)} / ${b.r.cps.toFixed(0)} conn/s = ${(b.r.cps / a.r.cps).toFixed(3)}; CPU ${a.r.cpuPerConn === null ? "–" : (a.r.cpuPerConn * 1e6).toFixed(0)} / ${b.r.cpuPerConn === null ? "–" : (b.r.cpuPerConn * 1e6).toFixed(0)} µs/conn; TIME_WAIT ${a.tw} / ${b.tw}; other ${a.r.load.otherCores.toFixed(2)} / ${b.r.load.otherCores.toFixed(2)}`)
+        } catch (err) { failures.push(`${what} ${pb.name} c${c} pair ${i + 1}: ${(err as Error).message}`); continue }
+        const a = got.get(pa.name)!, b = got.get(pb.name)!
+        pairRuns.push({ concurrency: c, pair: i + 1, first: order[0]!.name, a, b })
+        const us = (r: Rate) => r.cpuPerConn === null ? "–" : (r.cpuPerConn * 1e6).toFixed(0)
+        progress(`  pair ${String(i + 1).padStart(2)} c${c} ${order[0] === pa ? "AB" : "BA"}: ${a.rate.cps.toFixed(0)} / ${b.rate.cps.toFixed(0)} conn/s = ${(b.rate.cps / a.rate.cps).toFixed(3)}; CPU ${us(a.rate)} / ${us(b.rate)} µs/conn; TIME_WAIT ${a.timeWaitPorts} / ${b.timeWaitPorts}; other ${a.rate.load.otherCores.toFixed(2)} / ${b.rate.load.otherCores.toFixed(2)}`)
       }
+    }
+  }
+  const pa = targets.find((t) => t.name === "proxyd")
+  const pb = targets.find((t) => t.name === "proxyd-100k")
+  if (only.has("pair") && pa !== undefined && pb !== undefined) await paired(pa, pb, "pair")
+  if (only.has("peers") && pa !== undefined && !stopping) {
+    for (const peer of duelPeers(targets)) {
+      if (stopping) break
+      await paired(pa, peer, "peers")
     }
   }
   return { skipped, targets }
@@ -444,12 +480,12 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
   const c1 = rateRows("c1", names)
   const c50 = rateRows("c50", names)
   const c50x1 = rateRows("c50x1", ["direct"]).filter((r) => r.runs > 0)
-  /** proxyd-100k / proxyd from the paired runs: median of the ABBA-block ratios, its interquartile range and a bootstrap 90 % interval of the median */
-  const pair = (c: 1 | 50) => {
-    const ps = pairRuns.filter((p) => p.concurrency === c)
+  /** b / a from the paired runs of `b` at concurrency `c`: median of the ABBA-block ratios, its interquartile range and a bootstrap 90 % interval of the median */
+  const pair = (b: string, c: 1 | 50) => {
+    const ps = pairRuns.filter((p) => p.concurrency === c && p.b.target === b)
     if (ps.length === 0) return null
-    const connOf = (p: PairRun) => p.proxyd100k.cps / p.proxyd.cps
-    const cpuOf = (p: PairRun) => p.proxyd.cpuPerConn === null || p.proxyd100k.cpuPerConn === null ? Number.NaN : p.proxyd100k.cpuPerConn / p.proxyd.cpuPerConn
+    const connOf = (p: PairRun) => p.b.rate.cps / p.a.rate.cps
+    const cpuOf = (p: PairRun) => p.a.rate.cpuPerConn === null || p.b.rate.cpuPerConn === null ? Number.NaN : p.b.rate.cpuPerConn / p.a.rate.cpuPerConn
     // an ABBA block (pair 2k-1 AB with pair 2k BA): the geometric mean of its two ratios, so the
     // order's own effect (the second run of a pair measured faster at c=50, either target)
     // cancels within the block instead of widening the spread; the verdict is taken on blocks
@@ -459,22 +495,45 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
     })
     const conn = ratios(blocks(connOf))
     const cpu = ratios(blocks(cpuOf))
+    const us = (side: (p: PairRun) => Side) => med(ps.flatMap((p) => side(p).rate.cpuPerConn === null ? [] : [side(p).rate.cpuPerConn! * 1e6]))
     return {
-      pairs: ps.length, blocks: conn.n, pairSeconds: PAIR_S, connPerSec: conn, proxyCpuPerConn: cpu,
+      a: ps[0]!.a.target, b, pairs: ps.length, blocks: conn.n, pairSeconds: PAIR_S, connPerSec: conn, proxyCpuPerConn: cpu,
       connPerSecPerPair: ratios(ps.map(connOf)), proxyCpuPerConnPerPair: ratios(ps.map(cpuOf)),
-      p99: ratios(ps.map((p) => p.proxyd100k.p99 / p.proxyd.p99)).median,
-      connPerSecMedian: { proxyd: med(ps.map((p) => p.proxyd.cps)), proxyd100k: med(ps.map((p) => p.proxyd100k.cps)) },
-      proxyCpuUsPerConnMedian: { proxyd: med(ps.flatMap((p) => p.proxyd.cpuPerConn === null ? [] : [p.proxyd.cpuPerConn * 1e6])), proxyd100k: med(ps.flatMap((p) => p.proxyd100k.cpuPerConn === null ? [] : [p.proxyd100k.cpuPerConn * 1e6])) },
-      timeWaitPortsMedian: { proxyd: med(ps.map((p) => p.timeWaitPorts.proxyd)), proxyd100k: med(ps.map((p) => p.timeWaitPorts.proxyd100k)) },
-      // the order's own effect: in AB pairs proxyd-100k runs after two idle slots, in BA right after its previous run
-      connPerSecByOrder: { proxydFirst: ratios(ps.filter((p) => p.first === "proxyd").map(connOf)).median, proxyd100kFirst: ratios(ps.filter((p) => p.first !== "proxyd").map(connOf)).median },
-      errors: ps.reduce((a, p) => a + p.proxyd.errors + p.proxyd100k.errors, 0),
-      // "costs < 5 % of connection rate": resolved yes when the whole 90 % interval is above 0.95, no when it is below, open otherwise
-      // (fewer than 10 ABBA blocks: a bootstrap of so few swings between yes and no, so no verdict)
-      under5Percent: conn.lo90 === null || conn.n < 10 ? "too few pairs" : conn.lo90 > 0.95 ? "yes" : conn.hi90 !== null && conn.hi90 < 0.95 ? "no" : "unresolved",
+      p99: ratios(ps.map((p) => p.b.rate.p99 / p.a.rate.p99)).median,
+      connPerSecMedian: { a: med(ps.map((p) => p.a.rate.cps)), b: med(ps.map((p) => p.b.rate.cps)) },
+      proxyCpuUsPerConnMedian: { a: us((p) => p.a), b: us((p) => p.b) },
+      timeWaitPortsMedian: { a: med(ps.map((p) => p.a.timeWaitPorts)), b: med(ps.map((p) => p.b.timeWaitPorts)) },
+      // the order's own effect: in AB pairs b runs after two idle slots, in BA right after its previous run
+      connPerSecByOrder: { aFirst: ratios(ps.filter((p) => p.first === p.a.target).map(connOf)).median, bFirst: ratios(ps.filter((p) => p.first !== p.a.target).map(connOf)).median },
+      errors: ps.reduce((n, p) => n + p.a.rate.errors + p.b.rate.errors, 0),
     }
   }
-  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: pair(1), c50: pair(50) } }
+  /**
+   * A verdict on a bootstrap interval: "yes" when all of it is past `bound` on the `above` side,
+   * "no" when all of it is on the other side, "unresolved" otherwise (fewer than 10 ABBA blocks:
+   * a bootstrap of so few swings between yes and no, so no verdict)
+   */
+  const verdict = (r: Ratios, bound: number, above: boolean): string =>
+    r.lo90 === null || r.hi90 === null || r.n < 10 ? "too few pairs"
+      : (above ? r.lo90 > bound : r.hi90 < bound) ? "yes" : (above ? r.hi90 < bound : r.lo90 > bound) ? "no" : "unresolved"
+  const policyPair = (c: 1 | 50) => {
+    const p = pair("proxyd-100k", c)
+    // "costs < 5 % of connection rate": proxyd-100k / proxyd above 0.95
+    return p === null ? null : { ...p, under5Percent: verdict(p.connPerSec, 0.95, true) }
+  }
+  const peerNames = [...new Set(pairRuns.filter((p) => p.b.target !== "proxyd-100k").map((p) => p.b.target))]
+  const peerPairs = peerNames.map((b) => {
+    const c1p = pair(b, 1), c50p = pair(b, 50)
+    return {
+      peer: b, c1: c1p, c50: c50p,
+      // the targets, as peer / proxyd: proxyd's CPU per connection below the peer's (ratio above 1),
+      // and its rate at concurrency 1 at least 1.2x the peer's (ratio at most 1/1.2)
+      cpuBelowPeerC50: c50p === null ? null : verdict(c50p.proxyCpuPerConn, 1, true),
+      cpuBelowPeerC1: c1p === null ? null : verdict(c1p.proxyCpuPerConn, 1, true),
+      rate12xPeerC1: c1p === null ? null : verdict(c1p.connPerSec, 1 / 1.2, false),
+    }
+  })
+  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: policyPair(1), c50: policyPair(50) }, peersVsProxyd: peerPairs }
 }
 
 type Report = ReturnType<typeof report>
@@ -502,11 +561,17 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
   table(`Connection rate, concurrency 1 (connect, handshake, 64-byte echo, close), ${RATE_S} s`, rateCols, rep.rateC1.map(rateRow), any(rep.rateC1))
   table(`Connection rate, concurrency 50 (${THREADS} load-generator thread${THREADS === 1 ? "" : "s"}), ${RATE_S} s`, rateCols, [...rep.rateC50.map(rateRow), ...rep.rateC50OneThread.map((r) => rateRow({ ...r, target: "direct, 1 thread" }))], any(rep.rateC50))
   const pv = Object.entries(rep.proxyd100kVsProxyd).flatMap(([k, v]) => v === null ? [] : [[k, v] as const])
-  const iv = (r: Ratios, d = 3) => `${f(r.median, d)} (IQR ${f(r.q1, d)}–${f(r.q3, d)}, 90 % CI ${f(r.lo90, d)}–${f(r.hi90, d)})`
+  const iv = (r: Ratios, d = 3) => `${f(r.median, d)} (IQR ${f(r.q1, d)}–${f(r.q3, d)}${r.lo90 === null ? "" : `, 90 % CI ${f(r.lo90, d)}–${f(r.hi90, d)}`})`
   table(`proxyd-100k / proxyd, paired (${PAIR_S} s runs back to back, each after a ${PAIR_LEAD_S} s unmeasured lead-in, order alternating AB BA …; ratio per ABBA block (two pairs): median, interquartile range, bootstrap 90 % interval of the median)`,
     ["concurrency", "pairs (blocks)", "conn/s ratio", "proxy CPU µs/conn ratio", "conn/s ratio AB / BA pairs", "p99 ratio", "conn/s proxyd / 100k", "CPU µs/conn proxyd / 100k", "TIME_WAIT ports proxyd / 100k", "errors", "< 5 % cost"],
-    pv.map(([k, v]) => [k === "c1" ? "1" : "50", `${f(v.pairs)} (${f(v.blocks)})`, iv(v.connPerSec), iv(v.proxyCpuPerConn), `${f(v.connPerSecByOrder.proxydFirst, 3)} / ${f(v.connPerSecByOrder.proxyd100kFirst, 3)}`, x2(v.p99), `${f(v.connPerSecMedian.proxyd)} / ${f(v.connPerSecMedian.proxyd100k)}`,
-      `${f(v.proxyCpuUsPerConnMedian.proxyd)} / ${f(v.proxyCpuUsPerConnMedian.proxyd100k)}`, `${f(v.timeWaitPortsMedian.proxyd)} / ${f(v.timeWaitPortsMedian.proxyd100k)}`, f(v.errors), v.under5Percent]), pv.length > 0)
+    pv.map(([k, v]) => [k === "c1" ? "1" : "50", `${f(v.pairs)} (${f(v.blocks)})`, iv(v.connPerSec), iv(v.proxyCpuPerConn), `${f(v.connPerSecByOrder.aFirst, 3)} / ${f(v.connPerSecByOrder.bFirst, 3)}`, x2(v.p99), `${f(v.connPerSecMedian.a)} / ${f(v.connPerSecMedian.b)}`,
+      `${f(v.proxyCpuUsPerConnMedian.a)} / ${f(v.proxyCpuUsPerConnMedian.b)}`, `${f(v.timeWaitPortsMedian.a)} / ${f(v.timeWaitPortsMedian.b)}`, f(v.errors), v.under5Percent]), pv.length > 0)
+  const peerRows = rep.peersVsProxyd.flatMap((p) => ([["1", p.c1, [`CPU below: ${p.cpuBelowPeerC1 ?? "–"}`, `rate ≥ 1.2×: ${p.rate12xPeerC1 ?? "–"}`]], ["50", p.c50, [`CPU below: ${p.cpuBelowPeerC50 ?? "–"}`]]] as const)
+    .flatMap(([c, v, verdicts]) => v === null ? [] : [[p.peer, c, `${f(v.pairs)} (${f(v.blocks)})`, iv(v.connPerSec), iv(v.proxyCpuPerConn), x2(v.p99), `${f(v.connPerSecMedian.a)} / ${f(v.connPerSecMedian.b)}`,
+      `${f(v.proxyCpuUsPerConnMedian.a)} / ${f(v.proxyCpuUsPerConnMedian.b)}`, f(v.errors), verdicts.join("; ")]]))
+  table(`Peers / proxyd, paired (the peers cheapest per connection at concurrency 50 in the rounds, and the fastest at concurrency 1; same method as proxyd-100k / proxyd; a CPU ratio above 1 means proxyd spends less per connection)`,
+    ["peer", "concurrency", "pairs (blocks)", "conn/s ratio peer / proxyd", "proxy CPU µs/conn ratio peer / proxyd", "p99 ratio", "conn/s proxyd / peer", "CPU µs/conn proxyd / peer", "errors", "targets (proxyd's CPU below the peer's; rate ≥ 1.2× the peer's)"],
+    peerRows, peerRows.length > 0)
   table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
     rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
   table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
@@ -553,7 +618,7 @@ const names = outcome.targets.map((t) => t.name)
 const rep = report(names, new Set(outcome.targets.filter((t) => t.rateOnly).map((t) => t.name)))
 const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? "?", node: process.version, platform: process.platform, loadAverageBefore: load0, loadAverageAfter: loadavg()[0]!, openFiles: fileLimits() }
 const config = { quick, rounds: ROUNDS, warmSeconds: WARM_S, pairs: PAIRS, pairSeconds: PAIR_S, pairLeadInSeconds: PAIR_LEAD_S, pairSettleSeconds: PAIR_SETTLE_S, bulkSeconds: BULK_S, rateSeconds: RATE_S, ttfbSeconds: TTFB_S, threadsAtC50: THREADS, hold: HOLD, settleMs: SETTLE_MS, only: [...only], noisyAboveCores: NOISY, proxydFrom: Targets.proxydFrom() }
-const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load).concat(pairRuns.flatMap((p) => [p.proxyd.load, p.proxyd100k.load]))
+const allLoads = [...results.up.values(), ...results.down.values(), ...results.c1.values(), ...results.c50.values(), ...results.ttfb.values(), ...results.memory.values()].flat().map((x) => x.load).concat(pairRuns.flatMap((p) => [p.a.rate.load, p.b.rate.load]))
 const noisyRuns = allLoads.filter((l) => l.otherCores > NOISY).length
 const maxSteal = allLoads.length === 0 ? 0 : Math.max(...allLoads.map((l) => l.stealCores))
 notes.push(`other load: ${noisyRuns} of ${allLoads.length} measurement runs kept had other processes using more than ${NOISY} cores (marked "noisy"); ${rerun.length} noisy run(s) were taken again (${RETRIES} retry each, ${RETRY_BUDGET} in all, memory never); steal up to ${f(maxSteal, 2)} cores`)
