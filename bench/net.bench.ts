@@ -283,7 +283,7 @@ const main = async () => {
   const full = targets.filter((t) => !t.rateOnly)
   const bulkShow = (b: Bulk) => `${b.mibps.toFixed(0)} MiB/s${b.verified ? "" : " BYTES DIFFER"}, ${fmtLoad(b.load)}`
   const rateShow = (r: Rate) => `${r.cps.toFixed(0)} conn/s, p99 ${r.p99.toFixed(2)} ms, proxy ${r.cpuPerConn === null ? "–" : (r.cpuPerConn * 1e6).toFixed(0) + " µs/conn"}, client ${(r.load.clientCpu / r.load.wall).toFixed(2)} cores${r.errors > 0 ? `, ${r.errors} errors` : ""}, ${fmtLoad(r.load)}`
-  if (only.has("rate") || only.has("ttfb") || only.has("pair")) {
+  if (only.has("rate") || only.has("ttfb") || only.has("pair") || only.has("peers")) {
     // warm-up (not reported): JIT, lazily compiled rule closures, pools; so round 1 is like the others
     progress(`warm-up (${WARM_S} s at concurrency 50 each)`)
     for (const t of targets) {
