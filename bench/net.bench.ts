@@ -144,6 +144,21 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 }
 const T0 = performance.now()
 const progress = (s: string) => { if (!stopping) process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${s}\n`) }
+/**
+ * Waits (at most 70 s, 1 s steps) until `enough` holds for the ephemeral ports in TIME_WAIT,
+ * saying so when it starts to wait (`where`), and adds a note (`note(seconds)`) when it waited.
+ */
+const drainTimeWait = async (enough: (tw: ReturnType<typeof timeWaitPorts>) => boolean, where: string, note: (seconds: string) => string): Promise<void> => {
+  const w0 = performance.now()
+  for (let i = 0; i < 70 && !stopping; i++) {
+    const tw = timeWaitPorts()
+    if (enough(tw)) break
+    if (i === 0) progress(`  ${tw.ports} of ${tw.range} ephemeral ports in TIME_WAIT ${where}, waiting (at most 70 s) for them to drain`)
+    await new Promise((r) => setTimeout(r, 1000))
+  }
+  const waited = (performance.now() - w0) / 1000
+  if (waited > 1) notes.push(`${note(waited.toFixed(0))} for ports in TIME_WAIT to drain`)
+}
 
 // ---------------------------------------------------------------------------------------------
 // targets
@@ -292,17 +307,7 @@ const main = async () => {
     }
     // the warm-up's connections leave their ports in TIME_WAIT for 60 s; Dante, which binds a
     // port per outbound connection, failed CONNECTs in round 1 when they had not drained
-    if (!quick) {
-      const w0 = performance.now()
-      for (let i = 0; i < 70 && !stopping; i++) {
-        const tw = timeWaitPorts()
-        if (tw.ports <= tw.range / 5) break
-        if (i === 0) progress(`  ${tw.ports} of ${tw.range} ephemeral ports in TIME_WAIT after the warm-up, waiting (at most 70 s) for them to drain`)
-        await new Promise((r) => setTimeout(r, 1000))
-      }
-      const waited = (performance.now() - w0) / 1000
-      if (waited > 1) notes.push(`warm-up: waited ${waited.toFixed(0)} s after it for ports in TIME_WAIT to drain`)
-    }
+    if (!quick) await drainTimeWait((tw) => tw.ports <= tw.range / 5, "after the warm-up", (w) => `warm-up: waited ${w} s after it`)
   }
   for (let round = 0; round < ROUNDS && !stopping; round++) {
     progress(`round ${round + 1}/${ROUNDS} (load average ${loadavg()[0]!.toFixed(2)})`)
@@ -328,15 +333,7 @@ const main = async () => {
           // outbound); earlier runs' TIME_WAIT (the target's own, from the rate runs) may hold
           // them for up to 60 s: wait for them to drain, bounded, and say so
           const need = 2 * Math.max(...HOLD) + 500
-          const w0 = performance.now()
-          for (let i = 0; i < 70; i++) {
-            const tw = timeWaitPorts()
-            if (tw.range - tw.ports >= need) break
-            if (i === 0) progress(`  memory ${t.name}: ${tw.ports} of ${tw.range} ephemeral ports in TIME_WAIT, waiting (at most 70 s) for ${need} free`)
-            await new Promise((r) => setTimeout(r, 1000))
-          }
-          const waited = (performance.now() - w0) / 1000
-          if (waited > 1) notes.push(`memory: waited ${waited.toFixed(0)} s before ${t.name} (round ${round + 1}) for ports in TIME_WAIT to drain`)
+          await drainTimeWait((tw) => tw.range - tw.ports >= need, `before memory ${t.name} (${need} free wanted)`, (w) => `memory: waited ${w} s before ${t.name} (round ${round + 1})`)
           const f = await within(start(), 60_000, `starting a fresh ${t.name}`)
           const stop = () => f.stop()
           cleanups.push(stop)
