@@ -26,6 +26,23 @@ const npx = (args: ReadonlyArray<string>) => {
   return { code: r.status, out: r.stdout, err: r.stderr }
 }
 
+/**
+ * Starts the installed bin itself (what `npx proxyd` runs, so SIGTERM reaches proxyd and not npm)
+ * on `rules` in the app directory; `until` polls its output every 50 ms, at most `tries` times or
+ * until it exits.
+ */
+const serveInstalled = (rules: string) => {
+  const child = spawn(join(app, "node_modules", ".bin", "proxyd"), ["--rules", rules, "--listen", "127.0.0.1:0"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
+  let out = ""
+  child.stdout.on("data", (d: Buffer) => { out += d.toString() })
+  child.stderr.on("data", (d: Buffer) => { out += d.toString() })
+  const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)))
+  const until = async (done: (out: string) => boolean, tries: number): Promise<void> => {
+    for (let i = 0; i < tries && !done(out) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
+  }
+  return { child, exited, until, out: () => out }
+}
+
 let tarball = ""
 
 beforeAll(() => {
@@ -58,29 +75,20 @@ describe("the packed proxyd package", () => {
   })
 
   it("starts a server whose policy uses dst.country from the installed package (the built-in database is found), and stops on SIGTERM with exit 0", async () => {
-    // The installed bin itself (what `npx proxyd` runs), so SIGTERM reaches proxyd and not npm.
-    const child = spawn(join(app, "node_modules", ".bin", "proxyd"), ["--rules", "geo.rules", "--listen", "127.0.0.1:0"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
-    let out = ""
-    child.stdout.on("data", (d: Buffer) => { out += d.toString() })
-    child.stderr.on("data", (d: Buffer) => { out += d.toString() })
-    const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)))
-    for (let i = 0; i < 200 && !out.includes('"msg":"listening"') && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
-    expect(out).toContain('"msg":"listening"')
-    child.kill("SIGTERM")
-    expect(await exited).toBe(0)
+    const p = serveInstalled("geo.rules")
+    await p.until((out) => out.includes('"msg":"listening"'), 200)
+    expect(p.out()).toContain('"msg":"listening"')
+    p.child.kill("SIGTERM")
+    expect(await p.exited).toBe(0)
   }, 30_000)
 
   it("serves `workers 2` from the bundle (each worker thread runs the installed bundle), and stops on SIGTERM with exit 0", async () => {
-    const child = spawn(join(app, "node_modules", ".bin", "proxyd"), ["--rules", "workers.rules", "--listen", "127.0.0.1:0"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
-    let out = ""
-    child.stdout.on("data", (d: Buffer) => { out += d.toString() })
-    child.stderr.on("data", (d: Buffer) => { out += d.toString() })
-    const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)))
-    for (let i = 0; i < 400 && !(out.includes('"msg":"workers started"') && out.match(/"msg":"listening"/g)?.length === 2) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
-    expect(out).toContain('"msg":"workers started"')
-    expect(out).toContain('"msg":"listening","worker":2')
-    child.kill("SIGTERM")
-    expect(await exited).toBe(0)
+    const p = serveInstalled("workers.rules")
+    await p.until((out) => out.includes('"msg":"workers started"') && out.match(/"msg":"listening"/g)?.length === 2, 400)
+    expect(p.out()).toContain('"msg":"workers started"')
+    expect(p.out()).toContain('"msg":"listening","worker":2')
+    p.child.kill("SIGTERM")
+    expect(await p.exited).toBe(0)
   }, 40_000)
 
   it("runs `npx proxyd check` on a good file: exit 0 and the summary", () => {
