@@ -48,37 +48,40 @@ export const cleanEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
-/** Starts the binary with `--listen mixed://127.0.0.1:0` (or `listen`) and waits for its `listening` line (or the line whose msg is `ready`; the port is the first `listening` line's). */
-export const start = (rules: string, opts: { readonly listen?: string; readonly prefix?: ReadonlyArray<string>; readonly env?: NodeJS.ProcessEnv; readonly ready?: string } = {}): Promise<Running> =>
+/** Starts the binary (after Node flags `nodeArgs`) with `--listen mixed://127.0.0.1:0` (or `listen`) and waits for its `listening` line (or the line whose msg is `ready`; the port is the first `listening` line's). */
+export const start = (rules: string, opts: { readonly listen?: string; readonly prefix?: ReadonlyArray<string>; readonly nodeArgs?: ReadonlyArray<string>; readonly env?: NodeJS.ProcessEnv; readonly ready?: string } = {}): Promise<Running> =>
   new Promise((resolve, reject) => {
-    const argv = [BIN, "--rules", rules, "--listen", opts.listen ?? "mixed://127.0.0.1:0", "--log-format", "json"]
+    const argv = [...(opts.nodeArgs ?? []), BIN, "--rules", rules, "--listen", opts.listen ?? "mixed://127.0.0.1:0", "--log-format", "json"]
     const [cmd, ...args] = opts.prefix === undefined ? [process.execPath, ...argv] : [...opts.prefix, process.execPath, ...argv]
     const child = spawn(cmd!, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...cleanEnv(), ...opts.env } })
     const lines: Array<string> = []
     const exited = new Promise<number | null>((res) => child.once("exit", (code) => res(code)))
     const closes = () => lines.filter((l) => l.includes('"msg":"connection"')).map((l) => JSON.parse(l) as Record<string, unknown>)
-    let buf = ""
     let started = false
     let port = 0
     const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`proxyd did not start: ${lines.join("\n")}`)) }, 30_000)
-    const onData = (chunk: Buffer) => {
-      buf += chunk.toString("utf8")
-      let nl: number
-      while ((nl = buf.indexOf("\n")) !== -1) {
-        const line = buf.slice(0, nl)
-        buf = buf.slice(nl + 1)
-        lines.push(line)
-        if (line.includes('"listening"') && port === 0) port = Number((JSON.parse(line) as { port?: number }).port)
-        if (!started && line.includes(`"${opts.ready ?? "listening"}"`)) {
-          const o = JSON.parse(line) as { port?: number; annotations?: { port?: number } }
-          started = true
-          clearTimeout(timer)
-          resolve({ child, port: Number(o.port ?? o.annotations?.port ?? port), lines, exited, closes })
+    // One line buffer per stream: stdout (V8's GC trace lines, for one) and stderr (the log) interleave.
+    const lineReader = () => {
+      let buf = ""
+      return (chunk: Buffer) => {
+        buf += chunk.toString("utf8")
+        let nl: number
+        while ((nl = buf.indexOf("\n")) !== -1) {
+          const line = buf.slice(0, nl)
+          buf = buf.slice(nl + 1)
+          lines.push(line)
+          if (line.includes('"listening"') && port === 0) port = Number((JSON.parse(line) as { port?: number }).port)
+          if (!started && line.includes(`"${opts.ready ?? "listening"}"`)) {
+            const o = JSON.parse(line) as { port?: number; annotations?: { port?: number } }
+            started = true
+            clearTimeout(timer)
+            resolve({ child, port: Number(o.port ?? o.annotations?.port ?? port), lines, exited, closes })
+          }
         }
       }
     }
-    child.stdout.on("data", onData)
-    child.stderr.on("data", onData)
+    child.stdout.on("data", lineReader())
+    child.stderr.on("data", lineReader())
     child.once("exit", (code) => { clearTimeout(timer); if (!started) reject(new Error(`proxyd exited ${code}: ${lines.join("\n")}`)) })
   })
 

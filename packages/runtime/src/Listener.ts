@@ -9,7 +9,8 @@
  * gate per listener plus one shared by all). Beyond a limit the connection is
  * handed to `onReject` (the protocol's failure reply) and never counted;
  * existing connections are untouched. Admitted connections run `onConnection`
- * in a FiberSet. `close(drainMs)` stops accepting, waits for the open
+ * in a fiber of their own, tracked in a `LiveList` (not Effect's `FiberSet`, whose `Set`
+ * made every connection's objects survive scavenges: LiveList.ts). `close(drainMs)` stops accepting, waits for the open
  * connections up to `drainMs`, then interrupts the rest.
  * A `preamble` (PROXY protocol) runs first, in the connection's fiber: it
  * yields the client's address, and only then are the gates entered, so
@@ -20,7 +21,8 @@
  * `close` drains it like a fiber and then calls its `abort`.
  */
 import * as net from "node:net"
-import { Effect, Exit, FiberSet, Scope } from "effect"
+import { Effect, Fiber } from "effect"
+import { LiveList, type LiveNode } from "./LiveList.ts"
 
 /** Counts connections overall and per source IP against limits read at admission time. */
 export interface Gate {
@@ -109,13 +111,24 @@ const ignore = (): void => {}
 
 export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, ListenError> =>
   Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const fibers = yield* FiberSet.make<void, never>().pipe(Scope.provide(scope))
-    const run = yield* FiberSet.runtime(fibers)<never>()
+    const runFork = Effect.runForkWith(yield* Effect.context<never>())
     let open = 0
-    /** Connections that outlived their fiber. */
-    const detached = new Set<Admitted>()
-    let onDetachedEmpty: (() => void) | undefined
+    /** The connections' fibers, and the connections that outlived their fiber (LiveLists, not a FiberSet and a Set: LiveList.ts). */
+    const fibers = new LiveList<Fiber.Fiber<void>>()
+    const detached = new LiveList<Admitted>()
+    /** Set while `drained` waits: called when either list becomes empty. */
+    let onEmptied: (() => void) | undefined
+    let fibersClosed = false
+    /** Runs one connection's effect in a fiber of its own (after `close` interrupted them all: destroys the socket instead). */
+    const run = (socket: net.Socket, effect: Effect.Effect<void>): void => {
+      if (fibersClosed) { socket.destroy(); return }
+      const fiber = runFork(effect)
+      const node = fibers.add(fiber)
+      fiber.addObserver(() => {
+        node.remove()
+        if (fibers.size === 0) onEmptied?.()
+      })
+    }
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true })
     /** Enters every gate (answers the gates, shared), or none (then the connection is rejected). */
     const enter = (socket: net.Socket, peer: Peer): ReadonlyArray<Gate> | undefined => {
@@ -136,19 +149,22 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
       released = false
       /** Set once the connection detached. */
       abort: (() => void) | undefined
+      /** Its place in `detached`. */
+      node: LiveNode<Admitted> | undefined
       release(): void {
         if (this.released) return
         this.released = true
         for (const e of this.entered) e.leave(this.ip)
         open--
-        if (this.abort !== undefined) {
-          detached.delete(this)
-          if (detached.size === 0) onDetachedEmpty?.()
+        if (this.node !== undefined) {
+          this.node.remove()
+          this.node = undefined
+          if (detached.size === 0) onEmptied?.()
         }
       }
       detach(abort: () => void): () => void {
         this.abort = abort
-        detached.add(this)
+        this.node ??= detached.add(this)
         return () => this.release()
       }
       /** The fiber's end: releases unless the connection was detached. */
@@ -171,11 +187,11 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
           if (a.abort === undefined) a.release()
           return
         }
-        run(Effect.ensuring(opts.onConnection(socket, real, acceptedAt, a), Effect.sync(() => a.fiberDone())))
+        run(socket, Effect.ensuring(opts.onConnection(socket, real, acceptedAt, a), Effect.sync(() => a.fiberDone())))
         return
       }
       open++
-      run(pre.pipe(
+      run(socket, pre.pipe(
         Effect.flatMap((peer) => {
           if (peer === undefined) return Effect.sync(() => { socket.destroy() })
           const entered = enter(socket, peer)
@@ -188,18 +204,18 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         Effect.ensuring(Effect.sync(() => a.fiberDone())),
       ))
     })
-    /** Resolves when no detached connection is left. */
-    const detachedEmpty = Effect.callback<void>((resume) => {
-      if (detached.size === 0) return resume(Effect.void)
-      onDetachedEmpty = () => { onDetachedEmpty = undefined; resume(Effect.void) }
-      return Effect.sync(() => { onDetachedEmpty = undefined })
+    /** Resolves when `list` is empty. */
+    const emptied = (list: LiveList<unknown>): Effect.Effect<void> => Effect.callback<void>((resume) => {
+      if (list.size === 0) return resume(Effect.void)
+      onEmptied = () => { if (list.size === 0) { onEmptied = undefined; resume(Effect.void) } }
+      return Effect.sync(() => { onEmptied = undefined })
     })
     const drained: Effect.Effect<void> = Effect.gen(function*() {
       // Fibers can still detach while being awaited; loop until neither kind is left.
       for (;;) {
-        yield* FiberSet.awaitEmpty(fibers)
+        yield* emptied(fibers)
         if (detached.size === 0) return
-        yield* detachedEmpty
+        yield* emptied(detached)
       }
     })
     const bound = yield* Effect.callback<net.AddressInfo, ListenError>((resume) => {
@@ -210,7 +226,7 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         server.on("error", () => {})
         resume(Effect.succeed(server.address() as net.AddressInfo))
       })
-    }).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+    })
     let closing = false
     let stopped = false
     const stop = () => {
@@ -226,8 +242,9 @@ export const serve = (opts: ServeOptions): Effect.Effect<RunningListener, Listen
         closing = true
         yield* Effect.sync(stop)
         yield* drained.pipe(Effect.timeoutOrElse({ duration: drainMs, orElse: () => Effect.void }))
-        yield* Scope.close(scope, Exit.void)
-        for (const a of [...detached]) { a.abort?.(); a.release() }
+        fibersClosed = true
+        yield* Fiber.interruptAll(fibers.values())
+        for (const a of detached.values()) { a.abort?.(); a.release() }
       }),
     }
   })

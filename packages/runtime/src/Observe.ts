@@ -16,6 +16,8 @@
  * metrics observer must map unknown outcomes to a fixed word.
  */
 
+import { LiveList } from "./LiveList.ts"
+
 export interface Closed {
   readonly listener: string
   readonly protocol: string | undefined
@@ -74,27 +76,32 @@ export interface SessionInfo {
 }
 
 export interface SessionEntry {
+  readonly id: string
   info(): SessionInfo
   kill(): void
 }
 
 export interface Sessions {
-  add(id: string, e: SessionEntry): void
-  remove(id: string): void
+  /** Lists `e` until the returned handle's `remove()` (idempotent). */
+  add(e: SessionEntry): { remove(): void }
   list(): Array<SessionInfo>
   /** Closes one session; false when no such session is open. */
   kill(id: string): boolean
   size(): number
 }
 
+/**
+ * The listing is a `LiveList`, not a Map by id: a long-lived Map with an entry per connection
+ * made every connection's objects survive scavenges (LiveList.ts). `kill` walks the list (an
+ * admin request, not a per-connection cost).
+ */
 export const makeSessions = (): Sessions => {
-  const all = new Map<string, SessionEntry>()
+  const all = new LiveList<SessionEntry>()
   return {
-    add: (id, e) => { all.set(id, e) },
-    remove: (id) => { all.delete(id) },
-    list: () => [...all.values()].map((e) => e.info()),
+    add: (e) => all.add(e),
+    list: () => all.values().map((e) => e.info()),
     kill: (id) => {
-      const e = all.get(id)
+      const e = all.find((x) => x.id === id)
       if (e === undefined) return false
       e.kill()
       return true

@@ -219,6 +219,8 @@ class Conn implements ExpressContext, SessionEntry {
   cancelConnect: (() => void) | undefined = undefined
   relayAbort: (() => void) | undefined = undefined
   fallbackFiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  /** This connection's place in the session listing (removed at `finish`). */
+  listed: { remove(): void } | undefined = undefined
 
   constructor(raw: Socket, env: ConnectionEnv, a: Accepted) {
     this.started = a.acceptedAt ?? Date.now()
@@ -494,7 +496,8 @@ class Conn implements ExpressContext, SessionEntry {
       if (s === this.client && this.outcome !== "shutdown" && !s.destroyed && s.writableLength > 0) closeAfterFlush(s)
       else s.destroy()
     }
-    env.sessions?.remove(this.id)
+    this.listed?.remove()
+    this.listed = undefined
     if (this.killed) this.outcome = "killed"
     const durationMs = Date.now() - this.started
     const line = this.line
@@ -620,7 +623,7 @@ class Conn implements ExpressContext, SessionEntry {
   private begin(): void {
     this.handshakeTimer = setTimeout(onDeadline, Math.max(0, this.env.listener.handshakeMs - (Date.now() - this.started)), this)
     notify(this.observers, "accepted", { listener: this.listener })
-    this.env.sessions?.add(this.id, this)
+    this.listed = this.env.sessions?.add(this)
   }
 
   private guarded(body: Effect.Effect<void>): Effect.Effect<void> {
