@@ -20,26 +20,23 @@
  * a few scavenges to mean anything (asserted). Every wait is bounded.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { connect, createServer, type Server, type Socket } from "node:net"
-import type { AddressInfo } from "node:net"
+import { connect, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { echoServer, type TestServer } from "@proxyd/testkit"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type Running, start, stop, waitFor } from "./spawn.ts"
 
 let dir = ""
-let echo: Server
+let echo: TestServer
 let echoPort = 0
-const originSockets = new Set<Socket>()
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "proxyd-gc-"))
-  echo = createServer((s) => { originSockets.add(s); s.on("close", () => originSockets.delete(s)); s.on("error", () => {}); s.pipe(s) })
-  await new Promise<void>((r) => echo.listen(0, "127.0.0.1", 1024, r))
-  echoPort = (echo.address() as AddressInfo).port
+  echo = await echoServer("127.0.0.1", "")
+  echoPort = echo.port
 })
 afterAll(async () => {
-  for (const s of originSockets) s.destroy()
-  await new Promise<void>((r) => echo.close(() => r()))
+  await echo.close()
   rmSync(dir, { recursive: true, force: true })
 })
 
