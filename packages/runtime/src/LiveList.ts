@@ -1,6 +1,6 @@
 /**
  * The collection for things that come and go with connections (the sessions listing, a
- * listener's detached connections): a doubly linked list whose nodes the caller keeps, so
+ * listener's connection fibers and detached connections): a doubly linked list whose nodes the caller keeps, so
  * adding and removing are O(1) with no hashing and removal leaves no reference behind.
  *
  * Why not a `Map` or a `Set`: V8 grows or compacts a Map's or Set's table by allocating a new
