@@ -15,8 +15,9 @@ import type { Framing } from "./HttpHead.ts"
 
 export type CopyResult = "done" | "source-error" | "sink-error"
 
-export const copyBody = (from: Socket, reader: Wire.ByteReader, to: Socket, framing: Framing): Effect.Effect<CopyResult> =>
-  Effect.gen(function*() {
+/** Generator body written once (Effect.fnUntraced): one is made per message otherwise (docs/design/runtime.md). */
+export const copyBody: (from: Socket, reader: Wire.ByteReader, to: Socket, framing: Framing) => Effect.Effect<CopyResult> = Effect.fnUntraced(
+  function*(from: Socket, reader: Wire.ByteReader, to: Socket, framing: Framing) {
     if (framing.k === "none") return "done"
     if (framing.k === "length") {
       let left = framing.n
@@ -47,4 +48,5 @@ export const copyBody = (from: Socket, reader: Wire.ByteReader, to: Socket, fram
       if (chunk === undefined) return "done"
       if (!(yield* Wire.write(to, chunk))) return "sink-error"
     }
-  })
+  },
+)

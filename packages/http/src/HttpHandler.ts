@@ -82,179 +82,197 @@ const headStep = (r: Wire.ByteReader): HeadRead | undefined => {
 const CONNECTED = "HTTP/1.1 200 Connection established\r\n\r\n"
 const ignore = (): void => {}
 
-/** One client connection's conversation (both paths): its state and the steps the express path hands over to. */
-const conversation = (options: HttpOptions, client: Socket, ctx: Inbound.SessionContext) => {
-  let upstream: Upstream | undefined
-  const dropUpstream = () => {
-    upstream?.socket.destroy()
-    upstream = undefined
+/**
+ * One client connection's conversation (both paths): its state; the steps below take it as their
+ * first argument. The steps are generator functions written once (`Effect.fnUntraced`), not
+ * closures made per connection: a generator function made per call costs a new prototype and
+ * map and pins the connection until a full GC (docs/design/runtime.md).
+ */
+class Conversation {
+  upstream: Upstream | undefined = undefined
+  readonly authCache = new Map<string, Inbound.AuthResult>()
+  readonly options: HttpOptions
+  readonly client: Socket
+  readonly ctx: Inbound.SessionContext
+  constructor(options: HttpOptions, client: Socket, ctx: Inbound.SessionContext) {
+    this.options = options
+    this.client = client
+    this.ctx = ctx
   }
-  const fail = (status: number, message: string, extra = "", logged: boolean = true) =>
-    Effect.gen(function*() {
-      ctx.note(logged ? { status, error: message } : { status })
-      dropUpstream()
-      yield* Wire.closeWith(client, errorResponse(status, message, extra))
-      return false
-    })
-  /** An outbound failure: the reply explains it; the log keeps the runtime's reason (`Timeout`, `Refused`, ...), the block message for a block. */
-  const outboundFail = (r: Errors.OutboundReason) => fail(Errors.httpStatus(r), reasonText(r), "", r._tag === "Blocked")
-  const authCache = new Map<string, Inbound.AuthResult>()
-
-  const authorize = (req: H.ProxyRequest) =>
-    Effect.gen(function*() {
-      if (ctx.auth === "none") return true
-      const header = H.values(req.head.headers, "proxy-authorization")[0]
-      if (header === undefined) return ctx.auth === "optional"
-      let result = authCache.get(header)
-      if (result === undefined) {
-        const creds = H.parseBasic(header)
-        result = creds === undefined ? { ok: false } : yield* ctx.authenticate(creds.user, creds.pass)
-        if (creds !== undefined && result.ok) ctx.setUser(result.user ?? creds.user, result.groups)
-        if (authCache.size < 8) authCache.set(header, result)
-      }
-      return result.ok
-    })
-
-  const decideAndConnect = (req: H.ProxyRequest) =>
-    Effect.flatMap(ctx.decide({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" }), (decided) => connectDecided(req, decided))
-
-  const connectDecided = (req: H.ProxyRequest, decided: Inbound.Decided) =>
-    Effect.gen(function*() {
-      const a = decided.decision.action
-      if (a.k === "block") return { error: { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) } as Errors.OutboundReason }
-      const key = actionKey(decided, req.target)
-      if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream, reused: true }
-      dropUpstream()
-      const r = yield* Effect.result(ctx.connect(decided))
-      if (Result.isFailure(r)) return { error: r.failure.reason }
-      upstream = { key, socket: r.success.socket, reader: new Wire.ByteReader() }
-      r.success.socket.on("error", ignore)
-      return { up: upstream, reused: false }
-    })
-
-  const tunnel = (reader: Wire.ByteReader, req: H.ProxyRequest) => Effect.flatMap(decideAndConnect(req), (c) => tunnelTo(reader, c))
-
-  const tunnelTo = (reader: Wire.ByteReader, c: { readonly error: Errors.OutboundReason; readonly up?: undefined } | { readonly up: Upstream; readonly error?: undefined }) =>
-    Effect.gen(function*() {
-      if (c.error !== undefined) return yield* outboundFail(c.error)
-      upstream = undefined
-      if (!(yield* Wire.write(client, CONNECTED))) {
-        c.up.socket.destroy()
-        return false
-      }
-      const early = reader.rest()
-      if (early.length > 0) c.up.socket.write(early)
-      yield* ctx.relay(client, c.up.socket)
-      return false
-    })
-
-  /** Reads the response (interim ones too) and streams it to the client; true when the client connection can go on, a failure to answer otherwise. */
-  const respond = (req: H.ProxyRequest, up: Upstream) =>
-    Effect.gen(function*() {
-      for (let interim = 0; interim < 16; interim++) {
-        const r = yield* Wire.readMessage(up.socket, up.reader, H.parseResponseHead)
-        if (r.k === "eof") return { status: 502, message: "upstream closed without a response", stale: interim === 0 && up.reader.size === 0 }
-        if (r.k !== "ok") return { status: 502, message: `bad upstream response: ${r.message}`, stale: false }
-        const res = r.value
-        if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported", stale: false }
-        const framing = H.responseFraming(req.head.method, res)
-        const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
-        const final = res.status >= 200
-        const keep = final ? req.keepAlive && framing.k !== "close" : true
-        const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
-        if (!(yield* Wire.write(client, out))) return false
-        if (!final) continue
-        ctx.note({ status: res.status })
-        const got = yield* copyBody(up.socket, up.reader, client, framing)
-        if (got !== "done" || upstreamCloses) dropUpstream()
-        return got === "done" && keep
-      }
-      return { status: 502, message: "too many interim responses", stale: false }
-    })
-
-  /**
-   * One forwarded exchange; true when the client connection can carry another request.
-   * The request body is copied in its own fiber while the response is read, so
-   * `Expect: 100-continue` and early responses work. A reused upstream that
-   * closes before answering a body-less request (the origin's keep-alive
-   * timer won the race) is replaced by a fresh connection once.
-   */
-  const forward = (reader: Wire.ByteReader, req: H.ProxyRequest, retry = true): Effect.Effect<boolean> =>
-    Effect.gen(function*() {
-      const c = yield* decideAndConnect(req)
-      if (c.error !== undefined) return yield* outboundFail(c.error)
-      const up = c.up
-      const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
-      const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
-      if (!(yield* Wire.write(up.socket, head))) return yield* fail(502, "upstream connection failed")
-      const body = yield* Effect.forkChild(copyBody(client, reader, up.socket, req.framing).pipe(
-        Effect.tap((r) => Effect.sync(() => {
-          if (r !== "done") up.socket.destroy()
-        })),
-      ))
-      const answered = yield* respond(req, up)
-      if (typeof answered === "object") {
-        yield* Fiber.interrupt(body)
-        if (answered.stale && c.reused && retry && req.framing.k === "none") {
-          dropUpstream()
-          return yield* forward(reader, req, false)
-        }
-        return yield* fail(answered.status, answered.message)
-      }
-      const sent = yield* Fiber.join(body).pipe(
-        Effect.timeoutOrElse({ duration: 5000, orElse: () => Effect.as(Fiber.interrupt(body), "timeout" as const) }),
-      )
-      if (!answered || sent !== "done") {
-        dropUpstream()
-        client.destroy()
-        return false
-      }
-      return true
-    })
-
-  /** The request loop; `first`: the first head, already read (the express path). */
-  const serve = (reader: Wire.ByteReader, first?: HeadRead) => Effect.gen(function*() {
-    for (let n = 0; ; n++) {
-      const timeout = n === 0 ? ctx.handshakeTimeoutMs : options.keepAliveTimeoutMs ?? 60_000
-      const r: HeadRead = n === 0 && first !== undefined ? first : yield* Wire.readWith(client, reader, headStep).pipe(
-        Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed({ k: "eof" } as const) }),
-      )
-      if (r.k === "eof") {
-        if (n === 0) ctx.note({ error: "no request (timeout or closed)" })
-        dropUpstream()
-        return yield* Wire.closeWith(client)
-      }
-      // Refused before any decision: logged `rejected` (as the SOCKS handlers do) when it is the
-      // connection's first request, so a 400/407/431 never reads as `ok`.
-      if (n === 0) ctx.note({ outcome: "rejected" })
-      if (r.k === "error") {
-        yield* fail(r.code === "431" ? 431 : 400, r.message)
-        return
-      }
-      const req = H.toProxyRequest(r.value)
-      if (typeof req === "string") {
-        yield* fail(400, req)
-        return
-      }
-      if (!(yield* authorize(req))) {
-        yield* fail(407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="proxyd"\r\n')
-        return
-      }
-      if (n === 0) ctx.note({ outcome: "ok" })
-      if (req.kind === "connect") {
-        yield* tunnel(reader, req)
-        return
-      }
-      if (!(yield* forward(reader, req))) {
-        dropUpstream()
-        if (!client.destroyed) yield* Wire.closeWith(client)
-        return
-      }
-    }
-  }).pipe(Effect.ensuring(Effect.sync(dropUpstream)))
-
-  return { serve, outboundFail, connectDecided, tunnelTo }
+  dropUpstream(): void {
+    this.upstream?.socket.destroy()
+    this.upstream = undefined
+  }
 }
+
+type Connection = { readonly error: Errors.OutboundReason; readonly up?: undefined } | { readonly up: Upstream; readonly reused: boolean; readonly error?: undefined }
+
+const fail = Effect.fnUntraced(function*(cv: Conversation, status: number, message: string, extra: string = "", logged: boolean = true) {
+  cv.ctx.note(logged ? { status, error: message } : { status })
+  cv.dropUpstream()
+  yield* Wire.closeWith(cv.client, errorResponse(status, message, extra))
+  return false
+})
+
+/** An outbound failure: the reply explains it; the log keeps the runtime's reason (`Timeout`, `Refused`, ...), the block message for a block. */
+const outboundFail = (cv: Conversation, r: Errors.OutboundReason) => fail(cv, Errors.httpStatus(r), reasonText(r), "", r._tag === "Blocked")
+
+const authorize = Effect.fnUntraced(function*(cv: Conversation, req: H.ProxyRequest) {
+  const ctx = cv.ctx
+  if (ctx.auth === "none") return true
+  const header = H.values(req.head.headers, "proxy-authorization")[0]
+  if (header === undefined) return ctx.auth === "optional"
+  let result = cv.authCache.get(header)
+  if (result === undefined) {
+    const creds = H.parseBasic(header)
+    result = creds === undefined ? { ok: false } : yield* ctx.authenticate(creds.user, creds.pass)
+    if (creds !== undefined && result.ok) ctx.setUser(result.user ?? creds.user, result.groups)
+    if (cv.authCache.size < 8) cv.authCache.set(header, result)
+  }
+  return result.ok
+})
+
+const connectDecided = Effect.fnUntraced(function*(cv: Conversation, req: H.ProxyRequest, decided: Inbound.Decided) {
+  const a = decided.decision.action
+  if (a.k === "block") return { error: { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) } as Errors.OutboundReason } as Connection
+  const key = actionKey(decided, req.target)
+  const upstream = cv.upstream
+  if (upstream !== undefined && upstream.key === key && !upstream.socket.destroyed && !upstream.socket.readableEnded) return { up: upstream, reused: true } as Connection
+  cv.dropUpstream()
+  const r = yield* Effect.result(cv.ctx.connect(decided))
+  if (Result.isFailure(r)) return { error: r.failure.reason } as Connection
+  const up = { key, socket: r.success.socket, reader: new Wire.ByteReader() }
+  cv.upstream = up
+  r.success.socket.on("error", ignore)
+  return { up, reused: false } as Connection
+})
+
+const decideAndConnect = (cv: Conversation, req: H.ProxyRequest) =>
+  Effect.flatMap(cv.ctx.decide({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" }), (decided) => connectDecided(cv, req, decided))
+
+const tunnelTo = Effect.fnUntraced(function*(cv: Conversation, reader: Wire.ByteReader, c: Connection) {
+  if (c.error !== undefined) return yield* outboundFail(cv, c.error)
+  cv.upstream = undefined
+  if (!(yield* Wire.write(cv.client, CONNECTED))) {
+    c.up.socket.destroy()
+    return false
+  }
+  const early = reader.rest()
+  if (early.length > 0) c.up.socket.write(early)
+  yield* cv.ctx.relay(cv.client, c.up.socket)
+  return false
+})
+
+const tunnel = (cv: Conversation, reader: Wire.ByteReader, req: H.ProxyRequest) => Effect.flatMap(decideAndConnect(cv, req), (c) => tunnelTo(cv, reader, c))
+
+/** Reads the response (interim ones too) and streams it to the client; true when the client connection can go on, a failure to answer otherwise. */
+const respond = Effect.fnUntraced(function*(cv: Conversation, req: H.ProxyRequest, up: Upstream) {
+  for (let interim = 0; interim < 16; interim++) {
+    const r = yield* Wire.readMessage(up.socket, up.reader, H.parseResponseHead)
+    if (r.k === "eof") return { status: 502, message: "upstream closed without a response", stale: interim === 0 && up.reader.size === 0 }
+    if (r.k !== "ok") return { status: 502, message: `bad upstream response: ${r.message}`, stale: false }
+    const res = r.value
+    if (res.status === 101) return { status: 502, message: "protocol upgrades are not supported", stale: false }
+    const framing = H.responseFraming(req.head.method, res)
+    const upstreamCloses = framing.k === "close" || H.connectionTokens(res.headers).has("close") || res.version === "1.0"
+    const final = res.status >= 200
+    const keep = final ? req.keepAlive && framing.k !== "close" : true
+    const out = `${res.statusLine}\r\n${H.serializeHeaders(H.endToEnd(res.headers))}${keep ? "" : "Connection: close\r\n"}\r\n`
+    if (!(yield* Wire.write(cv.client, out))) return false
+    if (!final) continue
+    cv.ctx.note({ status: res.status })
+    const got = yield* copyBody(up.socket, up.reader, cv.client, framing)
+    if (got !== "done" || upstreamCloses) cv.dropUpstream()
+    return got === "done" && keep
+  }
+  return { status: 502, message: "too many interim responses", stale: false }
+})
+
+/**
+ * One forwarded exchange; true when the client connection can carry another request.
+ * The request body is copied in its own fiber while the response is read, so
+ * `Expect: 100-continue` and early responses work. A reused upstream that
+ * closes before answering a body-less request (the origin's keep-alive
+ * timer won the race) is replaced by a fresh connection once.
+ */
+const forward: (cv: Conversation, reader: Wire.ByteReader, req: H.ProxyRequest, retry?: boolean) => Effect.Effect<boolean> = Effect.fnUntraced(
+  function*(cv: Conversation, reader: Wire.ByteReader, req: H.ProxyRequest, retry: boolean = true) {
+    const c = yield* decideAndConnect(cv, req)
+    if (c.error !== undefined) return yield* outboundFail(cv, c.error)
+    const up = c.up
+    const headers = H.endToEnd(req.head.headers).filter(([n]) => n.toLowerCase() !== "host")
+    const head = `${req.head.method} ${req.path} HTTP/${req.head.version}\r\nHost: ${req.authority}\r\n${H.serializeHeaders(headers)}\r\n`
+    if (!(yield* Wire.write(up.socket, head))) return yield* fail(cv, 502, "upstream connection failed")
+    const body = yield* Effect.forkChild(copyBody(cv.client, reader, up.socket, req.framing).pipe(
+      Effect.tap((r) => Effect.sync(() => {
+        if (r !== "done") up.socket.destroy()
+      })),
+    ))
+    const answered = yield* respond(cv, req, up)
+    if (typeof answered === "object") {
+      yield* Fiber.interrupt(body)
+      if (answered.stale && c.reused && retry && req.framing.k === "none") {
+        cv.dropUpstream()
+        return yield* forward(cv, reader, req, false)
+      }
+      return yield* fail(cv, answered.status, answered.message)
+    }
+    const sent = yield* Fiber.join(body).pipe(
+      Effect.timeoutOrElse({ duration: 5000, orElse: () => Effect.as(Fiber.interrupt(body), "timeout" as const) }),
+    )
+    if (!answered || sent !== "done") {
+      cv.dropUpstream()
+      cv.client.destroy()
+      return false
+    }
+    return true
+  },
+)
+
+/** The request loop; `first`: the first head, already read (the express path). */
+const requests = Effect.fnUntraced(function*(cv: Conversation, reader: Wire.ByteReader, first: HeadRead | undefined) {
+  const { client, ctx } = cv
+  for (let n = 0; ; n++) {
+    const timeout = n === 0 ? ctx.handshakeTimeoutMs : cv.options.keepAliveTimeoutMs ?? 60_000
+    const r: HeadRead = n === 0 && first !== undefined ? first : yield* Wire.readWith(client, reader, headStep).pipe(
+      Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.succeed({ k: "eof" } as const) }),
+    )
+    if (r.k === "eof") {
+      if (n === 0) ctx.note({ error: "no request (timeout or closed)" })
+      cv.dropUpstream()
+      return yield* Wire.closeWith(client)
+    }
+    // Refused before any decision: logged `rejected` (as the SOCKS handlers do) when it is the
+    // connection's first request, so a 400/407/431 never reads as `ok`.
+    if (n === 0) ctx.note({ outcome: "rejected" })
+    if (r.k === "error") {
+      yield* fail(cv, r.code === "431" ? 431 : 400, r.message)
+      return
+    }
+    const req = H.toProxyRequest(r.value)
+    if (typeof req === "string") {
+      yield* fail(cv, 400, req)
+      return
+    }
+    if (!(yield* authorize(cv, req))) {
+      yield* fail(cv, 407, "proxy authentication required", 'Proxy-Authenticate: Basic realm="proxyd"\r\n')
+      return
+    }
+    if (n === 0) ctx.note({ outcome: "ok" })
+    if (req.kind === "connect") {
+      yield* tunnel(cv, reader, req)
+      return
+    }
+    if (!(yield* forward(cv, reader, req))) {
+      cv.dropUpstream()
+      if (!client.destroyed) yield* Wire.closeWith(client)
+      return
+    }
+  }
+})
+
+const serve = (cv: Conversation, reader: Wire.ByteReader, first?: HeadRead): Effect.Effect<void> =>
+  requests(cv, reader, first).pipe(Effect.ensuring(Effect.sync(() => cv.dropUpstream())))
 
 export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandler => ({
   protocol: "http",
@@ -265,7 +283,7 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
   handle: (client, ctx) => {
     const reader = new Wire.ByteReader()
     if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
-    return conversation(options, client, ctx).serve(reader)
+    return serve(new Conversation(options, client, ctx), reader)
   },
   /**
    * A first request that is a plain CONNECT on a listener without auth goes on callbacks
@@ -277,13 +295,13 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
     reader.push(ctx.firstBytes())
     ctx.readNow(reader, headStep, (r) => {
       const req = r.k === "ok" && ctx.auth === "none" ? H.toProxyRequest(r.value) : undefined
-      if (req === undefined || typeof req === "string" || req.kind !== "connect") return ctx.fallback(conversation(options, client, ctx).serve(reader, r))
+      if (req === undefined || typeof req === "string" || req.kind !== "connect") return ctx.fallback(serve(new Conversation(options, client, ctx), reader, r))
       const decided = ctx.decideNow({ command: "connect", dstHost: req.target.host, dstPort: req.target.port, protocol: "http" })
-      if (decided === undefined) return ctx.fallback(conversation(options, client, ctx).serve(reader, r))
+      if (decided === undefined) return ctx.fallback(serve(new Conversation(options, client, ctx), reader, r))
       const a = decided.decision.action
-      if (a.k === "block") return ctx.fallback(conversation(options, client, ctx).outboundFail({ _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) }).pipe(Effect.asVoid))
+      if (a.k === "block") return ctx.fallback(outboundFail(new Conversation(options, client, ctx), { _tag: "Blocked", ...(a.message === undefined ? {} : { message: a.message }) }).pipe(Effect.asVoid))
       const started = ctx.connectNow(decided, (c) => {
-        if (c instanceof Errors.OutboundError) return ctx.fallback(conversation(options, client, ctx).outboundFail(c.reason).pipe(Effect.asVoid))
+        if (c instanceof Errors.OutboundError) return ctx.fallback(outboundFail(new Conversation(options, client, ctx), c.reason).pipe(Effect.asVoid))
         c.socket.on("error", ignore)
         if (client.destroyed || client.writableEnded) {
           c.socket.destroy()
@@ -295,8 +313,8 @@ export const makeHttpHandler = (options: HttpOptions = {}): Inbound.InboundHandl
         ctx.relayNow(client, c.socket)
       })
       if (!started) {
-        const conv = conversation(options, client, ctx)
-        ctx.fallback(Effect.flatMap(conv.connectDecided(req, decided), (c) => conv.tunnelTo(reader, c)).pipe(Effect.asVoid))
+        const cv = new Conversation(options, client, ctx)
+        ctx.fallback(Effect.flatMap(connectDecided(cv, req, decided), (c) => tunnelTo(cv, reader, c)).pipe(Effect.asVoid))
       }
     })
   },

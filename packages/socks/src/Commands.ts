@@ -27,11 +27,11 @@ const blocked = (decided: Inbound.Decided): Errors.OutboundReason | undefined =>
   return a.message === undefined ? { _tag: "Blocked" } : { _tag: "Blocked", message: a.message }
 }
 
-const refuse = (client: Socket, ctx: Inbound.SessionContext, replies: Replies, reason: Errors.OutboundReason) =>
-  Effect.gen(function*() {
-    ctx.note({ outcome: reason._tag === "Blocked" ? "blocked" : "error", error: reason._tag })
-    yield* Wire.closeWith(client, replies.fail(reason))
-  })
+// Generator bodies are written once (Effect.fnUntraced), never per call: docs/design/runtime.md.
+const refuse = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, replies: Replies, reason: Errors.OutboundReason) {
+  ctx.note({ outcome: reason._tag === "Blocked" ? "blocked" : "error", error: reason._tag })
+  yield* Wire.closeWith(client, replies.fail(reason))
+})
 
 export const serveConnect = (
   client: Socket,
@@ -42,14 +42,13 @@ export const serveConnect = (
 ): Effect.Effect<void> => Effect.flatMap(ctx.decide(input), (decided) => connectDecided(client, ctx, reader, decided, replies))
 
 /** CONNECT once decided: refuse a block, connect, answer, relay. */
-const connectDecided = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const block = blocked(decided)
-    if (block !== undefined) return yield* refuse(client, ctx, replies, block)
-    const r = yield* Effect.result(ctx.connect(decided))
-    if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
-    if (answer(client, reader, r.success, replies)) yield* ctx.relay(client, r.success.socket)
-  })
+const connectDecided = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies) {
+  const block = blocked(decided)
+  if (block !== undefined) return yield* refuse(client, ctx, replies, block)
+  const r = yield* Effect.result(ctx.connect(decided))
+  if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
+  if (answer(client, reader, r.success, replies)) yield* ctx.relay(client, r.success.socket)
+})
 
 /** The success reply and the client's early bytes to the upstream (both paths); false when the client is gone (both sockets destroyed). */
 const answer = (client: Socket, reader: Wire.ByteReader, up: Inbound.Connected, replies: Replies): boolean => {
@@ -84,68 +83,69 @@ export const connectExpress = (client: Socket, ctx: Inbound.ExpressContext, read
 }
 
 /** BIND at the upstream: its bound address is our first reply, the peer it accepted our second; then relay. */
-const bindUpstream = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies, timeoutMs: number): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    if (ctx.connectBind === undefined) return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
-    const r = yield* Effect.result(ctx.connectBind(decided))
-    if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
-    const b = r.success
-    // The client giving up ends the upstream's BIND too.
-    const onClose = (): void => b.close()
-    client.once("close", onClose)
-    if (!(yield* Wire.write(client, replies.ok(b.host, b.port)))) {
-      b.close()
-      client.destroy()
-      return
-    }
-    const a = yield* Effect.result(b.accepted(timeoutMs))
-    client.off("close", onClose)
-    if (Result.isFailure(a)) return yield* refuse(client, ctx, replies, a.failure.reason)
-    const peer = a.success
-    ctx.note({ bindPeer: `${peer.host}:${peer.port}` })
-    if (!(yield* Wire.write(client, replies.ok(peer.host, peer.port)))) {
-      peer.socket.destroy()
-      return
-    }
-    const early = reader.rest()
-    if (early.length > 0) peer.socket.write(early)
-    yield* ctx.relay(client, peer.socket)
-  })
+const bindUpstream = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, decided: Inbound.Decided, replies: Replies, timeoutMs: number) {
+  if (ctx.connectBind === undefined) return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
+  const r = yield* Effect.result(ctx.connectBind(decided))
+  if (Result.isFailure(r)) return yield* refuse(client, ctx, replies, r.failure.reason)
+  const b = r.success
+  // The client giving up ends the upstream's BIND too.
+  const onClose = (): void => b.close()
+  client.once("close", onClose)
+  if (!(yield* Wire.write(client, replies.ok(b.host, b.port)))) {
+    b.close()
+    client.destroy()
+    return
+  }
+  const a = yield* Effect.result(b.accepted(timeoutMs))
+  client.off("close", onClose)
+  if (Result.isFailure(a)) return yield* refuse(client, ctx, replies, a.failure.reason)
+  const peer = a.success
+  ctx.note({ bindPeer: `${peer.host}:${peer.port}` })
+  if (!(yield* Wire.write(client, replies.ok(peer.host, peer.port)))) {
+    peer.socket.destroy()
+    return
+  }
+  const early = reader.rest()
+  if (early.length > 0) peer.socket.write(early)
+  yield* ctx.relay(client, peer.socket)
+})
 
-export const serveBind = (
+/** BIND's first reply (our listening address), then the expected peer's connection; undefined when the client left or none came. */
+const announceAndAccept = Effect.fnUntraced(function*(client: Socket, replies: Replies, l: Bind.BindListener, expected: ReadonlySet<string> | "any", timeoutMs: number) {
+  if (!(yield* Wire.write(client, replies.ok(l.host, l.port)))) return undefined
+  return yield* Bind.acceptPeer(l, expected, client, timeoutMs)
+})
+
+export const serveBind = Effect.fnUntraced(function*(
   client: Socket,
   ctx: Inbound.SessionContext,
   reader: Wire.ByteReader,
   input: Inbound.RequestInput,
   replies: Replies,
   timeoutMs: number,
-): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const decided = yield* ctx.decide(input)
-    const block = blocked(decided)
-    if (block !== undefined) return yield* refuse(client, ctx, replies, block)
-    // Binding here instead would bypass the rule's route: `via` binds at the upstream, Tor cannot bind.
-    const k = decided.decision.action.k
-    if (k === "tor") {
-      ctx.note({ bind_error: "Tor does not support BIND" })
-      return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
-    }
-    if (k === "via") return yield* bindUpstream(client, ctx, reader, decided, replies, timeoutMs)
-    const expected = yield* Bind.expectedPeers(input.dstHost, decided.resolved)
-    if (expected !== "any" && expected.size === 0) return yield* refuse(client, ctx, replies, { _tag: "DnsFailed", host: input.dstHost })
-    const l = yield* Bind.listen(ctx.localAddress)
-    if (l instanceof Error) return yield* refuse(client, ctx, replies, { _tag: "General", message: "bind failed" })
-    const peer = yield* Effect.gen(function*() {
-      if (!(yield* Wire.write(client, replies.ok(l.host, l.port)))) return undefined
-      return yield* Bind.acceptPeer(l, expected, client, timeoutMs)
-    }).pipe(Effect.ensuring(Effect.sync(() => l.server.close())))
-    if (peer === undefined) return yield* refuse(client, ctx, replies, { _tag: "Timeout" })
-    ctx.note({ bindPeer: `${peer.remoteAddress}:${peer.remotePort}` })
-    if (!(yield* Wire.write(client, replies.ok(peer.remoteAddress ?? "0.0.0.0", peer.remotePort ?? 0)))) {
-      peer.destroy()
-      return
-    }
-    const early = reader.rest()
-    if (early.length > 0) peer.write(early)
-    yield* ctx.relay(client, peer)
-  })
+) {
+  const decided = yield* ctx.decide(input)
+  const block = blocked(decided)
+  if (block !== undefined) return yield* refuse(client, ctx, replies, block)
+  // Binding here instead would bypass the rule's route: `via` binds at the upstream, Tor cannot bind.
+  const k = decided.decision.action.k
+  if (k === "tor") {
+    ctx.note({ bind_error: "Tor does not support BIND" })
+    return yield* refuse(client, ctx, replies, { _tag: "CommandNotSupported" })
+  }
+  if (k === "via") return yield* bindUpstream(client, ctx, reader, decided, replies, timeoutMs)
+  const expected = yield* Bind.expectedPeers(input.dstHost, decided.resolved)
+  if (expected !== "any" && expected.size === 0) return yield* refuse(client, ctx, replies, { _tag: "DnsFailed", host: input.dstHost })
+  const l = yield* Bind.listen(ctx.localAddress)
+  if (l instanceof Error) return yield* refuse(client, ctx, replies, { _tag: "General", message: "bind failed" })
+  const peer = yield* announceAndAccept(client, replies, l, expected, timeoutMs).pipe(Effect.ensuring(Effect.sync(() => l.server.close())))
+  if (peer === undefined) return yield* refuse(client, ctx, replies, { _tag: "Timeout" })
+  ctx.note({ bindPeer: `${peer.remoteAddress}:${peer.remotePort}` })
+  if (!(yield* Wire.write(client, replies.ok(peer.remoteAddress ?? "0.0.0.0", peer.remotePort ?? 0)))) {
+    peer.destroy()
+    return
+  }
+  const early = reader.rest()
+  if (early.length > 0) peer.write(early)
+  yield* ctx.relay(client, peer)
+})

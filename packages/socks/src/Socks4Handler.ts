@@ -31,12 +31,12 @@ const replies: Replies = {
 const cd91 = C.encodeReply(C.CD_REJECTED)
 const NOTHING = Buffer.alloc(0)
 
-const reject = (client: Socket, ctx: Inbound.SessionContext, error: string, reply: Buffer = cd91) =>
-  Effect.gen(function*() {
-    ctx.note({ outcome: "rejected", error })
-    yield* Wire.closeWith(client, reply)
-    return undefined
-  })
+// Generator bodies are written once (Effect.fnUntraced), never per call: docs/design/runtime.md.
+const reject = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, error: string, reply: Buffer = cd91) {
+  ctx.note({ outcome: "rejected", error })
+  yield* Wire.closeWith(client, reply)
+  return undefined
+})
 
 const requestStep = (r: Wire.ByteReader): Wire.ReadResult<C.Request> | undefined => {
   const m = r.take(C.parseRequest)
@@ -47,35 +47,34 @@ const input = (req: C.Request, command: "connect" | "bind"): Inbound.RequestInpu
 
 export const makeSocks4Handler = (options: Socks4Options = {}): Inbound.InboundHandler => {
   /** Everything after the request has been read (both paths). */
-  const afterRead = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, r: Wire.ReadResult<C.Request>): Effect.Effect<void> =>
-    Effect.gen(function*() {
-      if (r.k === "eof") return yield* reject(client, ctx, "client closed before its request", NOTHING)
-      if (r.k === "error") return yield* reject(client, ctx, r.message, r.code === "version" ? NOTHING : cd91)
-      const req = r.value
-      if (req.userId !== "") ctx.note({ userid: req.userId })
-      if (ctx.auth === "required") return yield* reject(client, ctx, "SOCKS4 cannot authenticate on a listener that requires auth")
-      if (req.cmd === C.CMD_CONNECT) return yield* serveConnect(client, ctx, reader, input(req, "connect"), replies)
-      if (req.cmd === C.CMD_BIND) {
-        if ((normalizeIp(ctx.localAddress) ?? ":").includes(":")) return yield* reject(client, ctx, "SOCKS4 BIND needs an IPv4 listener")
-        return yield* serveBind(client, ctx, reader, input(req, "bind"), replies, options.bindTimeoutMs ?? 60_000)
-      }
-      return yield* reject(client, ctx, `command ${req.cmd} not supported`)
-    })
+  const afterRead = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, r: Wire.ReadResult<C.Request>) {
+    if (r.k === "eof") return yield* reject(client, ctx, "client closed before its request", NOTHING)
+    if (r.k === "error") return yield* reject(client, ctx, r.message, r.code === "version" ? NOTHING : cd91)
+    const req = r.value
+    if (req.userId !== "") ctx.note({ userid: req.userId })
+    if (ctx.auth === "required") return yield* reject(client, ctx, "SOCKS4 cannot authenticate on a listener that requires auth")
+    if (req.cmd === C.CMD_CONNECT) return yield* serveConnect(client, ctx, reader, input(req, "connect"), replies)
+    if (req.cmd === C.CMD_BIND) {
+      if ((normalizeIp(ctx.localAddress) ?? ":").includes(":")) return yield* reject(client, ctx, "SOCKS4 BIND needs an IPv4 listener")
+      return yield* serveBind(client, ctx, reader, input(req, "bind"), replies, options.bindTimeoutMs ?? 60_000)
+    }
+    return yield* reject(client, ctx, `command ${req.cmd} not supported`)
+  })
+  const handle = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext) {
+    const reader = new Wire.ByteReader()
+    if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
+    const { value: r, timedOut } = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs,
+      Wire.readWith(client, reader, requestStep), () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
+    if (timedOut) return
+    return yield* afterRead(client, ctx, reader, r)
+  })
   return {
     protocol: "socks4",
     takesFirstBytes: true,
     reject: (client) => {
       client.end(C.encodeReply(C.CD_REJECTED))
     },
-    handle: (client, ctx) =>
-      Effect.gen(function*() {
-        const reader = new Wire.ByteReader()
-        if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
-        const { value: r, timedOut } = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs,
-          Wire.readWith(client, reader, requestStep), () => ctx.note({ outcome: "rejected", error: "handshake timeout" }))
-        if (timedOut) return
-        return yield* afterRead(client, ctx, reader, r)
-      }),
+    handle,
     // A CONNECT on a listener that does not require auth goes on callbacks; the rest as `handle` does.
     express: (client, ctx) => {
       const reader = new Wire.ByteReader()

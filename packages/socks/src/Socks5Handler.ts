@@ -47,14 +47,14 @@ const chooseMethod = (auth: Inbound.SessionContext["auth"], offered: ReadonlyArr
   return has(C.METHOD_NONE) ? C.METHOD_NONE : C.METHOD_UNACCEPTABLE
 }
 
-const reject = (client: Socket, ctx: Inbound.SessionContext, error: string, reply?: Buffer) =>
-  Effect.gen(function*() {
-    // After the deadline the socket is gone and the note already says "handshake timeout".
-    if (timedOut.has(client)) return undefined
-    ctx.note({ outcome: "rejected", error })
-    yield* Wire.closeWith(client, reply)
-    return undefined
-  })
+// Generator bodies are written once (Effect.fnUntraced), never per call: docs/design/runtime.md.
+const reject = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, error: string, reply?: Buffer) {
+  // After the deadline the socket is gone and the note already says "handshake timeout".
+  if (timedOut.has(client)) return undefined
+  ctx.note({ outcome: "rejected", error })
+  yield* Wire.closeWith(client, reply)
+  return undefined
+})
 
 type Rejection = { readonly k: "reject"; readonly error: string; readonly reply?: Buffer | undefined }
 type Front =
@@ -104,32 +104,30 @@ class FrontStep {
 }
 
 /** After the first read loop: the optional RFC 1929 sub-negotiation, then the request. `undefined`: already answered and closed. */
-const afterFront = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, front: FrontStep, first: Front | typeof Wire.EOF) =>
-  Effect.gen(function*() {
-    let f = first
-    if (f.k === "eof") return yield* reject(client, ctx, front.greeted ? "client closed before its request" : "client closed during handshake")
-    if (f.k === "userpass") {
-      const a = yield* Wire.readMessage(client, reader, C.parseUserPass)
-      if (a.k === "eof") return yield* reject(client, ctx, "client closed during authentication")
-      if (a.k === "error") return yield* reject(client, ctx, a.message, C.encodeAuthStatus(false))
-      const r = yield* ctx.authenticate(a.value.user, a.value.pass)
-      if (!r.ok) return yield* reject(client, ctx, "authentication failed", C.encodeAuthStatus(false))
-      ctx.setUser(r.user ?? a.value.user, r.groups)
-      if (!(yield* Wire.write(client, C.encodeAuthStatus(true)))) return undefined
-      f = yield* Wire.readWith(client, reader, requestOf)
-      if (f.k === "eof") return yield* reject(client, ctx, "client closed before its request")
-    }
-    if (f.k === "reject") return yield* reject(client, ctx, f.error, f.reply)
-    return f.k === "request" ? f.req : undefined
-  })
+const afterFront = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader, front: FrontStep, first: Front | typeof Wire.EOF) {
+  let f = first
+  if (f.k === "eof") return yield* reject(client, ctx, front.greeted ? "client closed before its request" : "client closed during handshake")
+  if (f.k === "userpass") {
+    const a = yield* Wire.readMessage(client, reader, C.parseUserPass)
+    if (a.k === "eof") return yield* reject(client, ctx, "client closed during authentication")
+    if (a.k === "error") return yield* reject(client, ctx, a.message, C.encodeAuthStatus(false))
+    const r = yield* ctx.authenticate(a.value.user, a.value.pass)
+    if (!r.ok) return yield* reject(client, ctx, "authentication failed", C.encodeAuthStatus(false))
+    ctx.setUser(r.user ?? a.value.user, r.groups)
+    if (!(yield* Wire.write(client, C.encodeAuthStatus(true)))) return undefined
+    f = yield* Wire.readWith(client, reader, requestOf)
+    if (f.k === "eof") return yield* reject(client, ctx, "client closed before its request")
+  }
+  if (f.k === "reject") return yield* reject(client, ctx, f.error, f.reply)
+  return f.k === "request" ? f.req : undefined
+})
 
 /** Greeting, optional RFC 1929 sub-negotiation, request. `undefined`: already answered and closed. */
-const handshake = (client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader) =>
-  Effect.gen(function*() {
-    const front = new FrontStep(client, ctx.auth)
-    const f = yield* Wire.readWith(client, reader, (r) => front.step(r))
-    return yield* afterFront(client, ctx, reader, front, f)
-  })
+const handshake = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, reader: Wire.ByteReader) {
+  const front = new FrontStep(client, ctx.auth)
+  const f = yield* Wire.readWith(client, reader, (r) => front.step(r))
+  return yield* afterFront(client, ctx, reader, front, f)
+})
 
 export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundHandler => {
   const max = options.maxUdpAssociationsPerIp
@@ -148,23 +146,23 @@ export const makeSocks5Handler = (options: Socks5Options = {}): Inbound.InboundH
         return Effect.asVoid(reject(client, ctx, `command 0x${req.cmd.toString(16)} not supported`, C.encodeReply(C.REP.commandNotSupported)))
     }
   }
+  const handle = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext) {
+    const reader = new Wire.ByteReader()
+    if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
+    const h = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
+      timedOut.add(client)
+      ctx.note({ outcome: "rejected", error: "handshake timeout" })
+    })
+    if (h.timedOut || h.value === undefined) return
+    return yield* serveRequest(client, ctx, reader, h.value)
+  })
   return {
     protocol: "socks5",
     takesFirstBytes: true,
     reject: (client) => {
       client.end(C.encodeMethod(C.METHOD_UNACCEPTABLE))
     },
-    handle: (client, ctx) =>
-      Effect.gen(function*() {
-        const reader = new Wire.ByteReader()
-        if (ctx.firstBytes !== undefined) reader.push(ctx.firstBytes())
-        const h = yield* Wire.withDeadline(client, ctx.enforcesHandshakeDeadline === true ? undefined : ctx.handshakeTimeoutMs, handshake(client, ctx, reader), () => {
-          timedOut.add(client)
-          ctx.note({ outcome: "rejected", error: "handshake timeout" })
-        })
-        if (h.timedOut || h.value === undefined) return
-        return yield* serveRequest(client, ctx, reader, h.value)
-      }),
+    handle,
     // The runtime enforces the handshake deadline on this path (no `withDeadline` here).
     express: (client, ctx) => {
       const reader = new Wire.ByteReader()

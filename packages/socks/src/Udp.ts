@@ -69,132 +69,122 @@ export const localCounter = (maxPerIp: () => number): UdpCounter => ({
   },
 })
 
-export const serveUdpAssociate = (
-  client: Socket,
-  ctx: Inbound.SessionContext,
-  clientPort: number,
-  counter: UdpCounter,
-): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    const srcIp = normalizeIp(ctx.srcIp) ?? ctx.srcIp
-    if (!counter.tryEnter(srcIp)) {
-      ctx.note({ outcome: "rejected", error: "too many UDP associations" })
-      return yield* Wire.closeWith(client, encodeReply(REP.general))
-    }
-    const release = Effect.sync(() => counter.leave(srcIp))
-    yield* associate(client, ctx, srcIp, clientPort).pipe(Effect.ensuring(release))
-  })
+export const serveUdpAssociate = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, clientPort: number, counter: UdpCounter) {
+  const srcIp = normalizeIp(ctx.srcIp) ?? ctx.srcIp
+  if (!counter.tryEnter(srcIp)) {
+    ctx.note({ outcome: "rejected", error: "too many UDP associations" })
+    return yield* Wire.closeWith(client, encodeReply(REP.general))
+  }
+  const release = Effect.sync(() => counter.leave(srcIp))
+  yield* associate(client, ctx, srcIp, clientPort).pipe(Effect.ensuring(release))
+})
 
-const associate = (client: Socket, ctx: Inbound.SessionContext, srcIp: string, clientPort: number) =>
-  Effect.gen(function*() {
-    const local = normalizeIp(ctx.localAddress) ?? ctx.localAddress
-    const relay = yield* bindUdp(local)
-    if (relay instanceof Error) {
-      ctx.note({ outcome: "error", error: "udp bind failed" })
-      return yield* Wire.closeWith(client, encodeReply(REP.general))
+const associate = Effect.fnUntraced(function*(client: Socket, ctx: Inbound.SessionContext, srcIp: string, clientPort: number) {
+  const local = normalizeIp(ctx.localAddress) ?? ctx.localAddress
+  const relay = yield* bindUdp(local)
+  if (relay instanceof Error) {
+    ctx.note({ outcome: "error", error: "udp bind failed" })
+    return yield* Wire.closeWith(client, encodeReply(REP.general))
+  }
+  const services = yield* Effect.context<never>()
+  const run = Effect.runPromiseWith(services)
+  const outs = new Map<4 | 6, UdpSocket>()
+  const decisions = new Map<string, Promise<Target | undefined>>()
+  const sentTo = new Map<string, { readonly host: string; readonly port: number }>()
+  let replyPort = clientPort
+  let up = 0
+  let down = 0
+  let closed = false
+  // UDP paths through outbound providers, one per route (action target), opened on first use.
+  const channels = new Map<string, Promise<Inbound.UdpChannel | undefined>>()
+  const closeAll = () => {
+    closed = true
+    relay.close()
+    for (const s of outs.values()) s.close()
+    for (const c of channels.values()) void c.then((ch) => ch?.close())
+  }
+  const channelFor = (d: Inbound.Decided): Promise<Inbound.UdpChannel | undefined> => {
+    const a = d.decision.action
+    const key = a.k === "via" || a.k === "tor" ? `${a.k}:${a.target}` : a.k
+    let c = channels.get(key)
+    if (c === undefined) {
+      c = ctx.connectUdp === undefined ? Promise.resolve(undefined) : run(ctx.connectUdp(d)).then((ch) => {
+        if (closed) { ch.close(); return undefined }
+        ch.onMessage((h, p, data) => {
+          if (closed || replyPort === 0) return
+          down += data.length
+          relay.send(encodeUdp(h, p, data), replyPort, srcIp)
+        })
+        // When the upstream ends the path, forget it (and the decisions that use it): the next datagram reopens.
+        ch.onClose(() => { channels.delete(key); decisions.clear() })
+        return ch
+      }, () => { channels.delete(key); return undefined })
+      channels.set(key, c)
     }
-    const services = yield* Effect.context<never>()
-    const run = Effect.runPromiseWith(services)
-    const outs = new Map<4 | 6, UdpSocket>()
-    const decisions = new Map<string, Promise<Target | undefined>>()
-    const sentTo = new Map<string, { readonly host: string; readonly port: number }>()
-    let replyPort = clientPort
-    let up = 0
-    let down = 0
-    let closed = false
-    // UDP paths through outbound providers, one per route (action target), opened on first use.
-    const channels = new Map<string, Promise<Inbound.UdpChannel | undefined>>()
-    const closeAll = () => {
-      closed = true
-      relay.close()
-      for (const s of outs.values()) s.close()
-      for (const c of channels.values()) void c.then((ch) => ch?.close())
-    }
-    const channelFor = (d: Inbound.Decided): Promise<Inbound.UdpChannel | undefined> => {
-      const a = d.decision.action
-      const key = a.k === "via" || a.k === "tor" ? `${a.k}:${a.target}` : a.k
-      let c = channels.get(key)
-      if (c === undefined) {
-        c = ctx.connectUdp === undefined ? Promise.resolve(undefined) : run(ctx.connectUdp(d)).then((ch) => {
-          if (closed) { ch.close(); return undefined }
-          ch.onMessage((h, p, data) => {
-            if (closed || replyPort === 0) return
-            down += data.length
-            relay.send(encodeUdp(h, p, data), replyPort, srcIp)
-          })
-          // When the upstream ends the path, forget it (and the decisions that use it): the next datagram reopens.
-          ch.onClose(() => { channels.delete(key); decisions.clear() })
-          return ch
-        }, () => { channels.delete(key); return undefined })
-        channels.set(key, c)
-      }
-      return c
-    }
+    return c
+  }
 
-    const out = (family: 4 | 6): UdpSocket => {
-      const existing = outs.get(family)
-      if (existing !== undefined) return existing
-      const s = createSocket(family === 6 ? "udp6" : "udp4")
-      s.on("error", () => {})
-      s.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
-        const from = sentTo.get(`${normalizeIp(rinfo.address)}|${rinfo.port}`)
-        if (from === undefined || replyPort === 0) return
-        down += msg.length
-        relay.send(encodeUdp(from.host, from.port, msg), replyPort, srcIp)
-      })
-      outs.set(family, s)
-      return s
-    }
-
-    const target = (host: string, port: number): Promise<Target | undefined> =>
-      run(ctx.decide({ command: "udp", dstHost: host, dstPort: port, protocol: "socks5" })).then(async (d) => {
-        const a = d.decision.action
-        if (a.k === "via" || a.k === "tor") {
-          const channel = await channelFor(d)
-          return channel === undefined ? undefined : { channel, host: d.resolved ?? host, port }
-        }
-        const [h, p] = a.k === "allow" ? [d.resolved ?? host, port] : a.k === "redirect" ? [a.host, a.port] : [undefined, 0]
-        if (h === undefined) return undefined
-        const ip = normalizeIp(h) ?? (await lookup(h).then((x) => x.address, () => undefined))
-        return ip === undefined ? undefined : { ip: normalizeIp(ip) ?? ip, port: p }
-      }, () => undefined)
-
-    relay.on("error", () => {})
-    relay.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
-      if (normalizeIp(rinfo.address) !== srcIp) return
-      if (clientPort !== 0 && rinfo.port !== clientPort) return
-      const d = parseUdp(msg)
-      if (d.k !== "ok" || d.value.frag !== 0) return
-      replyPort = rinfo.port
-      const { host, port, data } = d.value
-      const key = `${host}|${port}`
-      let t = decisions.get(key)
-      if (t === undefined) {
-        if (decisions.size >= MAX_CACHED_DESTINATIONS) decisions.clear()
-        t = target(host, port)
-        decisions.set(key, t)
-      }
-      void t.then((to) => {
-        if (to === undefined || closed) return
-        up += data.length
-        if ("channel" in to) return to.channel.send(to.host, to.port, data)
-        if (sentTo.size >= MAX_CACHED_DESTINATIONS) sentTo.clear()
-        sentTo.set(`${to.ip}|${to.port}`, { host, port })
-        try {
-          out(to.ip.includes(":") ? 6 : 4).send(data, to.port, to.ip)
-        } catch {
-          // the association closed meanwhile
-        }
-      })
+  const out = (family: 4 | 6): UdpSocket => {
+    const existing = outs.get(family)
+    if (existing !== undefined) return existing
+    const s = createSocket(family === 6 ? "udp6" : "udp4")
+    s.on("error", () => {})
+    s.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
+      const from = sentTo.get(`${normalizeIp(rinfo.address)}|${rinfo.port}`)
+      if (from === undefined || replyPort === 0) return
+      down += msg.length
+      relay.send(encodeUdp(from.host, from.port, msg), replyPort, srcIp)
     })
+    outs.set(family, s)
+    return s
+  }
 
-    const a = relay.address()
-    yield* Effect.gen(function*() {
-      if (!(yield* Wire.write(client, encodeReply(REP.succeeded, a.address, a.port)))) return
-      yield* Wire.awaitClose(client)
-    }).pipe(Effect.ensuring(Effect.sync(() => {
-      closeAll()
-      ctx.note({ outcome: "ok", udpBytesUp: up, udpBytesDown: down, udpDestinations: decisions.size })
-      client.destroy()
-    })))
+  const target = (host: string, port: number): Promise<Target | undefined> =>
+    run(ctx.decide({ command: "udp", dstHost: host, dstPort: port, protocol: "socks5" })).then(async (d) => {
+      const a = d.decision.action
+      if (a.k === "via" || a.k === "tor") {
+        const channel = await channelFor(d)
+        return channel === undefined ? undefined : { channel, host: d.resolved ?? host, port }
+      }
+      const [h, p] = a.k === "allow" ? [d.resolved ?? host, port] : a.k === "redirect" ? [a.host, a.port] : [undefined, 0]
+      if (h === undefined) return undefined
+      const ip = normalizeIp(h) ?? (await lookup(h).then((x) => x.address, () => undefined))
+      return ip === undefined ? undefined : { ip: normalizeIp(ip) ?? ip, port: p }
+    }, () => undefined)
+
+  relay.on("error", () => {})
+  relay.on("message", (msg: Buffer, rinfo: RemoteInfo) => {
+    if (normalizeIp(rinfo.address) !== srcIp) return
+    if (clientPort !== 0 && rinfo.port !== clientPort) return
+    const d = parseUdp(msg)
+    if (d.k !== "ok" || d.value.frag !== 0) return
+    replyPort = rinfo.port
+    const { host, port, data } = d.value
+    const key = `${host}|${port}`
+    let t = decisions.get(key)
+    if (t === undefined) {
+      if (decisions.size >= MAX_CACHED_DESTINATIONS) decisions.clear()
+      t = target(host, port)
+      decisions.set(key, t)
+    }
+    void t.then((to) => {
+      if (to === undefined || closed) return
+      up += data.length
+      if ("channel" in to) return to.channel.send(to.host, to.port, data)
+      if (sentTo.size >= MAX_CACHED_DESTINATIONS) sentTo.clear()
+      sentTo.set(`${to.ip}|${to.port}`, { host, port })
+      try {
+        out(to.ip.includes(":") ? 6 : 4).send(data, to.port, to.ip)
+      } catch {
+        // the association closed meanwhile
+      }
+    })
   })
+
+  const a = relay.address()
+  yield* Effect.flatMap(Wire.write(client, encodeReply(REP.succeeded, a.address, a.port)), (ok) => (ok ? Wire.awaitClose(client) : Effect.void)).pipe(Effect.ensuring(Effect.sync(() => {
+    closeAll()
+    ctx.note({ outcome: "ok", udpBytesUp: up, udpBytesDown: down, udpDestinations: decisions.size })
+    client.destroy()
+  })))
+})

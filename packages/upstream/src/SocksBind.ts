@@ -28,75 +28,74 @@ const replyLength = (b: Buffer): number | undefined => {
 
 type Peer = { readonly host: string; readonly port: number; readonly socket: net.Socket }
 
-export const socksBind = (hop: Hop, target: Target, ctx: Outbound.OutboundContext): Effect.Effect<Inbound.UpstreamBind, HopFailure> =>
-  Effect.gen(function*() {
-    if (hop.kind === "socks4" && !net.isIPv4(target.host)) return yield* Effect.fail(failed(hop.name, `SOCKS4 BIND needs an IPv4 peer address, not ${target.host}: use socks4a or socks5`))
-    const ms = hop.connectTimeoutMs ?? ctx.connectTimeoutMs
-    const socket = yield* Outbound.direct(hop.host, hop.port, { ...ctx, connectTimeoutMs: ms }).pipe(Effect.mapError((e) =>
-      e.reason._tag === "Timeout" ? timedOut(hop.name, "TCP connect to the upstream timed out") : failed(hop.name, `cannot connect to the upstream (${e.reason._tag})`)))
-    return yield* Effect.callback<Inbound.UpstreamBind, HopFailure>((resume) => {
-      const version = hop.kind === "socks5" ? 5 : 4
-      const seen: Array<Buffer> = []
-      const tap = (b: Buffer): void => { seen.push(b) }
-      socket.on("data", tap)
-      let bound = false
-      let settle: { ok: (p: Peer) => void; no: (e: HopFailure) => void } | undefined
-      let outcome: { peer: Peer } | { error: HopFailure } | undefined
-      const finish = (o: { peer: Peer } | { error: HopFailure }): void => {
-        if (outcome !== undefined) return
-        outcome = o
-        if (settle !== undefined) ("peer" in o ? settle.ok(o.peer) : settle.no(o.error))
-      }
-      const close = (): void => {
-        socket.destroy()
-        finish({ error: failed(hop.name, "BIND ended") })
-      }
-      const proxy = proxyOf(hop, version)
-      let client: SocksClient
-      try {
-        client = new SocksClient({ command: "bind", destination: { host: target.host, port: target.port }, proxy, timeout: ms, existing_socket: socket })
-      } catch (e) {
-        socket.destroy()
-        resume(Effect.fail(failed(hop.name, `cannot ask to bind for ${target.host}: ${e instanceof Error ? e.message.slice(0, 80) : "invalid"}`)))
-        return
-      }
-      client.once("bound", (info: { remoteHost?: { host?: string; port: number } }) => {
-        bound = true
-        const h = info.remoteHost?.host
-        const host = h === undefined || h === "0.0.0.0" || h === "" ? hop.host : h
-        const accepted = (timeoutMs: number): Effect.Effect<Peer, Errors.OutboundError> =>
-          Effect.callback<Peer, Errors.OutboundError>((done) => {
-            const timer = setTimeout(() => { close(); done(Effect.fail(new Errors.OutboundError({ reason: { _tag: "Timeout", hop: hop.name } }))) }, timeoutMs)
-            settle = {
-              ok: (p) => { clearTimeout(timer); done(Effect.succeed(p)) },
-              no: (e) => { clearTimeout(timer); done(Effect.fail(new Errors.OutboundError({ reason: e.reason }))) },
-            }
-            if (outcome !== undefined) ("peer" in outcome ? settle.ok(outcome.peer) : settle.no(outcome.error))
-            return Effect.sync(() => { clearTimeout(timer); close() })
-          })
-        resume(Effect.succeed({ host, port: info.remoteHost?.port ?? 0, accepted, close }))
-      })
-      client.once("established", (info: { remoteHost?: { host?: string; port: number } }) => {
-        const own = socket as unknown as { resume: () => net.Socket }
-        own.resume = () => {
-          delete (own as { resume?: unknown }).resume
-          socket.off("data", tap)
-          const all = Buffer.concat(seen)
-          const first = version === 5 ? handshakeLength(all, 5) ?? all.length : 8
-          const used = version === 5 ? first + (replyLength(all.subarray(first)) ?? all.length - first) : 16
-          if (all.length > used) socket.unshift(all.subarray(used))
-          finish({ peer: { host: info.remoteHost?.host ?? "0.0.0.0", port: info.remoteHost?.port ?? 0, socket } })
-          return socket
-        }
-      })
-      client.once("error", (e: Error) => {
-        socket.off("data", tap)
-        socket.destroy()
-        const err = mapError(hop, e.message, Buffer.concat(seen), true)
-        if (!bound) resume(Effect.fail(err))
-        else finish({ error: err })
-      })
-      client.connect(socket)
-      return Effect.sync(() => { if (!bound) socket.destroy() })
+export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, ctx: Outbound.OutboundContext) {
+  if (hop.kind === "socks4" && !net.isIPv4(target.host)) return yield* Effect.fail(failed(hop.name, `SOCKS4 BIND needs an IPv4 peer address, not ${target.host}: use socks4a or socks5`))
+  const ms = hop.connectTimeoutMs ?? ctx.connectTimeoutMs
+  const socket = yield* Outbound.direct(hop.host, hop.port, { ...ctx, connectTimeoutMs: ms }).pipe(Effect.mapError((e) =>
+    e.reason._tag === "Timeout" ? timedOut(hop.name, "TCP connect to the upstream timed out") : failed(hop.name, `cannot connect to the upstream (${e.reason._tag})`)))
+  return yield* Effect.callback<Inbound.UpstreamBind, HopFailure>((resume) => {
+    const version = hop.kind === "socks5" ? 5 : 4
+    const seen: Array<Buffer> = []
+    const tap = (b: Buffer): void => { seen.push(b) }
+    socket.on("data", tap)
+    let bound = false
+    let settle: { ok: (p: Peer) => void; no: (e: HopFailure) => void } | undefined
+    let outcome: { peer: Peer } | { error: HopFailure } | undefined
+    const finish = (o: { peer: Peer } | { error: HopFailure }): void => {
+      if (outcome !== undefined) return
+      outcome = o
+      if (settle !== undefined) ("peer" in o ? settle.ok(o.peer) : settle.no(o.error))
+    }
+    const close = (): void => {
+      socket.destroy()
+      finish({ error: failed(hop.name, "BIND ended") })
+    }
+    const proxy = proxyOf(hop, version)
+    let client: SocksClient
+    try {
+      client = new SocksClient({ command: "bind", destination: { host: target.host, port: target.port }, proxy, timeout: ms, existing_socket: socket })
+    } catch (e) {
+      socket.destroy()
+      resume(Effect.fail(failed(hop.name, `cannot ask to bind for ${target.host}: ${e instanceof Error ? e.message.slice(0, 80) : "invalid"}`)))
+      return
+    }
+    client.once("bound", (info: { remoteHost?: { host?: string; port: number } }) => {
+      bound = true
+      const h = info.remoteHost?.host
+      const host = h === undefined || h === "0.0.0.0" || h === "" ? hop.host : h
+      const accepted = (timeoutMs: number): Effect.Effect<Peer, Errors.OutboundError> =>
+        Effect.callback<Peer, Errors.OutboundError>((done) => {
+          const timer = setTimeout(() => { close(); done(Effect.fail(new Errors.OutboundError({ reason: { _tag: "Timeout", hop: hop.name } }))) }, timeoutMs)
+          settle = {
+            ok: (p) => { clearTimeout(timer); done(Effect.succeed(p)) },
+            no: (e) => { clearTimeout(timer); done(Effect.fail(new Errors.OutboundError({ reason: e.reason }))) },
+          }
+          if (outcome !== undefined) ("peer" in outcome ? settle.ok(outcome.peer) : settle.no(outcome.error))
+          return Effect.sync(() => { clearTimeout(timer); close() })
+        })
+      resume(Effect.succeed({ host, port: info.remoteHost?.port ?? 0, accepted, close }))
     })
+    client.once("established", (info: { remoteHost?: { host?: string; port: number } }) => {
+      const own = socket as unknown as { resume: () => net.Socket }
+      own.resume = () => {
+        delete (own as { resume?: unknown }).resume
+        socket.off("data", tap)
+        const all = Buffer.concat(seen)
+        const first = version === 5 ? handshakeLength(all, 5) ?? all.length : 8
+        const used = version === 5 ? first + (replyLength(all.subarray(first)) ?? all.length - first) : 16
+        if (all.length > used) socket.unshift(all.subarray(used))
+        finish({ peer: { host: info.remoteHost?.host ?? "0.0.0.0", port: info.remoteHost?.port ?? 0, socket } })
+        return socket
+      }
+    })
+    client.once("error", (e: Error) => {
+      socket.off("data", tap)
+      socket.destroy()
+      const err = mapError(hop, e.message, Buffer.concat(seen), true)
+      if (!bound) resume(Effect.fail(err))
+      else finish({ error: err })
+    })
+    client.connect(socket)
+    return Effect.sync(() => { if (!bound) socket.destroy() })
   })
+})

@@ -138,25 +138,28 @@ export const makeUpstreams = (): UpstreamOutbound => {
     if (route !== undefined) return leaf(route, name)
     const g = state.groups.get(name)
     if (g === undefined || depth > 8) return Effect.fail(failed(name, `\`${name}\` is not declared in the current rules`))
-    return Effect.gen(function*() {
-      const cands = g.candidates(key)
-      if (cands.length === 0) return yield* Effect.fail(new NoHealthy({ _tag: "UpstreamFailed", hop: name }, false, `group ${name} has no healthy member`))
-      let last: HopFailure | undefined
-      for (const c of cands.slice(0, Math.max(1, g.ir.tries))) {
-        if (health !== undefined) health.tried.n++
-        const r = yield* Effect.result(through(state, c, key, depth + 1, leaf, health))
-        if (r._tag === "Success") {
-          if (health !== undefined) g.report(c, undefined)
-          return r.success
-        }
-        last = r.failure
-        if (health === undefined) continue
-        if (r.failure.destination) break
-        g.report(c, r.failure.message)
-      }
-      return yield* Effect.fail(last!)
-    })
+    return throughGroup(state, name, g, key, depth, leaf, health) as Effect.Effect<A, HopFailure>
   }
+
+  /** A group's candidates in order (see `through`); one generator function for all calls (docs/design/runtime.md). */
+  const throughGroup = Effect.fnUntraced(function*(state: Active, name: string, g: GroupRuntime, key: { user?: string; dst: string; src: string }, depth: number, leaf: (route: Route, member: string) => Effect.Effect<unknown, HopFailure>, health: { readonly tried: { n: number } } | undefined) {
+    const cands = g.candidates(key)
+    if (cands.length === 0) return yield* Effect.fail(new NoHealthy({ _tag: "UpstreamFailed", hop: name }, false, `group ${name} has no healthy member`))
+    let last: HopFailure | undefined
+    for (const c of cands.slice(0, Math.max(1, g.ir.tries))) {
+      if (health !== undefined) health.tried.n++
+      const r = yield* Effect.result(through(state, c, key, depth + 1, leaf, health))
+      if (r._tag === "Success") {
+        if (health !== undefined) g.report(c, undefined)
+        return r.success
+      }
+      last = r.failure
+      if (health === undefined) continue
+      if (r.failure.destination) break
+      g.report(c, r.failure.message)
+    }
+    return yield* Effect.fail(last!)
+  })
 
   const open = (state: Active, name: string, dest: Target, key: { user?: string; dst: string; src: string }, ctx: Outbound.OutboundContext, depth: number, tried: { n: number }): Effect.Effect<{ socket: net.Socket; member: string }, HopFailure> =>
     through(state, name, key, depth, (route, member) => openRoute(route, dest, ctx).pipe(Effect.map((socket) => ({ socket, member }))), { tried })
