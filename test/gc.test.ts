@@ -19,6 +19,10 @@
  * inside a per-call function) promoted each connection whole: 4.7 KB (SOCKS5) and 6.4 KB (HTTP
  * CONNECT) per connection, measured on the bundle (this case: 5,922 B); with the bodies written once
  * (`Effect.fnUntraced`) 32-35 B (docs/design/runtime.md).
+ * The third case goes through a SOCKS5 upstream (microsocks, `via`): the `socks` package's
+ * handshake timer, never cleared by the package, kept every connection for the hop's timeout
+ * (7.6 KB promoted per connection on the bundle); the hop now catches and clears it
+ * (packages/upstream/src/SocksClient.ts), 80 B.
  * Gotchas: the warm-up must reach V8's top tier: until TurboFan compiles Node's socket and
  * stream constructors (~7,000 connections here), Maglev-compiled code makes ~1 MB survive each
  * scavenge whatever proxyd does (measured; also seen in a bare Node relay), which would hide
@@ -31,6 +35,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { echoServer, type TestServer } from "@proxyd/testkit"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { need, startMicrosocks } from "../packages/upstream/test/Peers.ts"
 import { type Running, start, stop, waitFor } from "./spawn.ts"
 
 let dir = ""
@@ -139,9 +144,9 @@ const scavenges = (lines: ReadonlyArray<string>): { count: number; promoted: num
  * with `env`; returns the bytes promoted per measured connection after checking every connection
  * was served.
  */
-const promotedPerConnection = async (env: NodeJS.ProcessEnv, open: Open): Promise<number> => {
+const promotedPerConnection = async (env: NodeJS.ProcessEnv, open: Open, policy = "policy main {\n  default allow\n}\n"): Promise<number> => {
   const rules = join(dir, "gc.rules")
-  writeFileSync(rules, "policy main {\n  default allow\n}\n")
+  writeFileSync(rules, policy)
   let p: Running | undefined
   const held: Array<Socket> = []
   try {
@@ -181,4 +186,15 @@ describe("garbage a connection leaves", () => {
   it("so do they on the fallback path (the effect code), SOCKS5 and HTTP CONNECT", async () => {
     expect(await promotedPerConnection({ PROXYD_EXPRESS: "off" }, socksAndHttp), "promoted bytes per connection").toBeLessThan(800)
   }, 120_000)
+
+  it("so do they through a SOCKS5 upstream (via microsocks)", async (ctx) => {
+    if (!need(ctx, "microsocks", "microsocks")) return
+    const up = await startMicrosocks()
+    try {
+      const policy = `upstream ms = socks5://127.0.0.1:${up.port}\n\npolicy main {\n  default via ms\n}\n`
+      expect(await promotedPerConnection({}, socksOnly, policy), "promoted bytes per connection").toBeLessThan(800)
+    } finally {
+      await up.stop()
+    }
+  }, 180_000)
 })

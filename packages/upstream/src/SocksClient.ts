@@ -15,6 +15,16 @@
  * paused), and unshifts whatever followed the reply. Early data from the far
  * side is never lost. The next hop resumes the socket itself: a `data`
  * listener alone does not resume an explicitly paused stream.
+ * The package's handshake timer is never cleared (socks 2.8: it is started in
+ * `connect()` and not kept), so it holds the client for the whole `timeout`
+ * after the handshake, and through it the socket and everything the relay
+ * hangs on it: every connection through an upstream was kept ~10 s (7.5 KB
+ * promoted per connection at 1,200 connections/s, 41 us of scavenge each).
+ * So the hop catches that timer as the library starts it (`firstTimer`: the
+ * global `setTimeout` is wrapped for the synchronous `connect()` call only) and
+ * clears it when the handshake is over; and `forget` empties the client, so a
+ * timer not caught (another version of the package) keeps a bare shell (the
+ * timer then finds an established or failed client and does nothing).
  */
 import type * as net from "node:net"
 import { SocksClient } from "socks"
@@ -65,6 +75,32 @@ export const proxyOf = (hop: Hop, version: 4 | 5) => ({
   ...(hop.pass === undefined || version === 4 ? {} : { password: hop.pass }),
 }) as const
 
+/**
+ * Drops what a finished `SocksClient` refers to (see the Gotchas): its socket, options
+ * (credentials included), buffer, handlers and listeners. Only once the handshake is over: after
+ * the library's own `established` work (it reads its buffer in a `setImmediate`, then calls the
+ * socket's `resume`) or after its `error` event.
+ */
+export const forget = (client: SocksClient): void => {
+  client.removeAllListeners()
+  const c = client as unknown as Record<string, unknown>
+  for (const k of ["socket", "options", "receiveBuffer", "onDataReceived", "onClose", "onError", "onConnect"]) c[k] = undefined
+}
+
+/** Runs `f` and returns the first timer it started with the global `setTimeout` (see the Gotchas), if any. */
+export const firstTimer = (f: () => void): ReturnType<typeof setTimeout> | undefined => {
+  const real = globalThis.setTimeout
+  let first: ReturnType<typeof setTimeout> | undefined
+  const wrapped = (...args: Parameters<typeof setTimeout>): ReturnType<typeof setTimeout> => {
+    const t = real(...args)
+    first ??= t
+    return t
+  }
+  globalThis.setTimeout = Object.assign(wrapped, real)
+  try { f() } finally { globalThis.setTimeout = real }
+  return first
+}
+
 /** Runs one SOCKS handshake on `socket` asking for `target`; resolves with the same socket, paused, early data intact. */
 export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs: number, last: boolean): Promise<net.Socket> =>
   new Promise<net.Socket>((resolve, reject) => {
@@ -75,6 +111,9 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
     const version = hop.kind === "socks5" ? 5 : 4
     const proxy = proxyOf(hop, version)
     let client: SocksClient
+    /** The library's handshake timer, once caught (an `error` during `connect()` comes before it is). */
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let over = false
     try {
       client = new SocksClient({ command: "connect", destination: { host: target.host, port: target.port }, proxy, timeout: timeoutMs, existing_socket: socket })
     } catch (e) {
@@ -92,6 +131,9 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
         const all = Buffer.concat(seen)
         const used = handshakeLength(all, version) ?? all.length
         if (all.length > used) socket.unshift(all.subarray(used))
+        over = true
+        clearTimeout(timer)
+        forget(client)
         resolve(socket)
         return socket
       }
@@ -99,9 +141,13 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
     client.once("error", (e: Error) => {
       socket.off("data", tap)
       socket.destroy()
+      over = true
+      clearTimeout(timer)
+      forget(client)
       reject(mapError(hop, e.message, Buffer.concat(seen), last))
     })
-    client.connect(socket)
+    timer = firstTimer(() => client.connect(socket))
+    if (over) clearTimeout(timer)
     // A socket handed over by a previous SOCKS hop is explicitly paused; adding a `data` listener does not resume it.
     socket.resume()
   })

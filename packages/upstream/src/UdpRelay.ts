@@ -18,6 +18,7 @@ import { Effect } from "effect"
 import { SocksClient } from "socks"
 import { type Inbound, Outbound } from "@proxyd/runtime"
 import type { Route } from "./Chain.ts"
+import { firstTimer } from "./SocksClient.ts"
 import { failed, type Hop, type HopFailure, HopFailure as Failure, timedOut } from "./Hop.ts"
 
 const notSupported = (detail: string): HopFailure => new Failure({ _tag: "CommandNotSupported" }, false, detail)
@@ -49,13 +50,23 @@ const associateVia = Effect.fnUntraced(function*(hop: Hop, ms: number, ctx: Outb
       timeout: ms,
       existing_socket: control,
     })
-    client.once("established", (info: { remoteHost?: { host: string; port: number } }) => resume(Effect.succeed(info)))
+    // The library's handshake timer, caught and cleared at the end (SocksClient.ts, Gotchas).
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let over = false
+    client.once("established", (info: { remoteHost?: { host: string; port: number } }) => {
+      over = true
+      clearTimeout(timer)
+      resume(Effect.succeed(info))
+    })
     client.once("error", (e: Error) => {
+      over = true
+      clearTimeout(timer)
       control.destroy()
       resume(Effect.fail(e.message.includes("timed out") ? timedOut(hop.name, "UDP ASSOCIATE timed out")
         : failed(hop.name, e.message.includes("Authentication") ? "the upstream refused the credentials" : "the upstream refused UDP ASSOCIATE")))
     })
-    client.connect(control)
+    timer = firstTimer(() => client.connect(control))
+    if (over) clearTimeout(timer)
     return Effect.sync(() => { control.destroy() })
   })
   const bnd = est.remoteHost
