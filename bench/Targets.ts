@@ -190,28 +190,33 @@ export interface Peer {
   readonly start: (bin: string) => Start
 }
 
+/** Dante `sockd` on a free port, no authentication, loopback only; `extra`: more sockd.conf lines. */
+const dante = (name: string, bin: string, extra: ReadonlyArray<string>): Start => async () => {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
+  const conf = join(dir, "sockd.conf")
+  writeFileSync(conf, [
+    "logoutput: stderr", `internal: 127.0.0.1 port = ${port}`, "external: 127.0.0.1",
+    "clientmethod: none", "socksmethod: none",
+    ...(root ? ["user.privileged: root", "user.unprivileged: nobody"] : []),
+    "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }", "socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 }", ...extra, "",
+  ].join("\n"))
+  return runPeer(name, "socks5", bin, ["-f", conf, "-p", join(dir, "sockd.pid")], port, dir)
+}
+
+const startMicrosocks = (bin: string, name = "microsocks"): Start => async () => {
+  const port = await freePort()
+  return runPeer(name, "socks5", bin, ["-i", "127.0.0.1", "-p", String(port)], port, mkdtempSync(join(tmpdir(), "proxyd-bench-")))
+}
+
 export const PEERS: ReadonlyArray<Peer> = [
   {
     name: "microsocks", bin: which(["microsocks"]), pkg: "microsocks", install: "apt-get install microsocks",
-    start: (bin) => async () => {
-      const port = await freePort()
-      return runPeer("microsocks", "socks5", bin, ["-i", "127.0.0.1", "-p", String(port)], port, mkdtempSync(join(tmpdir(), "proxyd-bench-")))
-    },
+    start: (bin) => startMicrosocks(bin),
   },
   {
     name: "dante", bin: which(["danted", "sockd"]), pkg: "dante-server", install: "apt-get install dante-server",
-    start: (bin) => async () => {
-      const port = await freePort()
-      const dir = mkdtempSync(join(tmpdir(), "proxyd-bench-"))
-      const conf = join(dir, "sockd.conf")
-      writeFileSync(conf, [
-        "logoutput: stderr", `internal: 127.0.0.1 port = ${port}`, "external: 127.0.0.1",
-        "clientmethod: none", "socksmethod: none",
-        ...(root ? ["user.privileged: root", "user.unprivileged: nobody"] : []),
-        "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }", "socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 }", "",
-      ].join("\n"))
-      return runPeer("dante", "socks5", bin, ["-f", conf, "-p", join(dir, "sockd.pid")], port, dir)
-    },
+    start: (bin) => dante("dante", bin, []),
   },
   {
     name: "tinyproxy", bin: which(["tinyproxy"]), pkg: "tinyproxy", install: "apt-get install tinyproxy",
@@ -252,3 +257,31 @@ export const REFERENCES: ReadonlyArray<Peer> = [
   },
 ]
 
+/**
+ * The chain rows ("chain"): a proxy relaying every connection through an upstream SOCKS5 proxy
+ * (`via` in proxyd, a `route` in Dante's sockd.conf), each with a microsocks upstream of its own
+ * started and stopped with it. The target's pid is the proxy's, so its CPU per connection is
+ * what the hop costs that proxy (the upstream's own CPU is not counted, the same microsocks on
+ * both sides). Returns undefined when microsocks or Dante is not installed.
+ */
+export const chainTargets = (): { readonly proxyd: Start; readonly dante: Start } | undefined => {
+  const ms = which(["microsocks"])
+  const sockd = which(["danted", "sockd"])
+  if (ms === undefined || sockd === undefined) return undefined
+  const chained = (name: string, make: (upstreamPort: number) => Start): Start => async () => {
+    const up = await startMicrosocks(ms, `${name} upstream`)()
+    try {
+      const t = await make(up.port)()
+      return { ...t, stop: async () => { await t.stop(); await up.stop() } }
+    } catch (e) {
+      await up.stop()
+      throw e
+    }
+  }
+  return {
+    proxyd: chained("proxyd-via", (up) => proxydWith("proxyd-via", `upstream up = socks5://127.0.0.1:${up}\n\npolicy main {\n  default via up\n}\n`)),
+    dante: chained("dante-via", (up) => dante("dante-via", sockd, [
+      `route { from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = ${up}`, "  proxyprotocol: socks_v5", "  command: connect", "  method: none", "}",
+    ])),
+  }
+}

@@ -59,17 +59,23 @@ const server = createServer(async (s) => {
 server.listen({ host: "127.0.0.1", port: 0, backlog: 1024 }, () => parentPort.postMessage({ port: server.address().port }))
 `
 
-/** Echo (writes back what it reads) and first byte (writes one byte on accept) in one process. */
+/**
+ * Echo (writes back what it reads), echo-close (writes back its first chunk and ends: the origin
+ * closes first, so a chain's TIME_WAIT lands on the accepting sides, not on ephemeral ports) and
+ * first byte (writes one byte on accept) in one process.
+ */
 const ENDPOINTS = `
 const { createServer } = require("node:net")
 const conns = new Set()
 const echo = createServer((s) => { conns.add(s); s.on("close", () => conns.delete(s)); s.on("data", (c) => s.write(c)); s.on("error", () => {}) })
 // "close-echo": end every echo connection from this side (TIME_WAIT lands on the echo port, not on ephemeral ports)
 process.on("message", (m) => { if (m === "close-echo") { const n = conns.size; for (const s of conns) s.end(); process.send({ closed: n }) } })
+const echoClose = createServer((s) => { s.on("error", () => {}); s.once("data", (c) => s.end(c)) })
 const hello = createServer((s) => { s.on("error", () => {}); s.on("data", () => {}); s.write("h") })
 let n = 0
-const up = () => { if (++n === 2) process.stdout.write(JSON.stringify({ echo: echo.address().port, hello: hello.address().port }) + "\\n") }
+const up = () => { if (++n === 3) process.stdout.write(JSON.stringify({ echo: echo.address().port, echoClose: echoClose.address().port, hello: hello.address().port }) + "\\n") }
 echo.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, up)
+echoClose.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, up)
 hello.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, up)
 process.on("disconnect", () => process.exit(0))
 `
@@ -114,6 +120,8 @@ export const startSource = (seconds: number): Promise<Queue<SourceResult>> => wo
 
 export interface Endpoints {
   readonly echo: number
+  /** echoes the first chunk of each connection, then ends it (the origin closes first) */
+  readonly echoClose: number
   readonly hello: number
   readonly pid: number | undefined
   /** ends every open echo connection from the server's side; resolves with how many */
@@ -131,13 +139,13 @@ export const startEndpoints = async (): Promise<Endpoints> => {
     await exited
   }
   try {
-    const ports = await new Promise<{ echo: number; hello: number }>((resolve, reject) => {
+    const ports = await new Promise<{ echo: number; echoClose: number; hello: number }>((resolve, reject) => {
       let buf = ""
       const t = setTimeout(() => reject(new Error("endpoints did not start within 10 s")), 10_000)
       child.stdout?.on("data", (c: Buffer) => {
         buf += c.toString()
         const i = buf.indexOf("\n")
-        if (i >= 0) { clearTimeout(t); resolve(JSON.parse(buf.slice(0, i)) as { echo: number; hello: number }) }
+        if (i >= 0) { clearTimeout(t); resolve(JSON.parse(buf.slice(0, i)) as { echo: number; echoClose: number; hello: number }) }
       })
       child.once("exit", (code) => { clearTimeout(t); reject(new Error(`endpoints exited ${code}`)) })
     })

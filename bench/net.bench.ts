@@ -26,9 +26,13 @@
  * concurrency 1 if it is another (quick: one peer, 2 pairs, no verdict), giving peer / proxyd
  * ratios and verdicts on "proxyd's CPU per connection below the peer's" and "rate at
  * concurrency 1 at least 1.2x the peer's".
+ * What a hop through an upstream costs is paired too ("chain", last): proxyd-via (`via` to a
+ * SOCKS5 upstream) against dante-via (the same through a sockd.conf `route`), each with a
+ * microsocks upstream of its own (Targets.chainTargets), giving dante / proxyd ratios and
+ * whether proxyd's CPU per connection is below Dante's.
  * Flags: `--quick` (short smoke run, about a minute; no proxyd-100k, so no pair), `--json`
  * (one JSON object on stdout), `--chart FILE` (SVG; default docs/benchmarks.svg in a full run,
- * none with --quick, --only or --targets), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair,peers`,
+ * none with --quick, --only or --targets), `--no-chart`, `--rounds N`, `--only bulk,rate,ttfb,memory,pair,peers,chain`,
  * `--targets a,b` (`--only pair` alone starts only proxyd and proxyd-100k: the policy cost
  * alone, about 3 minutes), `--threads N` (load-generator threads at concurrency 50, default 2), `--hold A,B`
  * (connections held), `--pairs N`, `--sources` (proxyd targets run the workspace's TypeScript instead of
@@ -58,7 +62,7 @@ import { type Endpoints, type Queue, type SinkResult, type SourceResult, startEn
 // ---------------------------------------------------------------------------------------------
 // flags
 
-const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair,peers] [--targets a,b] [--threads N] [--hold A,B] [--pairs N] [--sources]"
+const USAGE = "usage: node bench/net.bench.ts [--quick] [--json] [--chart FILE | --no-chart] [--rounds N] [--only bulk,rate,ttfb,memory,pair,peers,chain] [--targets a,b] [--threads N] [--hold A,B] [--pairs N] [--sources]"
 const argv = process.argv.slice(2)
 const VALUED = new Set(["--chart", "--rounds", "--only", "--targets", "--threads", "--hold", "--pairs"])
 const BARE = new Set(["--quick", "--json", "--no-chart", "--help", "--sources"])
@@ -88,7 +92,7 @@ const TTFB_S = quick ? 0.5 : 1
 const WARM_S = quick ? 0.3 : 3
 const THREADS = Number(value("--threads") ?? 2)
 const SETTLE_MS = quick ? 1000 : 1500
-const MEASURES = ["bulk", "rate", "ttfb", "memory", "pair", "peers"] as const
+const MEASURES = ["bulk", "rate", "ttfb", "memory", "pair", "peers", "chain"] as const
 /** the paired proxyd-100k vs proxyd measurement: this many alternating pairs (AB BA AB …) of PAIR_S seconds each, per concurrency */
 const PAIRS = Number(value("--pairs") ?? (quick ? 2 : 24))
 const PAIR_S = 1
@@ -217,8 +221,8 @@ const results: Results = { up: new Map(), down: new Map(), c1: new Map(), c50: n
 const failures: Array<string> = []
 /** one side of a paired run: the target, its run, the ports in TIME_WAIT when it started */
 interface Side { readonly target: string; readonly rate: Rate; readonly timeWaitPorts: number }
-/** the paired runs: proxyd (`a`) against proxyd-100k ("pair") or against a peer ("peers") (`b`) */
-interface PairRun { readonly concurrency: 1 | 50; readonly pair: number; readonly first: string; readonly a: Side; readonly b: Side }
+/** the paired runs: proxyd (`a`) against proxyd-100k ("pair") or against a peer ("peers") (`b`); proxyd-via against dante-via ("chain") */
+interface PairRun { readonly what: string; readonly concurrency: 1 | 50; readonly pair: number; readonly first: string; readonly a: Side; readonly b: Side }
 const pairRuns: Array<PairRun> = []
 /** the peers (C and Node proxies, not proxyd's own rows nor node-floor) */
 const isPeer = (name: string): boolean => !name.startsWith("proxyd") && name !== "direct" && name !== "node-floor"
@@ -358,7 +362,7 @@ const main = async () => {
   // paired: both started and warmed, then PAIRS short runs of each back to back, the order
   // alternating (AB BA AB …) so drift and the order's own effect cancel; a ratio per pair, so
   // the host's slow minutes (steal) hit both sides of a pair alike
-  const paired = async (pa: Target, pb: Target, what: string): Promise<void> => {
+  const paired = async (pa: Target, pb: Target, what: string, dest = ends.echo): Promise<void> => {
     for (const c of [1, 50] as const) {
       const threads = c === 1 ? 1 : THREADS
       progress(`paired ${pa.name} / ${pb.name} at concurrency ${c}: ${PAIRS} pairs of ${PAIR_S} s`)
@@ -366,7 +370,7 @@ const main = async () => {
       // proxyd-100k measured up to 2.5x its CPU per connection for the first few seconds
       // (its heap growing to the new load with 100k rules to mark), proxyd hardly any
       for (const t of [pa, pb]) {
-        try { await within(rate(t, ends.echo, c, PAIR_SETTLE_S, threads, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `${what} ${t.name} c${c} settle`) } catch (err) { progress(`  ${what} settle ${t.name}: ${(err as Error).message}`) }
+        try { await within(rate(t, dest, c, PAIR_SETTLE_S, threads, ends.pid), PAIR_SETTLE_S * 1000 + 60_000, `${what} ${t.name} c${c} settle`) } catch (err) { progress(`  ${what} settle ${t.name}: ${(err as Error).message}`) }
       }
       const t0 = performance.now()
       for (let i = 0; i < PAIRS && !stopping; i++) {
@@ -380,14 +384,14 @@ const main = async () => {
             // second side starts from two idle slots (ABBA) and the first from none, and a proxy
             // coming from idle measured up to 2x the CPU per connection in its first second
             // (either target) -- noise that swamped a 5 % question
-            await within(rate(t, ends.echo, c, PAIR_LEAD_S, threads, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `${what} ${t.name} c${c} lead-in`)
+            await within(rate(t, dest, c, PAIR_LEAD_S, threads, ends.pid), PAIR_LEAD_S * 1000 + 60_000, `${what} ${t.name} c${c} lead-in`)
             const tw = timeWaitPorts().ports
-            const r = await within(rate(t, ends.echo, c, PAIR_S, threads, ends.pid), PAIR_S * 1000 + 60_000, `${what} ${t.name} c${c}`)
+            const r = await within(rate(t, dest, c, PAIR_S, threads, ends.pid), PAIR_S * 1000 + 60_000, `${what} ${t.name} c${c}`)
             got.set(t.name, { target: t.name, rate: r, timeWaitPorts: tw })
           }
         } catch (err) { failures.push(`${what} ${pb.name} c${c} pair ${i + 1}: ${(err as Error).message}`); continue }
         const a = got.get(pa.name)!, b = got.get(pb.name)!
-        pairRuns.push({ concurrency: c, pair: i + 1, first: order[0]!.name, a, b })
+        pairRuns.push({ what, concurrency: c, pair: i + 1, first: order[0]!.name, a, b })
         const us = (r: Rate) => r.cpuPerConn === null ? "–" : (r.cpuPerConn * 1e6).toFixed(0)
         progress(`  pair ${String(i + 1).padStart(2)} c${c} ${order[0] === pa ? "AB" : "BA"}: ${a.rate.cps.toFixed(0)} / ${b.rate.cps.toFixed(0)} conn/s = ${(b.rate.cps / a.rate.cps).toFixed(3)}; CPU ${us(a.rate)} / ${us(b.rate)} µs/conn; TIME_WAIT ${a.timeWaitPorts} / ${b.timeWaitPorts}; other ${a.rate.load.otherCores.toFixed(2)} / ${b.rate.load.otherCores.toFixed(2)}`)
       }
@@ -400,6 +404,31 @@ const main = async () => {
     for (const peer of duelPeers(targets)) {
       if (stopping) break
       await paired(pa, peer, "peers")
+    }
+  }
+  // a hop through an upstream: proxyd and Dante each relaying through a microsocks of its own,
+  // paired the same way (started only for this measurement, after the others)
+  if (only.has("chain") && !stopping) {
+    const chain = Targets.chainTargets()
+    if (chain === undefined) skipped.push("chain (needs microsocks and Dante)")
+    else {
+      const started: Array<Target> = []
+      try {
+        for (const [name, start] of [["proxyd-via", chain.proxyd], ["dante-via", chain.dante]] as const) {
+          progress(`starting ${name}`)
+          const t = await within(start(), 120_000, `starting ${name}`)
+          cleanups.push(() => t.stop())
+          started.push(t)
+        }
+        // the origin closes first (echo-close): a chained connection takes three ephemeral ports
+        // (client, proxy to upstream, upstream to origin) and a reset from the client left two of
+        // them in TIME_WAIT, which ran the range out within ~30 s at these rates (Dante, which
+        // binds each outbound port, then failed every CONNECT)
+        for (const t of started) await within(rate(t, ends.echoClose, 50, WARM_S, THREADS, ends.pid), WARM_S * 1000 + 30_000, `${t.name} warm-up`)
+        await paired(started[0]!, started[1]!, "chain", ends.echoClose)
+      } catch (err) {
+        failures.push(`chain: ${(err as Error).message}`)
+      }
     }
   }
   return { skipped, targets }
@@ -518,7 +547,7 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
     // "costs < 5 % of connection rate": proxyd-100k / proxyd above 0.95
     return p === null ? null : { ...p, under5Percent: verdict(p.connPerSec, 0.95, true) }
   }
-  const peerNames = [...new Set(pairRuns.filter((p) => p.b.target !== "proxyd-100k").map((p) => p.b.target))]
+  const peerNames = [...new Set(pairRuns.filter((p) => p.what === "peers").map((p) => p.b.target))]
   const peerPairs = peerNames.map((b) => {
     const c1p = pair(b, 1), c50p = pair(b, 50)
     return {
@@ -530,7 +559,12 @@ const report = (names: ReadonlyArray<string>, rateOnly: ReadonlySet<string>) => 
       rate12xPeerC1: c1p === null ? null : verdict(c1p.connPerSec, 1 / 1.2, false),
     }
   })
-  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: policyPair(1), c50: policyPair(50) }, peersVsProxyd: peerPairs }
+  // through an upstream: dante-via / proxyd-via, proxyd's CPU per connection below Dante's when above 1
+  const chainPair = (c: 1 | 50) => {
+    const p = pair("dante-via", c)
+    return p === null ? null : { ...p, cpuBelowDante: verdict(p.proxyCpuPerConn, 1, true), rateAboveDante: verdict(p.connPerSec, 1, false) }
+  }
+  return { bulkUp: bulk("up"), bulkDown: bulk("down"), rateC1: c1, rateC50: c50, rateC50OneThread: c50x1, ttfb: ttfbRows, memory, proxyd100kVsProxyd: { c1: policyPair(1), c50: policyPair(50) }, peersVsProxyd: peerPairs, chainDanteVsProxyd: { c1: chainPair(1), c50: chainPair(50) } }
 }
 
 type Report = ReturnType<typeof report>
@@ -569,6 +603,11 @@ const text = (rep: Report, head: ReadonlyArray<string>): string => {
   table(`Peers / proxyd, paired (the peers cheapest per connection at concurrency 50 in the rounds, and the fastest at concurrency 1; same method as proxyd-100k / proxyd; a CPU ratio above 1 means proxyd spends less per connection)`,
     ["peer", "concurrency", "pairs (blocks)", "conn/s ratio peer / proxyd", "proxy CPU µs/conn ratio peer / proxyd", "p99 ratio", "conn/s proxyd / peer", "CPU µs/conn proxyd / peer", "errors", "targets (proxyd's CPU below the peer's; rate ≥ 1.2× the peer's)"],
     peerRows, peerRows.length > 0)
+  const cv = Object.entries(rep.chainDanteVsProxyd).flatMap(([k, v]) => v === null ? [] : [[k, v] as const])
+  table(`Through an upstream: dante-via / proxyd-via, paired (each relays every connection through a microsocks of its own: \`via\` in proxyd, a \`route\` in Dante; same method as above; a CPU ratio above 1 means proxyd spends less per connection)`,
+    ["concurrency", "pairs (blocks)", "conn/s ratio dante / proxyd", "proxy CPU µs/conn ratio dante / proxyd", "p99 ratio", "conn/s proxyd / dante", "CPU µs/conn proxyd / dante", "errors", "proxyd's CPU below Dante's; proxyd's rate above"],
+    cv.map(([k, v]) => [k === "c1" ? "1" : "50", `${f(v.pairs)} (${f(v.blocks)})`, iv(v.connPerSec), iv(v.proxyCpuPerConn), x2(v.p99), `${f(v.connPerSecMedian.a)} / ${f(v.connPerSecMedian.b)}`,
+      `${f(v.proxyCpuUsPerConnMedian.a)} / ${f(v.proxyCpuUsPerConnMedian.b)}`, f(v.errors), `${v.cpuBelowDante}; ${v.rateAboveDante}`]), cv.length > 0)
   table(`Time to first byte (connect start → first byte from an endpoint that writes on accept), ${TTFB_S} s`, ["target", "p50 ms (min–max)", "p99 ms (min–max)", "×direct (p50)", "handshake p50 ms", "samples", "errors", "other load"],
     rep.ttfb.map((r) => [r.target, mm(r.p50ms, 3), mm(r.p99ms, 3), x2(r.vsDirect), f(r.handshakeP50ms, 3), f(r.samples), f(r.errors), other(r)]), any(rep.ttfb))
   table(`Memory of idle relayed connections (held ${HOLD.map((k) => f(k)).join(" then ")}, ${SETTLE_MS / 1000} s settle)`,
