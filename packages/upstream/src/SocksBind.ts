@@ -55,7 +55,7 @@ export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, c
     /** The library's handshake timer, caught and cleared at the end (SocksClient.ts, Gotchas). */
     let timer: ReturnType<typeof setTimeout> | undefined
     let over = false
-    const done = (): void => { over = true; clearTimeout(timer) }
+    const handshakeOver = (): void => { over = true; clearTimeout(timer) }
     try {
       client = new SocksClient({ command: "bind", destination: { host: target.host, port: target.port }, proxy, timeout: ms, existing_socket: socket })
     } catch (e) {
@@ -88,7 +88,7 @@ export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, c
         const first = version === 5 ? handshakeLength(all, 5) ?? all.length : 8
         const used = version === 5 ? first + (replyLength(all.subarray(first)) ?? all.length - first) : 16
         if (all.length > used) socket.unshift(all.subarray(used))
-        done()
+        handshakeOver()
         finish({ peer: { host: info.remoteHost?.host ?? "0.0.0.0", port: info.remoteHost?.port ?? 0, socket } })
         return socket
       }
@@ -96,7 +96,7 @@ export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, c
     client.once("error", (e: Error) => {
       socket.off("data", tap)
       socket.destroy()
-      done()
+      handshakeOver()
       const err = mapError(hop, e.message, Buffer.concat(seen), true)
       if (!bound) resume(Effect.fail(err))
       else finish({ error: err })
