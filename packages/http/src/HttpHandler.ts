@@ -31,7 +31,7 @@
  * - Express path (`Inbound.ExpressContext`): a first request that is a plain
  *   CONNECT on a listener without auth, whose decision needs no fact to fetch
  *   and whose outbound needs no wait, is served on callbacks; everything else
- *   continues in the effect code (`conversation`) from the point reached, so
+ *   continues in the effect code (a `Conversation` and its steps) from the point reached, so
  *   both paths answer the same (`test/Express.test.ts`).
  */
 import type { Socket } from "node:net"
