@@ -17,7 +17,7 @@ import { Effect } from "effect"
 import { Errors, type Inbound, Outbound } from "@proxyd/runtime"
 import { SocksClient } from "socks"
 import { failed, type Hop, type HopFailure, type Target, timedOut } from "./Hop.ts"
-import { firstTimer, handshakeLength, mapError, proxyOf } from "./SocksClient.ts"
+import { HandshakeTimer, handshakeLength, mapError, proxyOf } from "./SocksClient.ts"
 
 /** Length of a SOCKS5 reply at the start of `b`, or undefined if incomplete. */
 const replyLength = (b: Buffer): number | undefined => {
@@ -52,10 +52,7 @@ export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, c
     }
     const proxy = proxyOf(hop, version)
     let client: SocksClient
-    /** The library's handshake timer, caught and cleared at the end (SocksClient.ts, Gotchas). */
-    let timer: ReturnType<typeof setTimeout> | undefined
-    let over = false
-    const handshakeOver = (): void => { over = true; clearTimeout(timer) }
+    const handshake = new HandshakeTimer()
     try {
       client = new SocksClient({ command: "bind", destination: { host: target.host, port: target.port }, proxy, timeout: ms, existing_socket: socket })
     } catch (e) {
@@ -88,7 +85,7 @@ export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, c
         const first = version === 5 ? handshakeLength(all, 5) ?? all.length : 8
         const used = version === 5 ? first + (replyLength(all.subarray(first)) ?? all.length - first) : 16
         if (all.length > used) socket.unshift(all.subarray(used))
-        handshakeOver()
+        handshake.end()
         finish({ peer: { host: info.remoteHost?.host ?? "0.0.0.0", port: info.remoteHost?.port ?? 0, socket } })
         return socket
       }
@@ -96,13 +93,12 @@ export const socksBind = Effect.fnUntraced(function*(hop: Hop, target: Target, c
     client.once("error", (e: Error) => {
       socket.off("data", tap)
       socket.destroy()
-      handshakeOver()
+      handshake.end()
       const err = mapError(hop, e.message, Buffer.concat(seen), true)
       if (!bound) resume(Effect.fail(err))
       else finish({ error: err })
     })
-    timer = firstTimer(() => client.connect(socket))
-    if (over) clearTimeout(timer)
+    handshake.start(() => client.connect(socket))
     return Effect.sync(() => { if (!bound) socket.destroy() })
   })
 })

@@ -20,7 +20,7 @@
  * after the handshake, and through it the socket and everything the relay
  * hangs on it: every connection through an upstream was kept ~10 s (7.5 KB
  * promoted per connection at 1,200 connections/s, 41 us of scavenge each).
- * So the hop catches that timer as the library starts it (`firstTimer`: the
+ * So the hop catches that timer as the library starts it (`HandshakeTimer`: the
  * global `setTimeout` is wrapped for the synchronous `connect()` call only) and
  * clears it when the handshake is over; and `forget` empties the client, so a
  * timer not caught (another version of the package) keeps a bare shell (the
@@ -88,7 +88,7 @@ export const forget = (client: SocksClient): void => {
 }
 
 /** Runs `f` and returns the first timer it started with the global `setTimeout` (see the Gotchas), if any. */
-export const firstTimer = (f: () => void): ReturnType<typeof setTimeout> | undefined => {
+const firstTimer = (f: () => void): ReturnType<typeof setTimeout> | undefined => {
   const real = globalThis.setTimeout
   let first: ReturnType<typeof setTimeout> | undefined
   const wrapped = (...args: Parameters<typeof setTimeout>): ReturnType<typeof setTimeout> => {
@@ -101,6 +101,24 @@ export const firstTimer = (f: () => void): ReturnType<typeof setTimeout> | undef
   return first
 }
 
+/**
+ * One client's handshake timer (see the Gotchas): `start` runs the client's `connect()` and
+ * catches the timer the package starts there; `end`, once the handshake is over (established or
+ * failed), clears it, also when the end came during `connect()`, before the timer was caught.
+ */
+export class HandshakeTimer {
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private over = false
+  start(connect: () => void): void {
+    this.timer = firstTimer(connect)
+    if (this.over) clearTimeout(this.timer)
+  }
+  end(): void {
+    this.over = true
+    clearTimeout(this.timer)
+  }
+}
+
 /** Runs one SOCKS handshake on `socket` asking for `target`; resolves with the same socket, paused, early data intact. */
 export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs: number, last: boolean): Promise<net.Socket> =>
   new Promise<net.Socket>((resolve, reject) => {
@@ -111,9 +129,7 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
     const version = hop.kind === "socks5" ? 5 : 4
     const proxy = proxyOf(hop, version)
     let client: SocksClient
-    /** The library's handshake timer, once caught (an `error` during `connect()` comes before it is). */
-    let timer: ReturnType<typeof setTimeout> | undefined
-    let over = false
+    const timer = new HandshakeTimer()
     try {
       client = new SocksClient({ command: "connect", destination: { host: target.host, port: target.port }, proxy, timeout: timeoutMs, existing_socket: socket })
     } catch (e) {
@@ -131,8 +147,7 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
         const all = Buffer.concat(seen)
         const used = handshakeLength(all, version) ?? all.length
         if (all.length > used) socket.unshift(all.subarray(used))
-        over = true
-        clearTimeout(timer)
+        timer.end()
         forget(client)
         resolve(socket)
         return socket
@@ -141,13 +156,11 @@ export const socksHop = (socket: net.Socket, hop: Hop, target: Target, timeoutMs
     client.once("error", (e: Error) => {
       socket.off("data", tap)
       socket.destroy()
-      over = true
-      clearTimeout(timer)
+      timer.end()
       forget(client)
       reject(mapError(hop, e.message, Buffer.concat(seen), last))
     })
-    timer = firstTimer(() => client.connect(socket))
-    if (over) clearTimeout(timer)
+    timer.start(() => client.connect(socket))
     // A socket handed over by a previous SOCKS hop is explicitly paused; adding a `data` listener does not resume it.
     socket.resume()
   })

@@ -18,7 +18,7 @@ import { Effect } from "effect"
 import { SocksClient } from "socks"
 import { type Inbound, Outbound } from "@proxyd/runtime"
 import type { Route } from "./Chain.ts"
-import { firstTimer } from "./SocksClient.ts"
+import { HandshakeTimer } from "./SocksClient.ts"
 import { failed, type Hop, type HopFailure, HopFailure as Failure, timedOut } from "./Hop.ts"
 
 const notSupported = (detail: string): HopFailure => new Failure({ _tag: "CommandNotSupported" }, false, detail)
@@ -50,23 +50,18 @@ const associateVia = Effect.fnUntraced(function*(hop: Hop, ms: number, ctx: Outb
       timeout: ms,
       existing_socket: control,
     })
-    // The library's handshake timer, caught and cleared at the end (SocksClient.ts, Gotchas).
-    let timer: ReturnType<typeof setTimeout> | undefined
-    let over = false
+    const timer = new HandshakeTimer()
     client.once("established", (info: { remoteHost?: { host: string; port: number } }) => {
-      over = true
-      clearTimeout(timer)
+      timer.end()
       resume(Effect.succeed(info))
     })
     client.once("error", (e: Error) => {
-      over = true
-      clearTimeout(timer)
+      timer.end()
       control.destroy()
       resume(Effect.fail(e.message.includes("timed out") ? timedOut(hop.name, "UDP ASSOCIATE timed out")
         : failed(hop.name, e.message.includes("Authentication") ? "the upstream refused the credentials" : "the upstream refused UDP ASSOCIATE")))
     })
-    timer = firstTimer(() => client.connect(control))
-    if (over) clearTimeout(timer)
+    timer.start(() => client.connect(control))
     return Effect.sync(() => { control.destroy() })
   })
   const bnd = est.remoteHost
